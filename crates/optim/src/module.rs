@@ -1,0 +1,237 @@
+//! burn integration: [`ModuleOptimizer`] implements burn's `Optimizer<M, B>` over a
+//! [`MomentOptimizer`], walking the module with parameter paths.
+
+use std::marker::PhantomData;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::adaptor::GradAdaptor;
+use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{OptimError, Result};
+use crate::optimizer::{GradEntry, MomentOptimizer, PreparedStep, StepReport};
+use crate::record::OptimizerRecord;
+
+/// A [`MomentOptimizer`] bound to a module type, usable wherever burn expects an optimizer
+/// (e.g. `burn-train`'s Learner).
+///
+/// burn's `Optimizer::step` cannot return an error. Through it, a step that fails (e.g. a
+/// non-finite gradient under [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error)) leaves
+/// the module and state unchanged and keeps the error for [`ModuleOptimizer::take_error`];
+/// call [`ModuleOptimizer::try_step`] to get it as a `Result` instead.
+pub struct ModuleOptimizer<M, B: AutodiffBackend> {
+    engine: MomentOptimizer<B::InnerBackend>,
+    last_error: Option<OptimError>,
+    _module: PhantomData<fn() -> M>,
+}
+
+impl<M, B: AutodiffBackend> Clone for ModuleOptimizer<M, B> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            last_error: self.last_error.clone(),
+            _module: PhantomData,
+        }
+    }
+}
+
+impl<M, B: AutodiffBackend> std::fmt::Debug for ModuleOptimizer<M, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleOptimizer")
+            .field("engine", &self.engine)
+            .field("last_error", &self.last_error)
+            .finish()
+    }
+}
+
+impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
+    /// Wrap an engine.
+    pub fn new(engine: MomentOptimizer<B::InnerBackend>) -> Self {
+        Self {
+            engine,
+            last_error: None,
+            _module: PhantomData,
+        }
+    }
+
+    /// The engine (reports, accounting, records, observer).
+    pub fn engine(&self) -> &MomentOptimizer<B::InnerBackend> {
+        &self.engine
+    }
+
+    /// Mutable access to the engine.
+    pub fn engine_mut(&mut self) -> &mut MomentOptimizer<B::InnerBackend> {
+        &mut self.engine
+    }
+
+    /// The error of the last failed `Optimizer::step`, if any (cleared by this call).
+    pub fn take_error(&mut self) -> Option<OptimError> {
+        self.last_error.take()
+    }
+
+    /// A step that reports errors. The module comes back in both cases; on error it and the
+    /// optimizer state are unchanged.
+    pub fn try_step(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: GradientsParams,
+    ) -> (M, Result<StepReport>) {
+        self.step_common(lr, module, GradAdaptor::from(grads))
+    }
+
+    fn step_common(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradAdaptor,
+    ) -> (M, Result<StepReport>) {
+        let mut collector = Collector::<B> {
+            path: Vec::new(),
+            grads: &mut grads,
+            entries: Vec::new(),
+            devices: Vec::new(),
+        };
+        module.visit(&mut collector);
+        let Collector {
+            entries, devices, ..
+        } = collector;
+        let mut prep = match self.engine.prepare(lr, entries) {
+            Ok(p) => p,
+            Err(e) => return (module, Err(e)),
+        };
+        let mut applier = Applier::<B> {
+            path: Vec::new(),
+            engine: &mut self.engine,
+            prep: &mut prep,
+            devices,
+        };
+        let module = module.map(&mut applier);
+        let report = self.engine.finish(prep);
+        (module, Ok(report))
+    }
+}
+
+impl<M: AutodiffModule<B>, B: AutodiffBackend> Optimizer<M, B> for ModuleOptimizer<M, B> {
+    type Record = OptimizerRecord;
+
+    fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        let (module, res) = self.step_common(lr, module, GradAdaptor::from(grads));
+        if let Err(e) = res {
+            self.last_error = Some(e);
+        }
+        module
+    }
+
+    fn step_multi(&mut self, lr: f64, module: M, grads: MultiGradientsParams) -> M {
+        let (module, res) = self.step_common(lr, module, GradAdaptor::from(grads));
+        if let Err(e) = res {
+            self.last_error = Some(e);
+        }
+        module
+    }
+
+    fn to_record(&self) -> Self::Record {
+        self.engine.to_record()
+    }
+
+    /// Loads lazily (state tensors are created on each parameter's device at its next step).
+    /// A record that does not fit is kept as [`ModuleOptimizer::take_error`] and ignored.
+    fn load_record(mut self, record: Self::Record) -> Self {
+        if let Err(e) = self.engine.load_record_lazy(record) {
+            self.last_error = Some(e);
+        }
+        self
+    }
+}
+
+fn join(path: &[String]) -> String {
+    path.join(".")
+}
+
+struct Collector<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    grads: &'a mut GradAdaptor,
+    entries: Vec<GradEntry<B::InnerBackend>>,
+    devices: Vec<(String, Device<B::InnerBackend>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some((grad, device)) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let path = join(&self.path);
+        let param_shape = param.val().dims().to_vec();
+        let grad_shape = grad.dims().to_vec();
+        let n = grad_shape.iter().product::<usize>();
+        self.entries.push(GradEntry {
+            path: path.clone(),
+            param_shape,
+            grad_shape,
+            grad: grad.reshape([n]),
+        });
+        self.devices.push((path, device));
+    }
+}
+
+struct Applier<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    engine: &'a mut MomentOptimizer<B::InnerBackend>,
+    prep: &'a mut PreparedStep<B::InnerBackend>,
+    devices: Vec<(String, Device<B::InnerBackend>)>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = join(&self.path);
+        let Some(pos) = self.devices.iter().position(|(p, _)| *p == path) else {
+            return param;
+        };
+        let (_, device) = self.devices.swap_remove(pos);
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let mut inner = tensor.inner();
+        if inner.device() != device {
+            inner = inner.to_device(&device);
+        }
+        let dims = inner.dims();
+        let n = dims.iter().product::<usize>();
+        let updated: Tensor<B::InnerBackend, 1> =
+            self.engine.apply(self.prep, &path, inner.reshape([n]));
+        let mut out = Tensor::<B, D>::from_inner(updated.reshape(dims));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// Convenience: `moment.for_module::<M, B>()` without naming the wrapper.
+impl<IB: Backend> MomentOptimizer<IB> {
+    /// Bind this engine to a module type on the autodiff backend `B` (with `B::InnerBackend = IB`).
+    pub fn for_module<M, B>(self) -> ModuleOptimizer<M, B>
+    where
+        M: AutodiffModule<B>,
+        B: AutodiffBackend<InnerBackend = IB>,
+    {
+        ModuleOptimizer::new(self)
+    }
+}

@@ -1,0 +1,849 @@
+//! The engine: parameter groups, global-norm clipping, the non-finite policy, the observer
+//! hook, state accounting and records, over flat named tensors.
+//!
+//! [`MomentOptimizer`] does not know about burn modules; [`ModuleOptimizer`](crate::ModuleOptimizer)
+//! walks a module with paths and drives it. A step runs in three phases:
+//! [`prepare`](MomentOptimizer::prepare) (validate everything, resolve groups, create state,
+//! apply the non-finite policy and clipping — nothing is modified if it fails),
+//! [`apply`](MomentOptimizer::apply) once per parameter, and [`finish`](MomentOptimizer::finish).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::{ElementConversion, Tensor, backend::Backend};
+
+use crate::error::{OptimError, Result};
+use crate::observer::{Observer, ParamView};
+use crate::record::{OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord, TransformRecord};
+use crate::select::Selector;
+use crate::transform::{Chain, StepCtx, TransformState};
+use crate::validate;
+
+/// What to do when a gradient contains NaN or ±Inf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinitePolicy {
+    /// Fail the step with [`OptimError::NonFiniteGradient`] naming the parameters; nothing changes.
+    #[default]
+    Error,
+    /// Skip the whole step: parameters, state and step counters stay exactly as they were.
+    SkipStep,
+    /// Replace every non-finite gradient element by 0, then step normally.
+    ZeroGradient,
+}
+
+/// A set of parameters with its own optimizer chain and learning-rate multiplier.
+#[derive(Debug, Clone)]
+pub struct ParamGroup<B: Backend> {
+    name: String,
+    selector: Selector,
+    chain: Chain<B>,
+    lr_mult: f64,
+}
+
+impl<B: Backend> ParamGroup<B> {
+    /// A group called `name` updating the parameters `selector` picks with `chain`.
+    pub fn new(name: impl Into<String>, selector: Selector, chain: Chain<B>) -> Self {
+        Self {
+            name: name.into(),
+            selector,
+            chain,
+            lr_mult: 1.0,
+        }
+    }
+
+    /// Multiply the step's learning rate by `mult` for this group.
+    pub fn lr_mult(mut self, mult: f64) -> Self {
+        self.lr_mult = mult;
+        self
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The group's chain.
+    pub fn chain(&self) -> &Chain<B> {
+        &self.chain
+    }
+}
+
+/// Builds a [`MomentOptimizer`]; groups are matched in the order they were added.
+#[derive(Debug, Clone)]
+pub struct MomentOptimizerBuilder<B: Backend> {
+    groups: Vec<ParamGroup<B>>,
+    max_grad_norm: Option<f64>,
+    non_finite: NonFinitePolicy,
+}
+
+impl<B: Backend> MomentOptimizerBuilder<B> {
+    /// Add a parameter group. The first group whose selector matches a parameter owns it.
+    pub fn group(mut self, group: ParamGroup<B>) -> Self {
+        self.groups.push(group);
+        self
+    }
+
+    /// Clip the global L2 norm of all gradients to `max_norm` (torch `clip_grad_norm_`:
+    /// scale by `max_norm / (norm + 1e-6)` when `norm > max_norm`).
+    pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
+        self.max_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Choose the non-finite-gradient policy (default [`NonFinitePolicy::Error`]).
+    pub fn non_finite(mut self, policy: NonFinitePolicy) -> Self {
+        self.non_finite = policy;
+        self
+    }
+
+    /// Validate and build.
+    pub fn build(self) -> Result<MomentOptimizer<B>> {
+        if self.groups.is_empty() {
+            return Err(OptimError::invalid(
+                "optimizer",
+                "groups",
+                0,
+                "at least one parameter group",
+            ));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            validate::non_negative("param_group", "lr_mult", g.lr_mult)?;
+            if self.groups[..i].iter().any(|o| o.name == g.name) {
+                return Err(OptimError::invalid(
+                    "param_group",
+                    "name",
+                    &g.name,
+                    "a name not used by another group",
+                ));
+            }
+        }
+        if let Some(c) = self.max_grad_norm {
+            validate::positive("optimizer", "max_grad_norm", c)?;
+        }
+        Ok(MomentOptimizer {
+            groups: self.groups,
+            max_grad_norm: self.max_grad_norm,
+            non_finite: self.non_finite,
+            params: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            observer: None,
+            steps: 0,
+            last_report: None,
+        })
+    }
+}
+
+/// What happened in one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The engine's step counter after this call (unchanged when skipped).
+    pub step: u64,
+    /// Learning rate passed to the step (before group multipliers).
+    pub lr: f64,
+    /// Global L2 norm of all gradients before clipping (after zeroing non-finite elements
+    /// under [`NonFinitePolicy::ZeroGradient`]; `NaN` when the step was skipped for them).
+    pub grad_norm: f64,
+    /// Factor the gradients were multiplied by (1 when not clipped).
+    pub clip_factor: f64,
+    /// Whether clipping engaged.
+    pub clipped: bool,
+    /// Number of non-finite gradient elements seen.
+    pub non_finite: u64,
+    /// Parameters that had non-finite gradient elements.
+    pub non_finite_paths: Vec<String>,
+    /// Whether the step was skipped (policy [`NonFinitePolicy::SkipStep`]).
+    pub skipped: bool,
+    /// Number of parameters updated.
+    pub params_updated: usize,
+}
+
+/// One gradient handed to [`MomentOptimizer::prepare`].
+#[derive(Debug, Clone)]
+pub struct GradEntry<B: Backend> {
+    /// Parameter path.
+    pub path: String,
+    /// Shape of the parameter.
+    pub param_shape: Vec<usize>,
+    /// Shape of the gradient (must equal `param_shape`).
+    pub grad_shape: Vec<usize>,
+    /// The gradient, flat.
+    pub grad: Tensor<B, 1>,
+}
+
+/// The outcome of [`MomentOptimizer::prepare`], consumed by `apply` and `finish`.
+#[derive(Debug)]
+pub struct PreparedStep<B: Backend> {
+    lr: f64,
+    grads: HashMap<String, Tensor<B, 1>>,
+    report: StepReport,
+    observe: bool,
+}
+
+impl<B: Backend> PreparedStep<B> {
+    /// The report so far (norms, clipping, non-finite counts).
+    pub fn report(&self) -> &StepReport {
+        &self.report
+    }
+}
+
+/// A named parameter for [`MomentOptimizer::step`]: flat value and optional gradient.
+#[derive(Debug, Clone)]
+pub struct ParamTensor<B: Backend> {
+    /// Parameter path.
+    pub path: String,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// Value, flat.
+    pub value: Tensor<B, 1>,
+    /// Gradient, flat; `None` means "no gradient this step" (state untouched).
+    pub grad: Option<Tensor<B, 1>>,
+}
+
+#[derive(Debug, Clone)]
+struct ParamState<B: Backend> {
+    group: usize,
+    shape: Vec<usize>,
+    states: Vec<TransformState<B>>,
+}
+
+/// Exact optimizer-state memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateMemory {
+    /// Per parameter, in path order.
+    pub params: Vec<ParamMemory>,
+    /// Bytes per state kind (`exp_avg`, `exp_avg_sq`, `step`, …) over all parameters.
+    pub by_kind: BTreeMap<String, u64>,
+    /// All state bytes.
+    pub total_bytes: u64,
+    /// Parameter elements that have state.
+    pub param_elements: u64,
+}
+
+impl StateMemory {
+    /// State bytes per parameter element (0 when there is no state yet).
+    pub fn bytes_per_param(&self) -> f64 {
+        if self.param_elements == 0 {
+            0.0
+        } else {
+            self.total_bytes as f64 / self.param_elements as f64
+        }
+    }
+}
+
+/// State memory of one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamMemory {
+    /// Parameter path.
+    pub path: String,
+    /// Parameter elements.
+    pub elements: u64,
+    /// Bytes per state kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// All state bytes of this parameter.
+    pub total_bytes: u64,
+}
+
+/// The optimizer engine. See the [module docs](self).
+#[derive(Clone)]
+pub struct MomentOptimizer<B: Backend> {
+    groups: Vec<ParamGroup<B>>,
+    max_grad_norm: Option<f64>,
+    non_finite: NonFinitePolicy,
+    params: BTreeMap<String, ParamState<B>>,
+    /// Loaded but not yet materialised states (no device known yet), by path.
+    pending: BTreeMap<String, ParamRecord>,
+    observer: Option<Arc<Mutex<dyn Observer<B>>>>,
+    steps: u64,
+    last_report: Option<StepReport>,
+}
+
+impl<B: Backend> std::fmt::Debug for MomentOptimizer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MomentOptimizer")
+            .field("groups", &self.groups)
+            .field("max_grad_norm", &self.max_grad_norm)
+            .field("non_finite", &self.non_finite)
+            .field("steps", &self.steps)
+            .field("params_with_state", &self.params.len())
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl<B: Backend> MomentOptimizer<B> {
+    /// A builder with no groups yet.
+    pub fn builder() -> MomentOptimizerBuilder<B> {
+        MomentOptimizerBuilder {
+            groups: Vec::new(),
+            max_grad_norm: None,
+            non_finite: NonFinitePolicy::default(),
+        }
+    }
+
+    /// One group (`default`, every parameter) running `chain`.
+    pub fn new(chain: Chain<B>) -> Self {
+        Self::builder()
+            .group(ParamGroup::new("default", Selector::All, chain))
+            .build()
+            .expect("a single default group with lr_mult 1 is always valid")
+    }
+
+    /// Attach an observer (replaces any previous one). Keep a clone of the `Arc` to read it.
+    pub fn set_observer(&mut self, observer: Arc<Mutex<dyn Observer<B>>>) {
+        self.observer = Some(observer);
+    }
+
+    /// Detach the observer.
+    pub fn clear_observer(&mut self) {
+        self.observer = None;
+    }
+
+    /// Completed steps.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The groups, in match order.
+    pub fn groups(&self) -> &[ParamGroup<B>] {
+        &self.groups
+    }
+
+    /// Report of the last step call, if any.
+    pub fn last_report(&self) -> Option<&StepReport> {
+        self.last_report.as_ref()
+    }
+
+    /// The chain states of a parameter, if it has been stepped.
+    pub fn state(&self, path: &str) -> Option<&[TransformState<B>]> {
+        self.params.get(path).map(|p| p.states.as_slice())
+    }
+
+    /// Name of the group that owns `path` with `shape`, if any.
+    pub fn group_of(&self, path: &str, shape: &[usize]) -> Option<&str> {
+        self.resolve_group(path, shape)
+            .map(|g| self.groups[g].name.as_str())
+    }
+
+    fn resolve_group(&self, path: &str, shape: &[usize]) -> Option<usize> {
+        self.groups
+            .iter()
+            .position(|g| g.selector.matches(path, shape))
+    }
+
+    /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
+    /// apply the non-finite policy and global clipping. On error nothing has changed.
+    pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
+        if !(lr >= 0.0 && lr.is_finite()) {
+            return Err(OptimError::InvalidLearningRate { lr });
+        }
+        let mut grads = grads;
+        grads.sort_by(|a, b| a.path.cmp(&b.path));
+        for w in grads.windows(2) {
+            if w[0].path == w[1].path {
+                return Err(OptimError::DuplicatePath {
+                    path: w[0].path.clone(),
+                });
+            }
+        }
+
+        // Shapes, groups and fresh state: into a scratch map, merged only on success.
+        let mut fresh: Vec<(String, ParamState<B>)> = Vec::new();
+        for e in &grads {
+            if e.grad_shape != e.param_shape
+                || e.grad.dims()[0] != e.param_shape.iter().product::<usize>()
+            {
+                return Err(OptimError::ShapeMismatch {
+                    path: e.path.clone(),
+                    expected: e.param_shape.clone(),
+                    actual: e.grad_shape.clone(),
+                });
+            }
+            if let Some(ps) = self.params.get(&e.path) {
+                if ps.shape != e.param_shape {
+                    return Err(OptimError::ShapeMismatch {
+                        path: e.path.clone(),
+                        expected: ps.shape.clone(),
+                        actual: e.param_shape.clone(),
+                    });
+                }
+                continue;
+            }
+            let group = self.resolve_group(&e.path, &e.param_shape).ok_or_else(|| {
+                OptimError::UnmatchedParameter {
+                    path: e.path.clone(),
+                    shape: e.param_shape.clone(),
+                }
+            })?;
+            let device = e.grad.device();
+            let mut states = self.groups[group]
+                .chain
+                .init(&e.path, &e.param_shape, &device)?;
+            if let Some(rec) = self.pending.get(&e.path) {
+                restore_states(
+                    &self.groups[group],
+                    rec,
+                    &e.param_shape,
+                    &mut states,
+                    &device,
+                )?;
+            }
+            fresh.push((
+                e.path.clone(),
+                ParamState {
+                    group,
+                    shape: e.param_shape.clone(),
+                    states,
+                },
+            ));
+        }
+
+        // Non-finite detection and norms: one reduction per tensor, one sync for all.
+        let sumsq: Vec<f64> = read_scalars(
+            grads
+                .iter()
+                .map(|e| e.grad.clone().square().sum())
+                .collect(),
+        );
+        let mut report = StepReport {
+            step: self.steps,
+            lr,
+            grad_norm: 0.0,
+            clip_factor: 1.0,
+            clipped: false,
+            non_finite: 0,
+            non_finite_paths: Vec::new(),
+            skipped: false,
+            params_updated: 0,
+        };
+        let mut total = 0.0f64;
+        let mut entries: Vec<(String, Tensor<B, 1>)> = Vec::with_capacity(grads.len());
+        for (e, s) in grads.into_iter().zip(sumsq) {
+            let mut g = e.grad;
+            let mut s = s;
+            if !s.is_finite() {
+                let bad = g
+                    .clone()
+                    .is_finite()
+                    .bool_not()
+                    .int()
+                    .sum()
+                    .into_scalar()
+                    .elem::<i64>() as u64;
+                if bad > 0 {
+                    report.non_finite += bad;
+                    report.non_finite_paths.push(e.path.clone());
+                    if self.non_finite == NonFinitePolicy::ZeroGradient {
+                        let mask = g.clone().is_finite().bool_not();
+                        g = g.mask_fill(mask, 0.0);
+                    }
+                }
+                s = overflow_safe_sumsq(&g);
+            }
+            total += s;
+            entries.push((e.path, g));
+        }
+        if report.non_finite > 0 {
+            match self.non_finite {
+                NonFinitePolicy::Error => {
+                    return Err(OptimError::NonFiniteGradient {
+                        first_path: report.non_finite_paths[0].clone(),
+                        paths: report.non_finite_paths,
+                        count: report.non_finite,
+                    });
+                }
+                NonFinitePolicy::SkipStep => {
+                    report.skipped = true;
+                    report.grad_norm = f64::NAN;
+                    return Ok(PreparedStep {
+                        lr,
+                        grads: HashMap::new(),
+                        report,
+                        observe: false,
+                    });
+                }
+                NonFinitePolicy::ZeroGradient => {}
+            }
+        }
+        report.grad_norm = total.sqrt();
+        if let Some(max) = self.max_grad_norm
+            && report.grad_norm > max
+        {
+            report.clip_factor = max / (report.grad_norm + 1e-6);
+            report.clipped = true;
+            for (_, g) in entries.iter_mut() {
+                *g = g.clone().mul_scalar(report.clip_factor as f32);
+            }
+        }
+
+        // Commit: everything below cannot fail.
+        for (path, st) in fresh {
+            self.pending.remove(&path);
+            self.params.insert(path, st);
+        }
+        self.steps += 1;
+        report.step = self.steps;
+        let observe = match &self.observer {
+            Some(o) => o.lock().map(|o| o.wants(self.steps)).unwrap_or(false),
+            None => false,
+        };
+        Ok(PreparedStep {
+            lr,
+            grads: entries.into_iter().collect(),
+            report,
+            observe,
+        })
+    }
+
+    /// Phase 2: update one parameter (flat) and return its new value. Parameters without a
+    /// prepared gradient (or a skipped step) are returned unchanged.
+    pub fn apply(
+        &mut self,
+        prep: &mut PreparedStep<B>,
+        path: &str,
+        param: Tensor<B, 1>,
+    ) -> Tensor<B, 1> {
+        let Some(grad) = prep.grads.remove(path) else {
+            return param;
+        };
+        let Some(ps) = self.params.get_mut(path) else {
+            return param;
+        };
+        let group = &self.groups[ps.group];
+        let lr = prep.lr * group.lr_mult;
+        let ctx = StepCtx {
+            lr,
+            param: &param,
+            shape: &ps.shape,
+            path,
+        };
+        let grad_seen = prep.observe.then(|| grad.clone());
+        let update = group.chain.update(&ctx, grad, &mut ps.states);
+        let new = param.clone().add(update.clone());
+        prep.report.params_updated += 1;
+        if let (Some(grad), Some(obs)) = (grad_seen, &self.observer)
+            && let Ok(mut obs) = obs.lock()
+        {
+            obs.on_param(&ParamView {
+                step: prep.report.step,
+                path,
+                group: &group.name,
+                shape: &ps.shape,
+                grad: &grad,
+                update: &update,
+                param: &new,
+                lr,
+                state: &ps.states,
+            });
+        }
+        new
+    }
+
+    /// Phase 3: close the step, notify the observer, keep and return the report.
+    pub fn finish(&mut self, prep: PreparedStep<B>) -> StepReport {
+        let report = prep.report;
+        if let Some(obs) = &self.observer
+            && let Ok(mut obs) = obs.lock()
+        {
+            obs.on_step(&report);
+        }
+        self.last_report = Some(report.clone());
+        report
+    }
+
+    /// One whole step over flat named tensors (the module-free API, used by the reference
+    /// runner). Parameters are updated in place.
+    pub fn step(&mut self, lr: f64, params: &mut [ParamTensor<B>]) -> Result<StepReport> {
+        let grads = params
+            .iter()
+            .filter_map(|p| {
+                p.grad.as_ref().map(|g| GradEntry {
+                    path: p.path.clone(),
+                    param_shape: p.shape.clone(),
+                    grad_shape: p.shape.clone(),
+                    grad: g.clone(),
+                })
+            })
+            .collect::<Vec<_>>();
+        for p in params.iter() {
+            if let Some(g) = &p.grad
+                && g.dims()[0] != p.value.dims()[0]
+            {
+                return Err(OptimError::ShapeMismatch {
+                    path: p.path.clone(),
+                    expected: p.shape.clone(),
+                    actual: vec![g.dims()[0]],
+                });
+            }
+        }
+        let mut prep = self.prepare(lr, grads)?;
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
+        for i in order {
+            let value = params[i].value.clone();
+            params[i].value = self.apply(&mut prep, &params[i].path.clone(), value);
+        }
+        Ok(self.finish(prep))
+    }
+
+    /// Exact bytes of optimizer state, per parameter and per state kind.
+    pub fn state_memory(&self) -> StateMemory {
+        let mut mem = StateMemory::default();
+        for (path, ps) in &self.params {
+            let mut pm = ParamMemory {
+                path: path.clone(),
+                elements: ps.shape.iter().product::<usize>() as u64,
+                by_kind: BTreeMap::new(),
+                total_bytes: 0,
+            };
+            for st in &ps.states {
+                for t in &st.tensors {
+                    *pm.by_kind.entry(t.name.to_string()).or_default() += t.bytes();
+                }
+                for (name, _) in &st.counters {
+                    *pm.by_kind.entry(name.to_string()).or_default() += 8;
+                }
+            }
+            pm.total_bytes = pm.by_kind.values().sum();
+            for (k, v) in &pm.by_kind {
+                *mem.by_kind.entry(k.clone()).or_default() += v;
+            }
+            mem.total_bytes += pm.total_bytes;
+            mem.param_elements += pm.elements;
+            mem.params.push(pm);
+        }
+        mem
+    }
+
+    /// The full state as a versioned, backend-independent record (reads tensors back).
+    pub fn to_record(&self) -> OptimizerRecord {
+        let mut params: BTreeMap<String, ParamRecord> = self.pending.clone();
+        for (path, ps) in &self.params {
+            let group = &self.groups[ps.group];
+            let transforms = group
+                .chain
+                .transforms()
+                .iter()
+                .zip(&ps.states)
+                .filter(|(t, _)| t.stateful())
+                .map(|(t, st)| TransformRecord {
+                    name: t.name().to_string(),
+                    tensors: st
+                        .tensors
+                        .iter()
+                        .map(|s| TensorRecord {
+                            name: s.name.to_string(),
+                            shape: s.shape.clone(),
+                            values: tensor_values(&s.tensor),
+                        })
+                        .collect(),
+                    counters: st
+                        .counters
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect(),
+                })
+                .collect();
+            params.insert(
+                path.clone(),
+                ParamRecord {
+                    path: path.clone(),
+                    group: group.name.clone(),
+                    shape: ps.shape.clone(),
+                    transforms,
+                },
+            );
+        }
+        OptimizerRecord {
+            version: RECORD_VERSION,
+            steps: self.steps,
+            params: params.into_values().collect(),
+        }
+    }
+
+    /// Load a record, creating its tensors on `device` now. Everything is checked first
+    /// (version, groups, transforms, state names and shapes); on error the current state is
+    /// untouched.
+    pub fn load_record(&mut self, record: OptimizerRecord, device: &B::Device) -> Result<()> {
+        self.check_record(&record)?;
+        let mut params = BTreeMap::new();
+        for rec in &record.params {
+            let group = self.group_index(&rec.group)?;
+            let mut states = self.groups[group]
+                .chain
+                .init(&rec.path, &rec.shape, device)?;
+            restore_states(&self.groups[group], rec, &rec.shape, &mut states, device)?;
+            params.insert(
+                rec.path.clone(),
+                ParamState {
+                    group,
+                    shape: rec.shape.clone(),
+                    states,
+                },
+            );
+        }
+        self.params = params;
+        self.pending.clear();
+        self.steps = record.steps;
+        Ok(())
+    }
+
+    /// Load a record whose tensors are created lazily, on the device of each parameter's next
+    /// gradient (burn's `Optimizer::load_record` has no device). Structure is checked now;
+    /// values and shapes when each parameter is next stepped.
+    pub fn load_record_lazy(&mut self, record: OptimizerRecord) -> Result<()> {
+        self.check_record(&record)?;
+        self.params.clear();
+        self.pending = record
+            .params
+            .into_iter()
+            .map(|p| (p.path.clone(), p))
+            .collect();
+        self.steps = record.steps;
+        Ok(())
+    }
+
+    fn group_index(&self, name: &str) -> Result<usize> {
+        self.groups
+            .iter()
+            .position(|g| g.name == name)
+            .ok_or_else(|| OptimError::RecordMismatch {
+                reason: format!("record has parameter group `{name}`, this optimizer has none"),
+            })
+    }
+
+    fn check_record(&self, record: &OptimizerRecord) -> Result<()> {
+        if record.version != RECORD_VERSION {
+            return Err(OptimError::RecordMismatch {
+                reason: format!(
+                    "record format version {} (this build reads version {RECORD_VERSION})",
+                    record.version
+                ),
+            });
+        }
+        for rec in &record.params {
+            let group = &self.groups[self.group_index(&rec.group)?];
+            let expected: Vec<&str> = group
+                .chain
+                .transforms()
+                .iter()
+                .filter(|t| t.stateful())
+                .map(|t| t.name())
+                .collect();
+            let found: Vec<&str> = rec.transforms.iter().map(|t| t.name.as_str()).collect();
+            if expected != found {
+                return Err(OptimError::RecordMismatch {
+                    reason: format!(
+                        "`{}` was saved by transforms {found:?}, group `{}` ({}) has {expected:?}",
+                        rec.path,
+                        group.name,
+                        group.chain.label()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fill freshly initialised `states` from a record, checking names and shapes.
+fn restore_states<B: Backend>(
+    group: &ParamGroup<B>,
+    rec: &ParamRecord,
+    shape: &[usize],
+    states: &mut [TransformState<B>],
+    device: &B::Device,
+) -> Result<()> {
+    let mismatch = |reason: String| OptimError::RecordMismatch {
+        reason: format!("`{}`: {reason}", rec.path),
+    };
+    if rec.shape != shape {
+        return Err(OptimError::ShapeMismatch {
+            path: rec.path.clone(),
+            expected: shape.to_vec(),
+            actual: rec.shape.clone(),
+        });
+    }
+    let stateful = group
+        .chain
+        .transforms()
+        .iter()
+        .zip(states.iter_mut())
+        .filter(|(t, _)| t.stateful());
+    let mut recs = rec.transforms.iter();
+    for (t, st) in stateful {
+        let tr = recs
+            .next()
+            .ok_or_else(|| mismatch(format!("no state for transform `{}`", t.name())))?;
+        if tr.name != t.name()
+            || tr.tensors.len() != st.tensors.len()
+            || tr.counters.len() != st.counters.len()
+        {
+            return Err(mismatch(format!(
+                "state of `{}` does not match transform `{}`",
+                tr.name,
+                t.name()
+            )));
+        }
+        for (s, r) in st.tensors.iter_mut().zip(&tr.tensors) {
+            let n: usize = s.shape.iter().product();
+            if r.name != s.name || r.shape != s.shape || r.values.len() != n {
+                return Err(mismatch(format!(
+                    "state tensor `{}` {:?} ({} values) where `{}` {:?} was expected",
+                    r.name,
+                    r.shape,
+                    r.values.len(),
+                    s.name,
+                    s.shape
+                )));
+            }
+            s.tensor =
+                Tensor::from_data(burn::tensor::TensorData::new(r.values.clone(), [n]), device);
+        }
+        for (c, r) in st.counters.iter_mut().zip(&tr.counters) {
+            if r.0 != c.0 {
+                return Err(mismatch(format!(
+                    "counter `{}` where `{}` was expected",
+                    r.0, c.0
+                )));
+            }
+            c.1 = r.1;
+        }
+    }
+    Ok(())
+}
+
+/// Read many scalar tensors with one device sync.
+pub(crate) fn read_scalars<B: Backend>(scalars: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    if scalars.is_empty() {
+        return Vec::new();
+    }
+    tensor_values(&Tensor::cat(scalars, 0))
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Exact f32 values of a flat tensor.
+pub(crate) fn tensor_values<B: Backend>(t: &Tensor<B, 1>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data converted to f32 always reads back as f32")
+}
+
+/// Σg² for gradients whose plain f32 sum of squares overflowed: scale by max|g| first.
+fn overflow_safe_sumsq<B: Backend>(g: &Tensor<B, 1>) -> f64 {
+    let amax = f64::from(g.clone().abs().max().into_scalar().elem::<f32>());
+    if amax == 0.0 || !amax.is_finite() {
+        return if amax == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    let scaled = f64::from(
+        g.clone()
+            .div_scalar(amax as f32)
+            .square()
+            .sum()
+            .into_scalar()
+            .elem::<f32>(),
+    );
+    amax * amax * scaled
+}

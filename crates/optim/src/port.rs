@@ -1,0 +1,200 @@
+//! Build a moment optimizer from a reference implementation's class name and constructor
+//! arguments — porting a PyTorch (or other reference) config. The reference runner uses this
+//! for every recorded case; users can use it to carry a Python config over unchanged.
+//!
+//! Unknown argument names are an error (a silently ignored argument would change the math).
+//! Arguments that only choose an implementation strategy in torch (`foreach`, `fused`,
+//! `capturable`, `differentiable`) are accepted and have no effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::tensor::backend::Backend;
+
+use crate::error::{OptimError, Result};
+use crate::optimizers::{AdamConfig, AdamWConfig};
+use crate::transform::Chain;
+
+/// A constructor argument value (the JSON / Python subset configs use).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    /// `None` / `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A list or tuple.
+    List(Vec<ArgValue>),
+}
+
+/// Constructor arguments by name.
+pub type RefArgs = BTreeMap<String, ArgValue>;
+
+/// A ported optimizer: its chain and the learning rate the reference was constructed with
+/// (moment takes the learning rate per step, as burn's schedulers do).
+#[derive(Debug, Clone)]
+pub struct Ported<B: Backend> {
+    /// The optimizer chain.
+    pub chain: Chain<B>,
+    /// Learning rate to pass to each step.
+    pub lr: f64,
+}
+
+/// The reference classes [`from_reference`] understands.
+pub const SUPPORTED_CLASSES: &[&str] = &["torch.optim.Adam", "torch.optim.AdamW"];
+
+/// Build the moment equivalent of `class(**args)`.
+///
+/// Returns [`OptimError::Unsupported`] for classes moment does not implement (yet) and
+/// [`OptimError::InvalidConfig`] for bad or unknown arguments.
+pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<B>> {
+    let mut a = Args::new(class, args);
+    let ported = match class {
+        "torch.optim.Adam" | "torch.optim.AdamW" => {
+            let adamw = class.ends_with("AdamW");
+            let d = if adamw {
+                AdamWConfig::default()
+            } else {
+                let c = AdamConfig::default();
+                AdamWConfig {
+                    betas: c.betas,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    amsgrad: c.amsgrad,
+                    maximize: c.maximize,
+                }
+            };
+            let lr = a.float("lr", 1e-3)?;
+            let betas = a.pair("betas", d.betas)?;
+            let eps = a.float("eps", d.eps)?;
+            let weight_decay = a.float("weight_decay", d.weight_decay)?;
+            let amsgrad = a.bool("amsgrad", d.amsgrad)?;
+            let maximize = a.bool("maximize", d.maximize)?;
+            // torch >= 2.6: Adam(decoupled_weight_decay=True) is AdamW.
+            let decoupled = a.bool("decoupled_weight_decay", adamw)?;
+            a.ignore(&["foreach", "fused", "capturable", "differentiable"]);
+            let chain = if decoupled {
+                AdamWConfig {
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    maximize,
+                }
+                .build()?
+            } else {
+                AdamConfig {
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    maximize,
+                }
+                .build()?
+            };
+            Ported { chain, lr }
+        }
+        other => {
+            return Err(OptimError::Unsupported {
+                reason: format!(
+                    "`{other}` is not implemented in moment yet (supported: {})",
+                    SUPPORTED_CLASSES.join(", ")
+                ),
+            });
+        }
+    };
+    a.finish()?;
+    if !(ported.lr >= 0.0 && ported.lr.is_finite()) {
+        return Err(OptimError::invalid(
+            "port",
+            "lr",
+            ported.lr,
+            "a finite value >= 0",
+        ));
+    }
+    Ok(ported)
+}
+
+/// Typed access to arguments, remembering which were consumed.
+struct Args<'a> {
+    args: &'a RefArgs,
+    used: BTreeSet<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    fn new(_class: &str, args: &'a RefArgs) -> Self {
+        Self {
+            args,
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn take(&mut self, key: &'static str) -> Option<&'a ArgValue> {
+        let (k, v) = self.args.get_key_value(key)?;
+        self.used.insert(k.as_str());
+        Some(v)
+    }
+
+    fn float(&mut self, key: &'static str, default: f64) -> Result<f64> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(default),
+            Some(v) => as_f64(v).ok_or_else(|| bad(key, v, "a number")),
+        }
+    }
+
+    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(default),
+            Some(ArgValue::Bool(b)) => Ok(*b),
+            Some(v) => Err(bad(key, v, "true or false")),
+        }
+    }
+
+    fn pair(&mut self, key: &'static str, default: (f64, f64)) -> Result<(f64, f64)> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(default),
+            Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                [a, b] => Ok((
+                    as_f64(a).ok_or_else(|| bad(key, v, "two numbers"))?,
+                    as_f64(b).ok_or_else(|| bad(key, v, "two numbers"))?,
+                )),
+                _ => Err(bad(key, v, "two numbers")),
+            },
+            Some(v) => Err(bad(key, v, "two numbers")),
+        }
+    }
+
+    fn ignore(&mut self, keys: &[&'static str]) {
+        for k in keys {
+            self.take(k);
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.args.keys().find(|k| !self.used.contains(k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(OptimError::InvalidConfig {
+                optimizer: "port",
+                field: "argument",
+                value: k.clone(),
+                allowed: "an argument of the reference constructor that moment maps",
+            }),
+        }
+    }
+}
+
+fn as_f64(v: &ArgValue) -> Option<f64> {
+    match v {
+        ArgValue::Float(x) => Some(*x),
+        ArgValue::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+fn bad(key: &'static str, v: &ArgValue, allowed: &'static str) -> OptimError {
+    OptimError::invalid("port", key, format!("{v:?}"), allowed)
+}

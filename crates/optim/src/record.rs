@@ -1,0 +1,71 @@
+//! Versioned, backend-independent optimizer state records.
+//!
+//! Values are stored as exact `f32` (whatever the burn precision settings), keyed by
+//! parameter path, so a record saved on one backend loads on another and resuming gives a
+//! bitwise identical trajectory on CPU. Only stateful transforms are recorded, so changing a
+//! stateless hyper-parameter (e.g. turning weight decay on) keeps old records loadable.
+
+use burn::record::{PrecisionSettings, Record};
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+/// Current record format version.
+pub const RECORD_VERSION: u32 = 1;
+
+/// The whole optimizer state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerRecord {
+    /// Format version ([`RECORD_VERSION`] when written by this crate).
+    pub version: u32,
+    /// Number of completed optimizer steps.
+    pub steps: u64,
+    /// Per-parameter state, sorted by path.
+    pub params: Vec<ParamRecord>,
+}
+
+/// One parameter's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamRecord {
+    /// Parameter path.
+    pub path: String,
+    /// Name of the group that owns it.
+    pub group: String,
+    /// Parameter shape.
+    pub shape: Vec<usize>,
+    /// States of the group chain's stateful transforms, in chain order.
+    pub transforms: Vec<TransformRecord>,
+}
+
+/// One transform's state for one parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformRecord {
+    /// The transform's name (`scale_by_adam`, …).
+    pub name: String,
+    /// Named tensors.
+    pub tensors: Vec<TensorRecord>,
+    /// Named counters.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// A state tensor's exact values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorRecord {
+    /// State name (`exp_avg`, …).
+    pub name: String,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+impl<B: Backend> Record<B> for OptimizerRecord {
+    type Item<S: PrecisionSettings> = OptimizerRecord;
+
+    fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
+        self
+    }
+
+    fn from_item<S: PrecisionSettings>(item: Self::Item<S>, _device: &B::Device) -> Self {
+        item
+    }
+}

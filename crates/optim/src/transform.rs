@@ -1,0 +1,205 @@
+//! The composable core: per-tensor [`Transform`]s with `init`/`update`, chained into a
+//! [`Chain`] (optax style).
+//!
+//! A transform maps an incoming *direction* (at the head of a chain: the gradient) to an
+//! outgoing one. Every transform upstream of [`scale_by_learning_rate`] produces an ascent-like
+//! direction (same sign as the gradient); `scale_by_learning_rate` multiplies by `-lr` — the
+//! only place where the sign of the step is decided. The engine then adds the final update to
+//! the parameter: `θ ← θ + u`.
+//!
+//! Tensors are handled flat (`Tensor<B, 1>`, row-major) together with their logical shape, so
+//! transforms are object-safe and rank-generic; shape-aware transforms reshape as they need.
+//!
+//! [`scale_by_learning_rate`]: crate::transforms::scale_by_learning_rate
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::error::Result;
+
+/// What a transform may read about the current step and parameter.
+#[derive(Debug)]
+pub struct StepCtx<'a, B: Backend> {
+    /// Learning rate of this step for this parameter (scheduler value × group multiplier).
+    pub lr: f64,
+    /// The parameter before this step, flat.
+    pub param: &'a Tensor<B, 1>,
+    /// The parameter's logical shape.
+    pub shape: &'a [usize],
+    /// The parameter's path, e.g. `blocks.0.attn.q.weight`.
+    pub path: &'a str,
+}
+
+/// One named state tensor (e.g. `exp_avg`), stored flat with its logical shape.
+#[derive(Debug, Clone)]
+pub struct StateTensor<B: Backend> {
+    /// State kind, using the reference implementation's name (`exp_avg`, `exp_avg_sq`, …).
+    pub name: &'static str,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// Values, flat, row-major.
+    pub tensor: Tensor<B, 1>,
+}
+
+impl<B: Backend> StateTensor<B> {
+    /// A zero-filled state tensor.
+    pub fn zeros(name: &'static str, shape: &[usize], device: &B::Device) -> Self {
+        let n = shape.iter().product::<usize>();
+        Self {
+            name,
+            shape: shape.to_vec(),
+            tensor: Tensor::zeros([n], device),
+        }
+    }
+
+    /// Exact bytes this tensor occupies (elements × element size of its dtype).
+    pub fn bytes(&self) -> u64 {
+        let n: usize = self.shape.iter().product();
+        (n * self.tensor.dtype().size()) as u64
+    }
+}
+
+/// A transform's state for one parameter: named tensors and named integer counters.
+#[derive(Debug, Clone)]
+pub struct TransformState<B: Backend> {
+    /// Named tensors, in a fixed order defined by the transform's `init`.
+    pub tensors: Vec<StateTensor<B>>,
+    /// Named counters (e.g. `step`), in a fixed order defined by `init`.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl<B: Backend> Default for TransformState<B> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl<B: Backend> TransformState<B> {
+    /// A stateless transform's state.
+    pub fn empty() -> Self {
+        Self {
+            tensors: Vec::new(),
+            counters: Vec::new(),
+        }
+    }
+
+    /// The state tensor called `name`, if any.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor<B, 1>> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| &t.tensor)
+    }
+
+    /// The counter called `name`, if any.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Exact bytes of state, tensors plus counters (8 bytes each).
+    pub fn bytes(&self) -> u64 {
+        self.tensors.iter().map(StateTensor::bytes).sum::<u64>() + 8 * self.counters.len() as u64
+    }
+}
+
+/// A per-tensor gradient transformation: `init` builds its state for one parameter, `update`
+/// maps an incoming direction to an outgoing one and advances the state.
+///
+/// Implementations are immutable hyper-parameter holders (`Send + Sync`); all mutable data lives
+/// in [`TransformState`].
+pub trait Transform<B: Backend>: Send + Sync + Debug {
+    /// Stable name, used in records (`scale_by_adam`, …).
+    fn name(&self) -> &'static str;
+
+    /// Whether the transform keeps per-parameter state (stateless ones are not recorded).
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    /// Fresh state for a parameter of `shape`. Errors when the transform cannot handle the
+    /// shape — checked once, before any step touches the parameter.
+    fn init(&self, path: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>>;
+
+    /// Transform `input` (flat, same length as the parameter) and advance `state`.
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        input: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1>;
+}
+
+/// A sequence of transforms applied in order; a named optimizer is a `Chain`.
+#[derive(Debug, Clone)]
+pub struct Chain<B: Backend> {
+    label: String,
+    transforms: Vec<Arc<dyn Transform<B>>>,
+}
+
+impl<B: Backend> Chain<B> {
+    /// An empty chain with a human-readable label (e.g. `adamw`).
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            transforms: Vec::new(),
+        }
+    }
+
+    /// Append a transform.
+    pub fn then(mut self, t: impl Transform<B> + 'static) -> Self {
+        self.transforms.push(Arc::new(t));
+        self
+    }
+
+    /// Append a transform only when `cond` holds (for optional steps like weight decay).
+    pub fn then_if(self, cond: bool, t: impl Transform<B> + 'static) -> Self {
+        if cond { self.then(t) } else { self }
+    }
+
+    /// The chain's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Names of the transforms, in order (the chain's structural identity, used by records).
+    pub fn transform_names(&self) -> Vec<&'static str> {
+        self.transforms.iter().map(|t| t.name()).collect()
+    }
+
+    /// The transforms, in order.
+    pub fn transforms(&self) -> &[Arc<dyn Transform<B>>] {
+        &self.transforms
+    }
+
+    /// Fresh state for every transform.
+    pub fn init(
+        &self,
+        path: &str,
+        shape: &[usize],
+        device: &B::Device,
+    ) -> Result<Vec<TransformState<B>>> {
+        self.transforms
+            .iter()
+            .map(|t| t.init(path, shape, device))
+            .collect()
+    }
+
+    /// Run the whole chain on `grad`; `states` must come from [`Chain::init`].
+    pub fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> Tensor<B, 1> {
+        debug_assert_eq!(states.len(), self.transforms.len());
+        self.transforms
+            .iter()
+            .zip(states.iter_mut())
+            .fold(grad, |u, (t, s)| t.update(ctx, u, s))
+    }
+}

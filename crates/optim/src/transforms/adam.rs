@@ -1,0 +1,111 @@
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::error::Result;
+use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+
+/// Adam's moment scaling with torch's exact order of operations (`torch.optim.Adam`,
+/// single-tensor path; `../shared/optimizers.md` §1):
+///
+/// ```text
+/// t += 1
+/// m  = lerp(m, g, 1-β1)
+/// v  = β2·v + (1-β2)·g²
+/// v' = max(v_max, v) if amsgrad (max of the *uncorrected* v) else v
+/// u  = (m / (1-β1^t)) / (√v' / √(1-β2^t) + ε)       bias corrections in f64, then f32
+/// ```
+///
+/// State: `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq` (amsgrad only), counter `step`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleByAdam {
+    /// β1, the first-moment EMA coefficient.
+    pub beta1: f64,
+    /// β2, the second-moment EMA coefficient.
+    pub beta2: f64,
+    /// ε, added after bias correction.
+    pub eps: f64,
+    /// Keep the running maximum of the second moment (AMSGrad).
+    pub amsgrad: bool,
+}
+
+/// See [`ScaleByAdam`]. Values must have been validated by the caller's config.
+pub fn scale_by_adam(beta1: f64, beta2: f64, eps: f64, amsgrad: bool) -> ScaleByAdam {
+    ScaleByAdam {
+        beta1,
+        beta2,
+        eps,
+        amsgrad,
+    }
+}
+
+const EXP_AVG: usize = 0;
+const EXP_AVG_SQ: usize = 1;
+const MAX_EXP_AVG_SQ: usize = 2;
+
+impl<B: Backend> Transform<B> for ScaleByAdam {
+    fn name(&self) -> &'static str {
+        if self.amsgrad {
+            "scale_by_adam_amsgrad"
+        } else {
+            "scale_by_adam"
+        }
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let mut tensors = vec![
+            StateTensor::zeros("exp_avg", shape, device),
+            StateTensor::zeros("exp_avg_sq", shape, device),
+        ];
+        if self.amsgrad {
+            tensors.push(StateTensor::zeros("max_exp_avg_sq", shape, device));
+        }
+        Ok(TransformState {
+            tensors,
+            counters: vec![("step", 0)],
+        })
+    }
+
+    fn update(
+        &self,
+        _: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let t = state.counters[0].1 + 1;
+        state.counters[0].1 = t;
+        let (b1, b2) = (self.beta1, self.beta2);
+
+        let m = state.tensors[EXP_AVG].tensor.clone();
+        let m = m
+            .clone()
+            .add(g.clone().sub(m).mul_scalar((1.0 - b1) as f32));
+        let v = state.tensors[EXP_AVG_SQ].tensor.clone();
+        let v = v
+            .mul_scalar(b2 as f32)
+            .add(g.clone().mul(g).mul_scalar((1.0 - b2) as f32));
+
+        let v_used = if self.amsgrad {
+            let vmax = state.tensors[MAX_EXP_AVG_SQ]
+                .tensor
+                .clone()
+                .max_pair(v.clone());
+            state.tensors[MAX_EXP_AVG_SQ].tensor = vmax.clone();
+            vmax
+        } else {
+            v.clone()
+        };
+
+        // Bias corrections in f64 (torch computes them as Python floats), rounded once.
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - b1.powi(ti);
+        let bc2_sqrt = (1.0 - b2.powi(ti)).sqrt();
+        let denom = v_used
+            .sqrt()
+            .div_scalar(bc2_sqrt as f32)
+            .add_scalar(self.eps as f32);
+        let out = m.clone().div(denom).div_scalar(bc1 as f32);
+
+        state.tensors[EXP_AVG].tensor = m;
+        state.tensors[EXP_AVG_SQ].tensor = v;
+        out
+    }
+}

@@ -1,0 +1,17 @@
+//! The building blocks named optimizers are chained from.
+//!
+//! | transform | maps `u` to | state |
+//! | --- | --- | --- |
+//! | [`flip_sign`] | `-u` (torch's `maximize`) | — |
+//! | [`add_decayed_weights`] | `u + λ·θ` (before a moment transform: coupled L2; after it: decoupled decay) | — |
+//! | [`scale_by_adam`] | `m̂ / (√v̂ + ε)` with torch's order of operations | `exp_avg`, `exp_avg_sq`, (`max_exp_avg_sq`), `step` |
+//! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
+
+mod adam;
+mod basic;
+
+pub use adam::{ScaleByAdam, scale_by_adam};
+pub use basic::{
+    AddDecayedWeights, FlipSign, ScaleByLearningRate, add_decayed_weights, flip_sign,
+    scale_by_learning_rate,
+};

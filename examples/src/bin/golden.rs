@@ -1,0 +1,53 @@
+//! `golden [--dir DIR] [--optimizer FAMILY,…] [--strict]`: run reference cases.
+//! Usually invoked as `cargo xtask golden …`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use moment_examples::golden::{default_cases_dir, parse_families, run_dir};
+
+fn main() -> ExitCode {
+    let mut dir = default_cases_dir();
+    let mut families = Vec::new();
+    let mut strict = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => match args.next() {
+                Some(d) => dir = PathBuf::from(d),
+                None => return usage("--dir needs a directory"),
+            },
+            "--optimizer" | "--optimizers" => match args.next() {
+                Some(l) => families = parse_families(&l),
+                None => return usage("--optimizer needs a comma-separated list of families"),
+            },
+            "--strict" => strict = true,
+            "-h" | "--help" => {
+                println!("usage: golden [--dir DIR] [--optimizer FAMILY,...] [--strict]");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    let (results, summary) = match run_dir(&dir, &families) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("golden: cannot read {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    for r in &results {
+        println!("{r}");
+    }
+    println!("{summary}");
+    if summary.failed > 0 || (strict && summary.unsupported > 0) || (strict && results.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("golden: {msg}\nusage: golden [--dir DIR] [--optimizer FAMILY,...] [--strict]");
+    ExitCode::from(2)
+}

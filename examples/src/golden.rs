@@ -1,0 +1,429 @@
+//! The reference-case runner behind `cargo xtask golden`.
+//!
+//! Reads every `*.json` case of a directory (format: `testdata/reference/FORMAT.md`), builds the
+//! optimizer from `reference.class` + `reference_args` through [`moment_optim::port`], replays
+//! the recorded gradients and compares every step's parameters, and the final state where
+//! moment keeps the same quantity, at the case's own tolerance. Cases whose class or protocol
+//! moment does not implement are `UNSUPPORTED`, never `PASS`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use moment_optim::port::{ArgValue, RefArgs, from_reference};
+use moment_optim::{MomentOptimizer, OptimError, ParamTensor};
+use serde_json::Value;
+
+type B = NdArray<f32>;
+
+/// The project's copy of the reference cases.
+pub fn default_cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/reference/cases")
+}
+
+/// Outcome of one case.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Every step and the comparable final state are within tolerance.
+    Pass,
+    /// A value is out of tolerance, or the case could not be read.
+    Fail(String),
+    /// moment does not implement this class or protocol yet.
+    Unsupported(String),
+}
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Case id (file stem when the file cannot be read).
+    pub id: String,
+    /// Family label (`optimizer` field).
+    pub family: String,
+    /// Outcome.
+    pub status: Status,
+    /// Largest |actual − expected| over all compared parameters and steps.
+    pub max_abs: f64,
+    /// Largest |actual − expected| / |expected| over elements with expected ≠ 0.
+    pub max_rel: f64,
+    /// Largest error as a fraction of the allowed error (≤ 1 passes).
+    pub worst_ratio: f64,
+    /// Final-state tensors compared.
+    pub state_compared: usize,
+}
+
+impl fmt::Display for CaseResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match &self.status {
+            Status::Pass => "PASS",
+            Status::Fail(_) => "FAIL",
+            Status::Unsupported(_) => "UNSUPPORTED",
+        };
+        write!(
+            f,
+            "{tag} {} max_abs={:.3e} max_rel={:.3e} tol_ratio={:.3}",
+            self.id, self.max_abs, self.max_rel, self.worst_ratio
+        )?;
+        match &self.status {
+            Status::Pass => write!(f, " state_tensors={}", self.state_compared),
+            Status::Fail(why) | Status::Unsupported(why) => write!(f, " ({why})"),
+        }
+    }
+}
+
+/// Run-wide summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Passed cases.
+    pub passed: usize,
+    /// Failed cases.
+    pub failed: usize,
+    /// Unsupported cases.
+    pub unsupported: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "golden: {} passed, {} failed, {} unsupported",
+            self.passed, self.failed, self.unsupported
+        )
+    }
+}
+
+/// Run every `*.json` in `dir` (sorted by name) whose family is in `families` (all when empty).
+pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResult>, Summary)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut results = Vec::new();
+    let mut summary = Summary::default();
+    for file in files {
+        let r = run_file(&file);
+        if !families.is_empty() && !families.iter().any(|f| *f == r.family) {
+            continue;
+        }
+        match r.status {
+            Status::Pass => summary.passed += 1,
+            Status::Fail(_) => summary.failed += 1,
+            Status::Unsupported(_) => summary.unsupported += 1,
+        }
+        results.push(r);
+    }
+    Ok((results, summary))
+}
+
+/// Run one case file.
+pub fn run_file(file: &Path) -> CaseResult {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut result = CaseResult {
+        id: stem,
+        family: String::new(),
+        status: Status::Pass,
+        max_abs: 0.0,
+        max_rel: 0.0,
+        worst_ratio: 0.0,
+        state_compared: 0,
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            result.status = Status::Fail(format!("cannot read {}: {e}", file.display()));
+            return result;
+        }
+    };
+    let case: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            result.status = Status::Fail(format!("not valid JSON: {e}"));
+            return result;
+        }
+    };
+    if let Some(id) = case.get("id").and_then(Value::as_str) {
+        result.id = id.to_string();
+    }
+    if let Some(f) = case.get("optimizer").and_then(Value::as_str) {
+        result.family = f.to_string();
+    }
+    result.status = match run_case(&case, &mut result) {
+        Ok(()) => Status::Pass,
+        Err(CaseError::Fail(m)) => Status::Fail(m),
+        Err(CaseError::Unsupported(m)) => Status::Unsupported(m),
+    };
+    result
+}
+
+enum CaseError {
+    Fail(String),
+    Unsupported(String),
+}
+
+fn malformed(what: &str) -> CaseError {
+    CaseError::Fail(format!("malformed case: {what}"))
+}
+
+fn f32s(v: &Value, what: &str) -> Result<Vec<f32>, CaseError> {
+    v.as_array()
+        .ok_or_else(|| malformed(what))?
+        .iter()
+        .map(|x| x.as_f64().map(|x| x as f32).ok_or_else(|| malformed(what)))
+        .collect()
+}
+
+fn to_arg(v: &Value) -> ArgValue {
+    match v {
+        Value::Null => ArgValue::Null,
+        Value::Bool(b) => ArgValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if !n.is_f64() => ArgValue::Int(i),
+            _ => ArgValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => ArgValue::Str(s.clone()),
+        Value::Array(a) => ArgValue::List(a.iter().map(to_arg).collect()),
+        Value::Object(_) => ArgValue::Str(v.to_string()),
+    }
+}
+
+struct ParamSpec {
+    name: String,
+    shape: Vec<usize>,
+    init: Vec<f32>,
+}
+
+fn run_case(case: &Value, result: &mut CaseResult) -> Result<(), CaseError> {
+    let format = case.get("format").and_then(Value::as_i64);
+    if format != Some(1) {
+        return Err(CaseError::Unsupported(format!(
+            "case format {format:?} (this runner reads format 1)"
+        )));
+    }
+    let class = case
+        .pointer("/reference/class")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("reference.class"))?;
+    let dtype = case.get("dtype").and_then(Value::as_str).unwrap_or("?");
+    if dtype != "float32" {
+        return Err(CaseError::Unsupported(format!("dtype {dtype}")));
+    }
+    let args: RefArgs = case
+        .get("reference_args")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed("reference_args"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), to_arg(v)))
+        .collect();
+    let ported = match from_reference::<B>(class, &args) {
+        Ok(p) => p,
+        Err(OptimError::Unsupported { reason }) => return Err(CaseError::Unsupported(reason)),
+        Err(e) => return Err(CaseError::Fail(format!("cannot build `{class}`: {e}"))),
+    };
+    // Protocol extras this runner does not drive for the supported classes.
+    if case
+        .get("step_args")
+        .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        return Err(CaseError::Unsupported(format!(
+            "`{class}` with step_args is not driven by this runner"
+        )));
+    }
+    let tol_rtol = case.pointer("/tolerance/rtol").and_then(Value::as_f64);
+    let tol_atol = case.pointer("/tolerance/atol").and_then(Value::as_f64);
+    let (Some(rtol), Some(atol)) = (tol_rtol, tol_atol) else {
+        return Err(malformed("tolerance"));
+    };
+
+    let specs: Vec<ParamSpec> = case
+        .get("params")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("params"))?
+        .iter()
+        .map(|p| {
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed("params[].name"))?;
+            let shape = p
+                .get("shape")
+                .and_then(Value::as_array)
+                .ok_or_else(|| malformed("params[].shape"))?
+                .iter()
+                .map(|d| {
+                    d.as_u64()
+                        .map(|d| d as usize)
+                        .ok_or_else(|| malformed("params[].shape"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let init = f32s(p.get("init").unwrap_or(&Value::Null), "params[].init")?;
+            if init.len() != shape.iter().product::<usize>() {
+                return Err(malformed("params[].init length"));
+            }
+            Ok(ParamSpec {
+                name: name.to_string(),
+                shape,
+                init,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let device = Default::default();
+    let flat =
+        |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+    let mut params: Vec<ParamTensor<B>> = specs
+        .iter()
+        .map(|s| ParamTensor {
+            path: s.name.clone(),
+            shape: s.shape.clone(),
+            value: flat(s.init.clone()),
+            grad: None,
+        })
+        .collect();
+    let mut optim = MomentOptimizer::new(ported.chain);
+
+    let steps = case
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("steps"))?;
+    for (t, step) in steps.iter().enumerate() {
+        if step.get("hessian_grads").is_some() {
+            return Err(CaseError::Unsupported(format!(
+                "`{class}` with hessian_grads is not driven by this runner"
+            )));
+        }
+        let grads = step
+            .get("grads")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("steps[].grads"))?;
+        let expected = step
+            .get("params")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("steps[].params"))?;
+        if grads.len() != specs.len() || expected.len() != specs.len() {
+            return Err(malformed("steps[] arity"));
+        }
+        for (p, g) in params.iter_mut().zip(grads) {
+            let g = f32s(g, "steps[].grads")?;
+            if g.len() != p.shape.iter().product::<usize>() {
+                return Err(malformed("steps[].grads length"));
+            }
+            p.grad = Some(flat(g));
+        }
+        optim
+            .step(ported.lr, &mut params)
+            .map_err(|e| CaseError::Fail(format!("step {}: {e}", t + 1)))?;
+        for (p, e) in params.iter().zip(expected) {
+            let e = f32s(e, "steps[].params")?;
+            let a = p
+                .value
+                .to_data()
+                .to_vec::<f32>()
+                .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
+            compare(&a, &e, rtol, atol, 1.0, result)
+                .map_err(|m| CaseError::Fail(format!("step {} param `{}`: {m}", t + 1, p.path)))?;
+        }
+    }
+
+    // Final state: compare every reference state tensor moment keeps under the same name.
+    if let Some(fs) = case.get("final_state").and_then(Value::as_object) {
+        for (pname, states) in fs {
+            let Some(ours) = optim.state(pname) else {
+                return Err(CaseError::Fail(format!("no state for `{pname}`")));
+            };
+            let Some(states) = states.as_object() else {
+                return Err(malformed("final_state entry"));
+            };
+            for (key, st) in states {
+                let values = f32s(
+                    st.get("values").unwrap_or(&Value::Null),
+                    "final_state values",
+                )?;
+                if let Some(t) = ours.iter().find_map(|s| s.tensor(key)) {
+                    let a = t
+                        .to_data()
+                        .to_vec::<f32>()
+                        .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
+                    let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
+                    compare(&a, &values, rtol, atol, scale, result).map_err(|m| {
+                        CaseError::Fail(format!("final state `{pname}.{key}`: {m}"))
+                    })?;
+                    result.state_compared += 1;
+                } else if let Some(c) = ours.iter().find_map(|s| s.counter(key)) {
+                    if values.len() != 1 || f64::from(values[0]) != c as f64 {
+                        return Err(CaseError::Fail(format!(
+                            "final state `{pname}.{key}`: counter {c}, reference {values:?}"
+                        )));
+                    }
+                    result.state_compared += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Elementwise `|a − e| ≤ atol·atol_scale + rtol·|e|`, updating the result's error statistics.
+fn compare(
+    actual: &[f32],
+    expected: &[f32],
+    rtol: f64,
+    atol: f64,
+    atol_scale: f64,
+    result: &mut CaseResult,
+) -> Result<(), String> {
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "{} values, reference has {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    let mut first_bad = None;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let (a, e) = (f64::from(a), f64::from(e));
+        let err = (a - e).abs();
+        let allowed = atol * atol_scale + rtol * e.abs();
+        if !err.is_finite() {
+            return Err(format!("element {i}: {a} vs reference {e}"));
+        }
+        result.max_abs = result.max_abs.max(err);
+        if e != 0.0 {
+            result.max_rel = result.max_rel.max(err / e.abs());
+        }
+        result.worst_ratio = result.worst_ratio.max(err / allowed);
+        if err > allowed && first_bad.is_none() {
+            first_bad = Some(format!(
+                "element {i}: {a:.9e} vs reference {e:.9e} (|diff| {err:.3e} > {allowed:.3e})"
+            ));
+        }
+    }
+    first_bad.map_or(Ok(()), Err)
+}
+
+/// Collect `--optimizer a,b` style family lists.
+pub fn parse_families(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Per-family counts, for reports.
+pub fn by_family(results: &[CaseResult]) -> BTreeMap<String, Summary> {
+    let mut m: BTreeMap<String, Summary> = BTreeMap::new();
+    for r in results {
+        let s = m.entry(r.family.clone()).or_default();
+        match r.status {
+            Status::Pass => s.passed += 1,
+            Status::Fail(_) => s.failed += 1,
+            Status::Unsupported(_) => s.unsupported += 1,
+        }
+    }
+    m
+}
