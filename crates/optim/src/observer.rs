@@ -40,7 +40,8 @@ pub trait Observer<B: Backend>: Send {
         true
     }
 
-    /// Called for every updated parameter of a wanted step, in path order.
+    /// Called for every updated parameter of a wanted step, in traversal order (module field
+    /// order for burn modules, path order for [`MomentOptimizer::step`](crate::MomentOptimizer::step)).
     fn on_param(&mut self, view: &ParamView<'_, B>);
 
     /// Called once per step call (also for skipped steps), after all parameters.
