@@ -104,7 +104,7 @@ pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResu
     let mut summary = Summary::default();
     for file in files {
         let r = run_file(&file);
-        if !families.is_empty() && !families.iter().any(|f| *f == r.family) {
+        if !families.is_empty() && !families.contains(&r.family) {
             continue;
         }
         match r.status {

@@ -91,7 +91,7 @@ fn norm<B: Backend>(t: &Tensor<B, 1>) -> f64 {
 
 impl<B: Backend> Observer<B> for NormMonitor {
     fn wants(&self, step: u64) -> bool {
-        step % self.interval == 0 || step == 1
+        step.is_multiple_of(self.interval) || step == 1
     }
 
     fn on_param(&mut self, v: &ParamView<'_, B>) {
