@@ -12,7 +12,7 @@
 use std::io::Write;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use moment_optim::stats::l2_norms;
 use moment_optim::{Observer, ParamView, StepReport};
 
 /// Norms of one parameter at one step.
@@ -85,22 +85,21 @@ impl NormMonitor {
     }
 }
 
-fn norm<B: Backend>(t: &Tensor<B, 1>) -> f64 {
-    f64::from(t.clone().square().sum().into_scalar().elem::<f32>()).sqrt()
-}
-
 impl<B: Backend> Observer<B> for NormMonitor {
     fn wants(&self, step: u64) -> bool {
         step.is_multiple_of(self.interval) || step == 1
     }
 
     fn on_param(&mut self, v: &ParamView<'_, B>) {
-        let weight_norm = norm(v.param);
-        let update_norm = norm(v.update);
+        let states: Vec<_> = v.state.iter().flat_map(|s| s.tensors.iter()).collect();
+        let mut tensors = vec![v.grad, v.param, v.update];
+        tensors.extend(states.iter().map(|t| &t.tensor));
+        let norms = l2_norms(&tensors);
+        let (grad_norm, weight_norm, update_norm) = (norms[0], norms[1], norms[2]);
         self.pending.push(ParamStats {
             path: v.path.to_string(),
             group: v.group.to_string(),
-            grad_norm: norm(v.grad),
+            grad_norm,
             weight_norm,
             update_norm,
             update_to_weight: if weight_norm > 0.0 {
@@ -108,11 +107,10 @@ impl<B: Backend> Observer<B> for NormMonitor {
             } else {
                 0.0
             },
-            state_norms: v
-                .state
+            state_norms: states
                 .iter()
-                .flat_map(|s| s.tensors.iter())
-                .map(|t| (t.name.to_string(), norm(&t.tensor)))
+                .zip(&norms[3..])
+                .map(|(t, n)| (t.name.to_string(), *n))
                 .collect(),
         });
     }

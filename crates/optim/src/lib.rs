@@ -39,6 +39,7 @@ pub mod optimizers;
 pub mod port;
 pub mod record;
 pub mod select;
+pub mod stats;
 pub mod transform;
 pub mod transforms;
 mod validate;

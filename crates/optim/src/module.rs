@@ -1,6 +1,7 @@
 //! burn integration: [`ModuleOptimizer`] implements burn's `Optimizer<M, B>` over a
 //! [`MomentOptimizer`], walking the module with parameter paths.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
@@ -91,7 +92,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
             path: Vec::new(),
             grads: &mut grads,
             entries: Vec::new(),
-            devices: Vec::new(),
+            devices: HashMap::new(),
         };
         module.visit(&mut collector);
         let Collector {
@@ -154,7 +155,7 @@ struct Collector<'a, B: AutodiffBackend> {
     path: Vec<String>,
     grads: &'a mut GradAdaptor,
     entries: Vec<GradEntry<B::InnerBackend>>,
-    devices: Vec<(String, Device<B::InnerBackend>)>,
+    devices: HashMap<String, Device<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
@@ -180,7 +181,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
             grad_shape,
             grad: grad.reshape([n]),
         });
-        self.devices.push((path, device));
+        self.devices.insert(path, device);
     }
 }
 
@@ -188,7 +189,7 @@ struct Applier<'a, B: AutodiffBackend> {
     path: Vec<String>,
     engine: &'a mut MomentOptimizer<B::InnerBackend>,
     prep: &'a mut PreparedStep<B::InnerBackend>,
-    devices: Vec<(String, Device<B::InnerBackend>)>,
+    devices: HashMap<String, Device<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
@@ -202,10 +203,9 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = join(&self.path);
-        let Some(pos) = self.devices.iter().position(|(p, _)| *p == path) else {
+        let Some(device) = self.devices.remove(&path) else {
             return param;
         };
-        let (_, device) = self.devices.swap_remove(pos);
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let mut inner = tensor.inner();

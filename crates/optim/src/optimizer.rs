@@ -16,6 +16,7 @@ use crate::error::{OptimError, Result};
 use crate::observer::{Observer, ParamView};
 use crate::record::{OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord, TransformRecord};
 use crate::select::Selector;
+use crate::stats::{overflow_safe_sumsq, read_scalars, tensor_values};
 use crate::transform::{Chain, StepCtx, TransformState};
 use crate::validate;
 
@@ -810,40 +811,4 @@ fn restore_states<B: Backend>(
         }
     }
     Ok(())
-}
-
-/// Read many scalar tensors with one device sync.
-pub(crate) fn read_scalars<B: Backend>(scalars: Vec<Tensor<B, 1>>) -> Vec<f64> {
-    if scalars.is_empty() {
-        return Vec::new();
-    }
-    tensor_values(&Tensor::cat(scalars, 0))
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-/// Exact f32 values of a flat tensor.
-pub(crate) fn tensor_values<B: Backend>(t: &Tensor<B, 1>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 data converted to f32 always reads back as f32")
-}
-
-/// Σg² for gradients whose plain f32 sum of squares overflowed: scale by max|g| first.
-fn overflow_safe_sumsq<B: Backend>(g: &Tensor<B, 1>) -> f64 {
-    let amax = f64::from(g.clone().abs().max().into_scalar().elem::<f32>());
-    if amax == 0.0 || !amax.is_finite() {
-        return if amax == 0.0 { 0.0 } else { f64::INFINITY };
-    }
-    let scaled = f64::from(
-        g.clone()
-            .div_scalar(amax as f32)
-            .square()
-            .sum()
-            .into_scalar()
-            .elem::<f32>(),
-    );
-    amax * amax * scaled
 }

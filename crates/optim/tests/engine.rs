@@ -83,16 +83,21 @@ fn unmatched_parameter_is_an_error_and_changes_nothing() {
     assert!(opt.state("layer.weight").is_none());
 }
 
-#[test]
-fn global_clipping_scales_all_gradients_by_one_factor_and_reports_the_norm() {
-    // Plain "descent" chain: lr·g so the applied update reveals the clipped gradient.
+/// Plain descent `θ ← θ − lr·g` with global clipping: the applied update reveals the clipped
+/// gradient.
+fn clipped_sgd(max_norm: f64) -> MomentOptimizer<B> {
     let sgd = moment_optim::Chain::<B>::new("sgd")
         .then(moment_optim::transforms::scale_by_learning_rate());
-    let mut opt = MomentOptimizer::builder()
+    MomentOptimizer::builder()
         .group(ParamGroup::new("all", Selector::all(), sgd))
-        .clip_grad_norm(1.0)
+        .clip_grad_norm(max_norm)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn global_clipping_scales_all_gradients_by_one_factor_and_reports_the_norm() {
+    let mut opt = clipped_sgd(1.0);
     let mut ps = vec![
         param("a", &[0.0, 0.0], Some(&[3.0, 0.0])),
         param("b", &[0.0], Some(&[4.0])),
@@ -119,13 +124,7 @@ fn global_clipping_scales_all_gradients_by_one_factor_and_reports_the_norm() {
 
 #[test]
 fn clipping_norm_survives_f32_overflow() {
-    let sgd = moment_optim::Chain::<B>::new("sgd")
-        .then(moment_optim::transforms::scale_by_learning_rate());
-    let mut opt = MomentOptimizer::builder()
-        .group(ParamGroup::new("all", Selector::all(), sgd))
-        .clip_grad_norm(1.0)
-        .build()
-        .unwrap();
+    let mut opt = clipped_sgd(1.0);
     // Σg² = 2e60 overflows f32, but the gradient is finite: not a non-finite event.
     let mut ps = vec![param("a", &[0.0, 0.0], Some(&[1e30, -1e30]))];
     let r = opt.step(1.0, &mut ps).unwrap();
