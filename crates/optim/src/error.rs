@@ -18,7 +18,9 @@ pub enum OptimError {
         allowed: &'static str,
     },
     /// The learning rate passed to a step is negative or not finite.
-    #[error("invalid learning rate {lr}: expected a finite value >= 0")]
+    #[error(
+        "invalid learning rate {lr} (after group multipliers): expected a value >= 0 that is finite in f32"
+    )]
     InvalidLearningRate {
         /// The offending learning rate.
         lr: f64,

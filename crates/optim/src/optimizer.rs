@@ -334,8 +334,15 @@ impl<B: Backend> MomentOptimizer<B> {
     /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
     /// apply the non-finite policy and global clipping. On error nothing has changed.
     pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
-        if !(lr >= 0.0 && lr.is_finite()) {
+        if !validate::learning_rate(lr) {
             return Err(OptimError::InvalidLearningRate { lr });
+        }
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|g| !validate::learning_rate(lr * g.lr_mult))
+        {
+            return Err(OptimError::InvalidLearningRate { lr: lr * g.lr_mult });
         }
         let mut grads = grads;
         grads.sort_by(|a, b| a.path.cmp(&b.path));

@@ -299,14 +299,70 @@ fn invalid_configs_are_typed_errors_naming_the_field() {
         }
     ));
     assert!(MomentOptimizer::<B>::builder().build().is_err());
+    // Values that are fine in f64 but break once rounded to f32 (the arithmetic's precision).
+    let f32_cases: Vec<(Result<moment_optim::Chain<B>, OptimError>, &str)> = vec![
+        // eps → 0 in f32 would give 0/0 = NaN on a zero gradient.
+        (
+            AdamConfig {
+                eps: 1e-50,
+                ..Default::default()
+            }
+            .build(),
+            "eps",
+        ),
+        // β2 → 1 in f32 would freeze the second moment at 0.
+        (
+            AdamConfig {
+                betas: (0.9, 1.0 - 1e-10),
+                ..Default::default()
+            }
+            .build(),
+            "betas.1",
+        ),
+        (
+            AdamWConfig {
+                weight_decay: 1e39,
+                ..Default::default()
+            }
+            .build(),
+            "weight_decay",
+        ),
+    ];
+    for (res, field) in f32_cases {
+        match res {
+            Err(OptimError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected an error for {field}, got {other:?}"),
+        }
+    }
+    // eps = 1e-30 is representable and stays valid (the scale-invariance property uses it).
+    assert!(
+        AdamConfig {
+            eps: 1e-30,
+            ..Default::default()
+        }
+        .build::<B>()
+        .is_ok()
+    );
     let mut opt = MomentOptimizer::new(adamw(0.0));
-    for lr in [-1e-3, f64::NAN, f64::INFINITY] {
+    for lr in [-1e-3, f64::NAN, f64::INFINITY, 1e39] {
         let mut ps = two_params();
         assert!(matches!(
             opt.step(lr, &mut ps),
             Err(OptimError::InvalidLearningRate { .. })
         ));
     }
+    // A group multiplier can push a valid lr out of f32 range: also an error, nothing changes.
+    let mut big = MomentOptimizer::builder()
+        .group(ParamGroup::new("a", Selector::all(), adamw(0.0)).lr_mult(1e30))
+        .build()
+        .unwrap();
+    let mut ps = two_params();
+    assert!(matches!(
+        big.step(1e10, &mut ps),
+        Err(OptimError::InvalidLearningRate { .. })
+    ));
+    assert_eq!(big.steps(), 0);
+    assert_eq!(values(&ps[1].value), vec![1.0, 1.0]);
 }
 
 #[test]
