@@ -108,12 +108,12 @@ pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<
         }
     };
     a.finish()?;
-    if !(ported.lr >= 0.0 && ported.lr.is_finite()) {
+    if !crate::validate::learning_rate(ported.lr) {
         return Err(OptimError::invalid(
             "port",
             "lr",
             ported.lr,
-            "a finite value >= 0",
+            "a value >= 0 that is finite in f32",
         ));
     }
     Ok(ported)
