@@ -54,18 +54,26 @@ impl<B: Backend> BigramLm<B> {
         self.head.forward(silu(self.hidden.forward(h)))
     }
 
-    /// Mean next-token cross-entropy (nats) of a batch of sequences `[batch, seq]`.
-    pub fn loss(&self, batch: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    /// Mean next-token cross-entropy (nats) of a batch of sequences `[batch, seq]`; needs
+    /// `batch >= 1` and `seq >= 2` (one input and one target token).
+    pub fn loss(&self, batch: Tensor<B, 2, Int>) -> Result<Tensor<B, 1>, ModelError> {
         let [b, s] = batch.dims();
+        if b == 0 || s < 2 {
+            return Err(ModelError::Invalid {
+                what: "batch shape",
+                value: format!("[{b}, {s}]"),
+                allowed: "[batch >= 1, seq >= 2]",
+            });
+        }
         let inputs = batch.clone().slice([0..b, 0..s - 1]);
         let targets = batch.slice([0..b, 1..s]);
         let logits = self.forward(inputs);
         let v = logits.dims()[2];
         let loss = CrossEntropyLossConfig::new().init(&logits.device());
-        loss.forward(
+        Ok(loss.forward(
             logits.reshape([b * (s - 1), v]),
             targets.reshape([b * (s - 1)]),
-        )
+        ))
     }
 }
 
@@ -82,4 +90,43 @@ pub fn sample_batch<B: Backend>(
         .map(|t| t as i64)
         .collect();
     Tensor::from_data(TensorData::new(data, [batch, seq]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn loss_of_a_uniform_model_is_log_v_and_bad_shapes_are_errors() {
+        let device = Default::default();
+        let mut m = BigramLmConfig {
+            vocab: 8,
+            hidden: 4,
+        }
+        .init::<NdArray>(&device)
+        .unwrap();
+        // Zero head ⇒ uniform logits ⇒ loss ln 8 whatever the input.
+        m.head.weight = m.head.weight.map(|w| w.zeros_like());
+        if let Some(b) = m.head.bias.take() {
+            m.head.bias = Some(b.map(|b| b.zeros_like()));
+        }
+        let tokens = Tensor::<NdArray, 2, Int>::from_data(
+            TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]),
+            &device,
+        );
+        let l = f64::from(m.loss(tokens).unwrap().into_scalar());
+        assert!((l - 8f64.ln()).abs() < 1e-5, "{l}");
+        let one =
+            Tensor::<NdArray, 2, Int>::from_data(TensorData::new(vec![1i64, 2], [2, 1]), &device);
+        assert!(m.loss(one).is_err());
+        assert!(
+            BigramLmConfig {
+                vocab: 0,
+                hidden: 4
+            }
+            .init::<NdArray>(&device)
+            .is_err()
+        );
+    }
 }

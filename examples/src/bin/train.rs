@@ -76,15 +76,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // A fixed held-out set, evaluated without autodiff: the smooth curve to read.
     let mut val_rng = SplitMix64::new(seed ^ 0xda7a);
     let val = sample_batch::<NdArray>(&corpus, 64, seq, &mut val_rng, &device);
-    let val_loss =
-        |m: &moment_model::BigramLm<B>| f64::from(m.valid().loss(val.clone()).into_scalar());
-    let val0 = val_loss(&model);
+    let val_loss = |m: &moment_model::BigramLm<B>| {
+        m.valid()
+            .loss(val.clone())
+            .map(|l| f64::from(l.into_scalar()))
+    };
+    let val0 = val_loss(&model)?;
     let start = Instant::now();
     let mut last = f64::NAN;
     let mut last_val = val0;
     for step in 1..=steps {
         let tokens = sample_batch::<B>(&corpus, batch, seq, &mut rng, &device);
-        let loss = model.loss(tokens);
+        let loss = model.loss(tokens)?;
         let value = f64::from(loss.clone().into_scalar());
         last = value;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -94,7 +97,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         if step == 1 || step % 25 == 0 {
             let r = optim.engine().last_report().cloned();
-            let v = val_loss(&model);
+            let v = val_loss(&model)?;
             last_val = v;
             println!(
                 "step {step:>4}  train {value:.4}  val {v:.4}  gap to floor {:+.4}  grad_norm {:.3}{}",
