@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
-use crate::optimizers::{AdamConfig, AdamWConfig};
+use crate::optimizers::{AdafactorConfig, AdamConfig, AdamWConfig};
 use crate::transform::Chain;
 
 /// A constructor argument value (the JSON / Python subset configs use).
@@ -45,7 +45,12 @@ pub struct Ported<B: Backend> {
 }
 
 /// The reference classes [`from_reference`] understands.
-pub const SUPPORTED_CLASSES: &[&str] = &["torch.optim.Adam", "torch.optim.AdamW"];
+pub const SUPPORTED_CLASSES: &[&str] = &[
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.Adafactor",
+    "transformers.optimization.Adafactor",
+];
 
 /// Build the moment equivalent of `class(**args)`.
 ///
@@ -98,6 +103,82 @@ pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<
             };
             Ported { chain, lr }
         }
+        "transformers.optimization.Adafactor" | "transformers.Adafactor" => {
+            let d = AdafactorConfig::transformers();
+            let lr = a.opt_float("lr")?;
+            let (eps1, eps2) = a.pair("eps", (d.eps1, d.eps2))?;
+            let relative_step = a.bool("relative_step", d.relative_step)?;
+            let config = AdafactorConfig {
+                eps1,
+                eps2,
+                clip_threshold: a.float("clip_threshold", d.clip_threshold)?,
+                decay_rate: a.float("decay_rate", d.decay_rate)?,
+                beta1: a.opt_float("beta1")?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                scale_parameter: a.bool("scale_parameter", d.scale_parameter)?,
+                relative_step,
+                warmup_init: a.bool("warmup_init", d.warmup_init)?,
+                ..d
+            };
+            // HF: `lr` and `relative_step` are exclusive; without relative step lr is required.
+            let lr = match (relative_step, lr) {
+                (true, None) => 1.0,
+                (false, Some(lr)) => lr,
+                (true, Some(lr)) => {
+                    return Err(OptimError::invalid(
+                        "port",
+                        "lr",
+                        lr,
+                        "None when relative_step=True (transformers raises too)",
+                    ));
+                }
+                (false, None) => {
+                    return Err(OptimError::invalid(
+                        "port",
+                        "lr",
+                        "None",
+                        "a learning rate when relative_step=False",
+                    ));
+                }
+            };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "torch.optim.Adafactor" => {
+            let d = AdafactorConfig::torch();
+            let lr = a.float("lr", 1e-2)?;
+            let (eps1, eps2) = match a.take("eps") {
+                None | Some(ArgValue::Null) => (d.eps1, d.eps2),
+                Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                    [e1, e2] => (
+                        match e1 {
+                            ArgValue::Null => d.eps1,
+                            e => as_f64(e)
+                                .ok_or_else(|| bad("eps", v, "(None or a number, a number)"))?,
+                        },
+                        as_f64(e2).ok_or_else(|| bad("eps", v, "(None or a number, a number)"))?,
+                    ),
+                    _ => return Err(bad("eps", v, "(None or a number, a number)")),
+                },
+                Some(v) => return Err(bad("eps", v, "(None or a number, a number)")),
+            };
+            let config = AdafactorConfig {
+                eps1,
+                eps2,
+                clip_threshold: a.float("d", d.clip_threshold)?,
+                decay_rate: a.float("beta2_decay", d.decay_rate)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                maximize: a.bool("maximize", d.maximize)?,
+                ..d
+            };
+            a.ignore(&["foreach"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
         other => {
             return Err(OptimError::Unsupported {
                 reason: format!(
@@ -143,6 +224,15 @@ impl<'a> Args<'a> {
         match self.take(key) {
             None | Some(ArgValue::Null) => Ok(default),
             Some(v) => as_f64(v).ok_or_else(|| bad(key, v, "a number")),
+        }
+    }
+
+    fn opt_float(&mut self, key: &'static str) -> Result<Option<f64>> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(None),
+            Some(v) => as_f64(v)
+                .map(Some)
+                .ok_or_else(|| bad(key, v, "None or a number")),
         }
     }
 

@@ -1,0 +1,259 @@
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::error::Result;
+use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+
+/// Which reference's conventions Adafactor follows (`../shared/optimizers.md` §2b, §2c).
+///
+/// | | [`Transformers`](Self::Transformers) (HF `transformers`) | [`Torch`](Self::Torch) (`torch.optim.Adafactor`) |
+/// | --- | --- | --- |
+/// | ε1 | added to `g²` before the row/column means | clamps: `var ≥ ε1²`, row-mean normaliser `≥ ε1` |
+/// | relative step | `min(1e-2, 1/√t)` (or `min(1e-6·t, 1/√t)` with `warmup_init`), × the step's lr (1 = HF) | `min(lr, 1/√t)`: the lr caps it |
+/// | absolute lr | `relative_step = false`: the step's lr | — |
+/// | parameter scaling | optional (`scale_parameter`) | always |
+/// | first moment | optional β1, an EMA of the clipped, lr-scaled update | — |
+/// | weight decay | `θ ← θ − λ·lr_eff·θ` (the scaled step size) | `θ ← θ·(1 − lr·λ)` (the raw lr) |
+/// | state names | `exp_avg_sq_row`, `exp_avg_sq_col`, `exp_avg_sq`, `exp_avg` | `row_var`, `col_var`, `variance` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdafactorConvention {
+    /// `transformers.optimization.Adafactor` (the fairseq port).
+    #[default]
+    Transformers,
+    /// `torch.optim.Adafactor` (PyTorch ≥ 2.5).
+    Torch,
+}
+
+/// Adafactor's whole step for one tensor: factored (rank ≥ 2: row and column statistics over
+/// the last two dims, leading dims batched) or full (rank ≤ 1) second moment with the decaying
+/// `β2_t = 1 − t^decay_rate`, update clipping at RMS `clip_threshold`, the relative /
+/// parameter-scaled step size, the optional first moment and decoupled decay.
+///
+/// Adafactor sets its own step size (the relative step depends on `t`, the parameter RMS and, in
+/// the torch convention, `min(lr, ·)`), so this transform consumes the learning rate itself and
+/// outputs the full *descent* amount `θ_old − θ_new`; its chain ends with
+/// [`flip_sign`](super::flip_sign) instead of [`scale_by_learning_rate`](super::scale_by_learning_rate).
+/// Values must have been validated by [`AdafactorConfig`](crate::AdafactorConfig).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleByAdafactor {
+    /// Reference conventions.
+    pub convention: AdafactorConvention,
+    /// ε1 (regulariser of the second moment).
+    pub eps1: f64,
+    /// ε2 (floor of the parameter RMS used for scaling).
+    pub eps2: f64,
+    /// Update RMS threshold (HF `clip_threshold`, torch `d`).
+    pub clip_threshold: f64,
+    /// Exponent of `β2_t = 1 − t^decay_rate` (≤ 0).
+    pub decay_rate: f64,
+    /// First-moment coefficient (transformers convention only).
+    pub beta1: Option<f64>,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Multiply the step size by `max(ε2, RMS(θ))`.
+    pub scale_parameter: bool,
+    /// Use the relative step size (otherwise the step's lr is the step size).
+    pub relative_step: bool,
+    /// Linear warm-up of the relative step (`1e-6·t`).
+    pub warmup_init: bool,
+}
+
+impl ScaleByAdafactor {
+    fn names(&self) -> [&'static str; 3] {
+        match self.convention {
+            AdafactorConvention::Transformers => ["exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"],
+            AdafactorConvention::Torch => ["row_var", "col_var", "variance"],
+        }
+    }
+
+    /// Relative (or absolute) step size for step `t` before parameter scaling, in f64.
+    fn rho(&self, lr: f64, t: f64) -> f64 {
+        let inv_sqrt = 1.0 / t.sqrt();
+        match self.convention {
+            AdafactorConvention::Torch => lr.min(inv_sqrt),
+            AdafactorConvention::Transformers if self.relative_step => {
+                let min_step = if self.warmup_init { 1e-6 * t } else { 1e-2 };
+                lr * min_step.min(inv_sqrt)
+            }
+            AdafactorConvention::Transformers => lr,
+        }
+    }
+}
+
+/// `(leading, rows, cols)` of a factored tensor, `None` for rank ≤ 1.
+fn factored_dims(shape: &[usize]) -> Option<(usize, usize, usize)> {
+    match shape {
+        [lead @ .., r, c] => Some((lead.iter().product(), *r, *c)),
+        _ => None,
+    }
+}
+
+/// torch's CPU `lerp(a, b, w)` kernel shape (`../shared/optimizers.md` §0).
+fn lerp<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, w: f64) -> Tensor<B, D> {
+    let w32 = w as f32;
+    if w32.abs() < 0.5 {
+        a.clone().add(b.sub(a).mul_scalar(w32))
+    } else {
+        b.clone().sub(b.sub(a).mul_scalar(1.0 - w32))
+    }
+}
+
+/// `‖x‖₂ / √n` as a one-element tensor (stays on the device).
+fn rms<B: Backend>(x: &Tensor<B, 1>, n: usize) -> Tensor<B, 1> {
+    x.clone()
+        .square()
+        .sum()
+        .sqrt()
+        .div_scalar((n as f64).sqrt() as f32)
+}
+
+const ROW: usize = 0;
+const COL: usize = 1;
+const FULL: usize = 0;
+
+impl<B: Backend> Transform<B> for ScaleByAdafactor {
+    fn name(&self) -> &'static str {
+        "scale_by_adafactor"
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let [row, col, full] = self.names();
+        let mut tensors = match (factored_dims(shape), self.convention) {
+            (Some(_), AdafactorConvention::Transformers) => {
+                let n = shape.len();
+                let mut c = shape[..n - 2].to_vec();
+                c.push(shape[n - 1]);
+                vec![
+                    StateTensor::zeros(row, &shape[..n - 1], device),
+                    StateTensor::zeros(col, &c, device),
+                ]
+            }
+            (Some(_), AdafactorConvention::Torch) => {
+                let n = shape.len();
+                let mut r = shape.to_vec();
+                r[n - 1] = 1;
+                let mut c = shape.to_vec();
+                c[n - 2] = 1;
+                vec![
+                    StateTensor::zeros(row, &r, device),
+                    StateTensor::zeros(col, &c, device),
+                ]
+            }
+            (None, _) => vec![StateTensor::zeros(full, shape, device)],
+        };
+        if self.beta1.is_some() {
+            tensors.push(StateTensor::zeros("exp_avg", shape, device));
+        }
+        Ok(TransformState {
+            tensors,
+            counters: vec![("step", 0)],
+        })
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let n = g.dims()[0];
+        let t = state.counters[0].1 + 1;
+        state.counters[0].1 = t;
+        if n == 0 {
+            return g;
+        }
+        let tf = t as f64;
+        let device = g.device();
+        let hf = self.convention == AdafactorConvention::Transformers;
+        // β2_t = 1 − t^decay: HF keeps β2_t, torch lerps with weight 1 − β2_t = t^decay.
+        let one_minus_b2 = tf.powf(self.decay_rate);
+        let b2t = 1.0 - one_minus_b2;
+
+        let upd = match factored_dims(ctx.shape) {
+            Some((l, r, c)) => {
+                let g3 = g.clone().reshape([l, r, c]);
+                let row = state.tensors[ROW].tensor.clone().reshape([l, r, 1]);
+                let col = state.tensors[COL].tensor.clone().reshape([l, 1, c]);
+                let (row, col, scale) = if hf {
+                    let u = g3.clone().square().add_scalar(self.eps1 as f32);
+                    let row = row
+                        .mul_scalar(b2t as f32)
+                        .add(u.clone().mean_dim(2).mul_scalar(one_minus_b2 as f32));
+                    let col = col
+                        .mul_scalar(b2t as f32)
+                        .add(u.mean_dim(1).mul_scalar(one_minus_b2 as f32));
+                    let r_factor = row.clone().div(row.clone().mean_dim(1)).sqrt().recip();
+                    let c_factor = col.clone().sqrt().recip();
+                    (row, col, r_factor.mul(c_factor))
+                } else {
+                    // torch: vector_norm(g, dim)² / size (a sqrt then a square, as torch does).
+                    let sq = g3.clone().square();
+                    let row_mean = sq.clone().sum_dim(2).sqrt().square().div_scalar(c as f32);
+                    let col_mean = sq.sum_dim(1).sqrt().square().div_scalar(r as f32);
+                    let row = lerp(row, row_mean, one_minus_b2);
+                    let col = lerp(col, col_mean, one_minus_b2);
+                    let norm = row.clone().mean_dim(1).clamp_min(self.eps1 as f32);
+                    let var = row.clone().mul(col.clone()).div(norm);
+                    let eps_sq = (self.eps1 * self.eps1) as f32;
+                    (row, col, var.clamp_min(eps_sq).sqrt().recip())
+                };
+                state.tensors[ROW].tensor = row.reshape([l * r]);
+                state.tensors[COL].tensor = col.reshape([l * c]);
+                scale.mul(g3).reshape([n])
+            }
+            None => {
+                let v = state.tensors[FULL].tensor.clone();
+                let (v, scale) = if hf {
+                    let u = g.clone().square().add_scalar(self.eps1 as f32);
+                    let v = v
+                        .mul_scalar(b2t as f32)
+                        .add(u.mul_scalar(one_minus_b2 as f32));
+                    (v.clone(), v.sqrt().recip())
+                } else {
+                    let v = lerp(v, g.clone().square(), one_minus_b2);
+                    let eps_sq = (self.eps1 * self.eps1) as f32;
+                    (v.clone(), v.clamp_min(eps_sq).sqrt().recip())
+                };
+                state.tensors[FULL].tensor = v;
+                scale.mul(g)
+            }
+        };
+
+        // Step size: ρ_t · max(ε2, RMS(θ_before)) — computed on the device, no host sync.
+        let rho = self.rho(ctx.lr, tf);
+        let scaled = self.scale_parameter || !hf;
+        let param_scale = scaled.then(|| rms(ctx.param, n).clamp_min(self.eps2 as f32));
+        let lr_eff = match &param_scale {
+            Some(s) => s.clone().mul_scalar(rho as f32),
+            None => Tensor::from_floats([rho as f32], &device),
+        };
+        // Clip the update to RMS ≤ clip_threshold.
+        let denom = rms(&upd, n)
+            .div_scalar(self.clip_threshold as f32)
+            .clamp_min(1.0);
+        let mut step = upd.div(denom).mul(lr_eff.clone());
+
+        if let Some(b1) = self.beta1 {
+            let i = state.tensors.len() - 1;
+            let m = state.tensors[i]
+                .tensor
+                .clone()
+                .mul_scalar(b1 as f32)
+                .add(step.mul_scalar((1.0 - b1) as f32));
+            state.tensors[i].tensor = m.clone();
+            step = m;
+        }
+        if self.weight_decay > 0.0 {
+            let decay = if hf {
+                ctx.param
+                    .clone()
+                    .mul(lr_eff.mul_scalar(self.weight_decay as f32))
+            } else {
+                ctx.param
+                    .clone()
+                    .mul_scalar((ctx.lr * self.weight_decay) as f32)
+            };
+            step = step.add(decay);
+        }
+        step
+    }
+}
