@@ -37,6 +37,7 @@ pub mod observer;
 pub mod optimizer;
 pub mod optimizers;
 pub mod port;
+pub mod quant;
 pub mod record;
 pub mod select;
 pub mod stats;
@@ -54,5 +55,5 @@ pub use optimizer::{
 pub use optimizers::{AdafactorConfig, AdamConfig, AdamWConfig, Decay};
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
-pub use transform::{Chain, StateTensor, StepCtx, Transform, TransformState};
+pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
 pub use transforms::AdafactorConvention;

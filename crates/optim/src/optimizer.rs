@@ -14,9 +14,11 @@ use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
 use crate::error::{OptimError, Result};
 use crate::observer::{Observer, ParamView};
-use crate::record::{OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord, TransformRecord};
+use crate::record::{
+    CodeRecord, OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord, TransformRecord,
+};
 use crate::select::Selector;
-use crate::stats::{overflow_safe_sumsq, read_scalars, tensor_values};
+use crate::stats::{code_values, overflow_safe_sumsq, read_scalars, tensor_values};
 use crate::transform::{Chain, StepCtx, TransformState};
 use crate::validate;
 
@@ -607,6 +609,9 @@ impl<B: Backend> MomentOptimizer<B> {
                 for t in &st.tensors {
                     *pm.by_kind.entry(t.name.to_string()).or_default() += t.bytes();
                 }
+                for c in &st.codes {
+                    *pm.by_kind.entry(c.name.to_string()).or_default() += c.bytes();
+                }
                 for (name, _) in &st.counters {
                     *pm.by_kind.entry(name.to_string()).or_default() += 8;
                 }
@@ -642,6 +647,15 @@ impl<B: Backend> MomentOptimizer<B> {
                             name: s.name.to_string(),
                             shape: s.shape.clone(),
                             values: tensor_values(&s.tensor),
+                        })
+                        .collect(),
+                    codes: st
+                        .codes
+                        .iter()
+                        .map(|c| CodeRecord {
+                            name: c.name.to_string(),
+                            shape: c.shape.clone(),
+                            values: code_values(&c.tensor),
                         })
                         .collect(),
                     counters: st
@@ -784,6 +798,7 @@ fn restore_states<B: Backend>(
             .ok_or_else(|| mismatch(format!("no state for transform `{}`", t.name())))?;
         if tr.name != t.name()
             || tr.tensors.len() != st.tensors.len()
+            || tr.codes.len() != st.codes.len()
             || tr.counters.len() != st.counters.len()
         {
             return Err(mismatch(format!(
@@ -797,6 +812,21 @@ fn restore_states<B: Backend>(
             if r.name != s.name || r.shape != s.shape || r.values.len() != n {
                 return Err(mismatch(format!(
                     "state tensor `{}` {:?} ({} values) where `{}` {:?} was expected",
+                    r.name,
+                    r.shape,
+                    r.values.len(),
+                    s.name,
+                    s.shape
+                )));
+            }
+            s.tensor =
+                Tensor::from_data(burn::tensor::TensorData::new(r.values.clone(), [n]), device);
+        }
+        for (s, r) in st.codes.iter_mut().zip(&tr.codes) {
+            let n: usize = s.shape.iter().product();
+            if r.name != s.name || r.shape != s.shape || r.values.len() != n {
+                return Err(mismatch(format!(
+                    "code tensor `{}` {:?} ({} values) where `{}` {:?} was expected",
                     r.name,
                     r.shape,
                     r.values.len(),

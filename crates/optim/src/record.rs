@@ -43,6 +43,9 @@ pub struct TransformRecord {
     pub name: String,
     /// Named tensors.
     pub tensors: Vec<TensorRecord>,
+    /// Named `u8` code tensors (quantized state; absent in records without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<CodeRecord>,
     /// Named counters.
     pub counters: Vec<(String, u64)>,
 }
@@ -56,6 +59,17 @@ pub struct TensorRecord {
     pub shape: Vec<usize>,
     /// Values, row-major.
     pub values: Vec<f32>,
+}
+
+/// A code tensor's exact values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    /// State name (`state1`, …).
+    pub name: String,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// Codes, row-major.
+    pub values: Vec<u8>,
 }
 
 impl<B: Backend> Record<B> for OptimizerRecord {

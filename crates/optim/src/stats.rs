@@ -1,6 +1,6 @@
 //! Tensor statistics shared by the engine and by observers (one device read for many values).
 
-use burn::tensor::{ElementConversion, Tensor, backend::Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, backend::Backend};
 
 /// L2 norms of many flat tensors with a single device read. Σx² is accumulated in the
 /// tensors' precision; a sum that overflows for a finite tensor is recomputed scaled by
@@ -59,4 +59,12 @@ pub fn overflow_safe_sumsq<B: Backend>(g: &Tensor<B, 1>) -> f64 {
             .elem::<f32>(),
     );
     amax * amax * scaled
+}
+
+/// Exact `u8` values of a flat code tensor.
+pub fn code_values<B: Backend>(t: &Tensor<B, 1, Int>) -> Vec<u8> {
+    t.to_data()
+        .convert::<u8>()
+        .to_vec::<u8>()
+        .expect("code data converted to u8 always reads back as u8")
 }

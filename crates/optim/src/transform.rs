@@ -15,7 +15,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::error::Result;
 
@@ -61,11 +61,44 @@ impl<B: Backend> StateTensor<B> {
     }
 }
 
-/// A transform's state for one parameter: named tensors and named integer counters.
+/// One named tensor of 8-bit codes (e.g. the quantized `state1` of 8-bit Adam), stored flat as
+/// a `u8` integer tensor with its logical shape.
+#[derive(Debug, Clone)]
+pub struct CodeTensor<B: Backend> {
+    /// State kind, using the reference implementation's name (`state1`, `state2`, …).
+    pub name: &'static str,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// Codes, flat, row-major, dtype `u8`.
+    pub tensor: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> CodeTensor<B> {
+    /// A tensor of `u8` codes, all equal to `code`.
+    pub fn filled(name: &'static str, shape: &[usize], code: u8, device: &B::Device) -> Self {
+        let n = shape.iter().product::<usize>();
+        Self {
+            name,
+            shape: shape.to_vec(),
+            tensor: Tensor::from_data(TensorData::new(vec![code; n], [n]), device),
+        }
+    }
+
+    /// Exact bytes this tensor occupies (elements × element size of its dtype).
+    pub fn bytes(&self) -> u64 {
+        let n: usize = self.shape.iter().product();
+        (n * self.tensor.dtype().size()) as u64
+    }
+}
+
+/// A transform's state for one parameter: named float tensors, named code tensors and named
+/// integer counters.
 #[derive(Debug, Clone)]
 pub struct TransformState<B: Backend> {
     /// Named tensors, in a fixed order defined by the transform's `init`.
     pub tensors: Vec<StateTensor<B>>,
+    /// Named `u8` code tensors (quantized state), in a fixed order defined by `init`.
+    pub codes: Vec<CodeTensor<B>>,
     /// Named counters (e.g. `step`), in a fixed order defined by `init`.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -81,8 +114,26 @@ impl<B: Backend> TransformState<B> {
     pub fn empty() -> Self {
         Self {
             tensors: Vec::new(),
+            codes: Vec::new(),
             counters: Vec::new(),
         }
+    }
+
+    /// Float tensors and counters, no codes.
+    pub fn new(tensors: Vec<StateTensor<B>>, counters: Vec<(&'static str, u64)>) -> Self {
+        Self {
+            tensors,
+            codes: Vec::new(),
+            counters,
+        }
+    }
+
+    /// The code tensor called `name`, if any.
+    pub fn code(&self, name: &str) -> Option<&Tensor<B, 1, Int>> {
+        self.codes
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| &t.tensor)
     }
 
     /// The state tensor called `name`, if any.
@@ -101,9 +152,11 @@ impl<B: Backend> TransformState<B> {
             .map(|(_, v)| *v)
     }
 
-    /// Exact bytes of state, tensors plus counters (8 bytes each).
+    /// Exact bytes of state: tensors, codes, plus counters (8 bytes each).
     pub fn bytes(&self) -> u64 {
-        self.tensors.iter().map(StateTensor::bytes).sum::<u64>() + 8 * self.counters.len() as u64
+        self.tensors.iter().map(StateTensor::bytes).sum::<u64>()
+            + self.codes.iter().map(CodeTensor::bytes).sum::<u64>()
+            + 8 * self.counters.len() as u64
     }
 }
 

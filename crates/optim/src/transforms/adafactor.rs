@@ -143,10 +143,7 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
         if self.beta1.is_some() {
             tensors.push(StateTensor::zeros("exp_avg", shape, device));
         }
-        Ok(TransformState {
-            tensors,
-            counters: vec![("step", 0)],
-        })
+        Ok(TransformState::new(tensors, vec![("step", 0)]))
     }
 
     fn update(

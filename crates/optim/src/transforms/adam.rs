@@ -58,10 +58,7 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
         if self.amsgrad {
             tensors.push(StateTensor::zeros("max_exp_avg_sq", shape, device));
         }
-        Ok(TransformState {
-            tensors,
-            counters: vec![("step", 0)],
-        })
+        Ok(TransformState::new(tensors, vec![("step", 0)]))
     }
 
     fn update(

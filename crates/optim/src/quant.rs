@@ -1,0 +1,415 @@
+//! Blockwise dynamic 8-bit quantization (bitsandbytes' optimizer-state codec), reusable for any
+//! state (8-bit Adam's moments today, 8-bit Lion later).
+//!
+//! A [`QuantMap`] is a sorted table of 256 `f32` values in `[-1, 1]` (signed) or `[0, 1]`
+//! (unsigned). A tensor is cut into blocks of [`BLOCK_SIZE`] elements (the last one partial);
+//! each block stores its `absmax = max|x|` in `f32` and each element the code of `x / absmax`.
+//! Two rounding rules exist in bitsandbytes and both are provided:
+//!
+//! * [`Rounding::Nearest`] — the CUDA kernels' `quantize_2D`: a 7-step binary search over the
+//!   map, then a midpoint test (ties go to the probed pivot). With `keep_sign` the first
+//!   moment's sign survives quantization (a code whose value has the wrong sign moves one step).
+//! * [`Rounding::CpuLut`] — the CPU library of bitsandbytes ≥ 0.50: a 65536-entry lookup table
+//!   over `[-1, 1]` (bins 3e-5 wide, so codes finer than that are unreachable), no sign fix.
+//!
+//! The maps are built by code ([`QuantMap::dynamic`], bnb's `create_dynamic_map`, reproducing
+//! its `float32` `linspace` bit for bit); tests check them against the published values.
+//!
+//! Slice functions ([`quantize_blockwise`], [`dequantize_blockwise`]) run on the host; tensor
+//! functions ([`encode`], [`decode`], [`block_absmax`]) run on any burn backend.
+
+use std::sync::OnceLock;
+
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+
+/// Elements per quantization block (bitsandbytes ≥ 0.44 for optimizer state).
+pub const BLOCK_SIZE: usize = 256;
+
+/// Entries of the CPU lookup table.
+const LUT_SIZE: usize = 65536;
+
+/// How a normalised value becomes a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// Exact nearest code, bitsandbytes' CUDA kernel (`quantize_2D`).
+    #[default]
+    Nearest,
+    /// bitsandbytes' CPU lookup table (an approximation of nearest).
+    CpuLut,
+}
+
+/// A 256-entry quantization map, sorted ascending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantMap {
+    values: [f32; 256],
+    signed: bool,
+    lut: OnceLockLut,
+}
+
+/// The lazily built CPU lookup table (not part of the map's identity).
+#[derive(Debug, Clone, Default)]
+struct OnceLockLut(OnceLock<Vec<u8>>);
+
+impl PartialEq for OnceLockLut {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// `torch.linspace(a, b, n)` in float32 on CPU: a step rounded once, then a single-rounding
+/// fma from the nearer end.
+fn linspace_f32(a: f32, b: f32, n: usize) -> Vec<f32> {
+    let step = (b - a) / (n - 1) as f32;
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                step.mul_add(i as f32, a)
+            } else {
+                (-step).mul_add((n - 1 - i) as f32, b)
+            }
+        })
+        .collect()
+}
+
+impl QuantMap {
+    /// bitsandbytes' `create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)`:
+    /// for `i = 0..=6`, the midpoints of a `linspace(0.1, 1, k)` scaled by `10^(i−6)`
+    /// (`k = 2^i + 1` signed, `2^(i+1) + 1` unsigned), mirrored when signed, plus 0 and 1.
+    pub fn dynamic(signed: bool) -> Self {
+        let mut data: Vec<f32> = Vec::with_capacity(256);
+        for i in 0..=6u32 {
+            let k = if signed {
+                (1usize << i) + 1
+            } else {
+                (1usize << (i + 1)) + 1
+            };
+            let b = linspace_f32(0.1, 1.0, k);
+            let scale = 10f64.powi(i as i32 - 6) as f32;
+            for j in 0..k - 1 {
+                let mu = (b[j] + b[j + 1]) / 2.0;
+                data.push(scale * mu);
+                if signed {
+                    data.push(-scale * mu);
+                }
+            }
+        }
+        data.push(0.0);
+        data.push(1.0);
+        data.sort_by(f32::total_cmp);
+        let values: [f32; 256] = data
+            .try_into()
+            .expect("the dynamic map has exactly 256 entries by construction");
+        Self {
+            values,
+            signed,
+            lut: OnceLockLut::default(),
+        }
+    }
+
+    /// The signed dynamic map (8-bit Adam's `qmap1`, for `exp_avg`), built once.
+    pub fn dynamic_signed() -> &'static QuantMap {
+        static MAP: OnceLock<QuantMap> = OnceLock::new();
+        MAP.get_or_init(|| QuantMap::dynamic(true))
+    }
+
+    /// The unsigned dynamic map (8-bit Adam's `qmap2`, for `exp_avg_sq`), built once.
+    pub fn dynamic_unsigned() -> &'static QuantMap {
+        static MAP: OnceLock<QuantMap> = OnceLock::new();
+        MAP.get_or_init(|| QuantMap::dynamic(false))
+    }
+
+    /// The 256 values, ascending.
+    pub fn values(&self) -> &[f32; 256] {
+        &self.values
+    }
+
+    /// Whether the map covers `[-1, 1]` (else `[0, 1]`).
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// The value of `code`.
+    pub fn decode(&self, code: u8) -> f32 {
+        self.values[code as usize]
+    }
+
+    /// The CUDA kernel's nearest code of a normalised `x` (a NaN gives code 0).
+    pub fn nearest(&self, x: f32) -> u8 {
+        let c = &self.values;
+        let (mut pivot, mut lower_pivot, mut upper_pivot) = (127usize, 0usize, 255usize);
+        let mut lower = if self.signed { -1.0f32 } else { 0.0 };
+        let mut upper = 1.0f32;
+        let mut val = c[pivot];
+        let mut step = 64;
+        while step > 0 {
+            if x > val {
+                lower_pivot = pivot;
+                lower = val;
+                pivot += step;
+            } else {
+                upper_pivot = pivot;
+                upper = val;
+                pivot -= step;
+            }
+            val = c[pivot];
+            step >>= 1;
+        }
+        let code = if x > val {
+            if x > (upper + val) * 0.5 {
+                upper_pivot
+            } else {
+                pivot
+            }
+        } else if x < (lower + val) * 0.5 {
+            lower_pivot
+        } else {
+            pivot
+        };
+        code as u8
+    }
+
+    /// The nearest code with the first moment's sign kept (the CUDA kernel's fix-up: a code
+    /// whose value has the other sign than `x` moves one step towards `x`).
+    pub fn nearest_keep_sign(&self, x: f32) -> u8 {
+        let code = self.nearest(x);
+        if self.decode(code).is_sign_negative() != x.is_sign_negative() {
+            if x > 0.0 {
+                code.wrapping_add(1)
+            } else {
+                code.wrapping_sub(1)
+            }
+        } else {
+            code
+        }
+    }
+
+    /// The CPU library's 65536-entry table: entry `i` counts the code midpoints
+    /// `0.5·(c[k] + c[k+1])` below `−1 + 2i/65535` (float32 arithmetic).
+    pub fn cpu_lut(&self) -> &[u8] {
+        self.lut.0.get_or_init(|| {
+            let mids: Vec<f32> = self
+                .values
+                .windows(2)
+                .map(|w| 0.5f32 * (w[0] + w[1]))
+                .collect();
+            (0..LUT_SIZE)
+                .map(|i| {
+                    let edge = -1.0f32 + (2.0f32 * i as f32) / 65535.0f32;
+                    mids.partition_point(|&m| m < edge) as u8
+                })
+                .collect()
+        })
+    }
+
+    /// The CPU library's code of `x` in a block of max-abs `absmax > 0`.
+    pub fn lut_code(&self, x: f32, absmax: f32) -> u8 {
+        self.cpu_lut()[lut_index(x * (1.0 / absmax))]
+    }
+}
+
+fn lut_index(y: f32) -> usize {
+    ((y.clamp(-1.0, 1.0) + 1.0) * 0.5 * 65535.0 + 0.5) as u16 as usize
+}
+
+/// Number of blocks covering `n` elements.
+pub fn num_blocks(n: usize, block: usize) -> usize {
+    n.div_ceil(block)
+}
+
+/// Quantize `x` blockwise: `(codes, absmax per block)`. A block whose values are all zero gets
+/// absmax 0 (and decodes to zeros whatever its codes).
+pub fn quantize_blockwise(
+    map: &QuantMap,
+    x: &[f32],
+    block: usize,
+    rounding: Rounding,
+    keep_sign: bool,
+) -> (Vec<u8>, Vec<f32>) {
+    let mut codes = Vec::with_capacity(x.len());
+    let mut absmax = Vec::with_capacity(num_blocks(x.len(), block));
+    for chunk in x.chunks(block) {
+        let a = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        absmax.push(a);
+        for &v in chunk {
+            codes.push(encode_one(map, v, a, rounding, keep_sign));
+        }
+    }
+    (codes, absmax)
+}
+
+/// One element's code in a block of max-abs `a` (see [`Rounding`]).
+pub fn encode_one(map: &QuantMap, v: f32, a: f32, rounding: Rounding, keep_sign: bool) -> u8 {
+    match rounding {
+        Rounding::Nearest => {
+            let y = if a > 0.0 { v / a } else { 0.0 };
+            if keep_sign {
+                map.nearest_keep_sign(y)
+            } else {
+                map.nearest(y)
+            }
+        }
+        Rounding::CpuLut if a > 0.0 => map.lut_code(v, a),
+        Rounding::CpuLut => 0,
+    }
+}
+
+/// Inverse of [`quantize_blockwise`]: `map[code] · absmax[block]`.
+pub fn dequantize_blockwise(
+    map: &QuantMap,
+    codes: &[u8],
+    absmax: &[f32],
+    block: usize,
+) -> Vec<f32> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| map.decode(c) * absmax[i / block])
+        .collect()
+}
+
+// ---- tensor versions (any backend) -------------------------------------------------------
+
+/// The map's values as a device tensor.
+pub fn map_tensor<B: Backend>(map: &QuantMap, device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(TensorData::new(map.values.to_vec(), [256]), device)
+}
+
+/// `x` padded with zeros to whole blocks, as `[blocks, block]`.
+fn blocks<B: Backend>(x: Tensor<B, 1>, block: usize) -> Tensor<B, 2> {
+    let n = x.dims()[0];
+    let nb = num_blocks(n, block);
+    let pad = nb * block - n;
+    let x = if pad > 0 {
+        let device = x.device();
+        Tensor::cat(vec![x, Tensor::zeros([pad], &device)], 0)
+    } else {
+        x
+    };
+    x.reshape([nb, block])
+}
+
+/// `max|x|` of every block of `x` (`[num_blocks]`).
+pub fn block_absmax<B: Backend>(x: Tensor<B, 1>, block: usize) -> Tensor<B, 1> {
+    let nb = num_blocks(x.dims()[0], block);
+    blocks(x, block).abs().max_dim(1).reshape([nb])
+}
+
+/// Each element's block value: `per_block` (`[num_blocks]`) repeated over `n` elements.
+pub fn per_element<B: Backend>(per_block: Tensor<B, 1>, n: usize, block: usize) -> Tensor<B, 1> {
+    let nb = per_block.dims()[0];
+    per_block
+        .reshape([nb, 1])
+        .expand([nb, block])
+        .reshape([nb * block])
+        .slice(0..n)
+}
+
+/// `map[codes] · absmax[block]` for `n = codes.len()` elements.
+pub fn decode<B: Backend>(
+    map: &Tensor<B, 1>,
+    codes: Tensor<B, 1, Int>,
+    absmax: Tensor<B, 1>,
+    block: usize,
+) -> Tensor<B, 1> {
+    let n = codes.dims()[0];
+    map.clone()
+        .select(0, codes)
+        .mul(per_element(absmax, n, block))
+}
+
+/// Codes (`u8` dtype) of `x` in blocks whose max-abs is `absmax` (`[num_blocks]`): the tensor
+/// form of [`encode_one`], bit-identical to it.
+pub fn encode<B: Backend>(
+    map: &QuantMap,
+    x: Tensor<B, 1>,
+    absmax: Tensor<B, 1>,
+    block: usize,
+    rounding: Rounding,
+    keep_sign: bool,
+) -> Tensor<B, 1, Int> {
+    let n = x.dims()[0];
+    let device = x.device();
+    let a = per_element(absmax, n, block);
+    let positive = a.clone().greater_elem(0.0);
+    let codes = match rounding {
+        Rounding::Nearest => {
+            let y = x
+                .clone()
+                .div(a.clone().mask_fill(positive.clone().bool_not(), 1.0))
+                .mask_fill(positive.bool_not(), 0.0);
+            let table = map_tensor::<B>(map, &device);
+            let codes = nearest_tensor(map, &table, y);
+            if keep_sign {
+                // signbit(v) = v < 0 or v is −0 (1/v < 0).
+                let signbit =
+                    |v: Tensor<B, 1>| v.clone().lower_elem(0.0).bool_or(v.recip().lower_elem(0.0));
+                let wrong = signbit(table.select(0, codes.clone())).not_equal(signbit(x.clone()));
+                let delta = Tensor::<B, 1, Int>::ones([n], &device)
+                    .mask_fill(x.greater_elem(0.0).bool_not(), -1)
+                    .mask_fill(wrong.bool_not(), 0);
+                // Codes wrap like the kernel's `unsigned char` arithmetic.
+                codes.add(delta).add_scalar(256).remainder_scalar(256)
+            } else {
+                codes
+            }
+        }
+        Rounding::CpuLut => {
+            let lut: Vec<i32> = map.cpu_lut().iter().map(|&c| i32::from(c)).collect();
+            let lut = Tensor::<B, 1, Int>::from_data(TensorData::new(lut, [LUT_SIZE]), &device);
+            let y = x.mul(
+                a.clone()
+                    .mask_fill(positive.clone().bool_not(), 1.0)
+                    .recip(),
+            );
+            let idx = y
+                .clamp(-1.0, 1.0)
+                .add_scalar(1.0)
+                .mul_scalar(0.5)
+                .mul_scalar(65535.0)
+                .add_scalar(0.5)
+                .floor()
+                .int();
+            lut.select(0, idx).mask_fill(positive.bool_not(), 0)
+        }
+    };
+    codes.cast(burn::tensor::IntDType::U8)
+}
+
+/// [`QuantMap::nearest`] on a tensor of normalised values (returns the backend's int dtype).
+fn nearest_tensor<B: Backend>(
+    map: &QuantMap,
+    table: &Tensor<B, 1>,
+    y: Tensor<B, 1>,
+) -> Tensor<B, 1, Int> {
+    let n = y.dims()[0];
+    let device = y.device();
+    let mut pivot = Tensor::<B, 1, Int>::full([n], 127, &device);
+    let mut lower_pivot = Tensor::<B, 1, Int>::zeros([n], &device);
+    let mut upper_pivot = Tensor::<B, 1, Int>::full([n], 255, &device);
+    let mut val = Tensor::<B, 1>::full([n], map.values[127], &device);
+    let mut step = 64i64;
+    while step > 0 {
+        let up = y.clone().greater(val);
+        lower_pivot = lower_pivot.mask_where(up.clone(), pivot.clone());
+        upper_pivot = pivot.clone().mask_where(up.clone(), upper_pivot);
+        let moves = Tensor::<B, 1, Int>::full([n], -step, &device).mask_fill(up, step);
+        pivot = pivot.add(moves);
+        val = table.clone().select(0, pivot.clone());
+        step >>= 1;
+    }
+    // upper = map[upper_pivot] (255 → 1.0 when never moved); lower = map[lower_pivot] (the
+    // kernel's −1 for a never-moved signed lower bound only matters when the answer is 0 anyway).
+    let upper = table.clone().select(0, upper_pivot.clone());
+    let lower = table.clone().select(0, lower_pivot.clone());
+    let above = y.clone().greater(val.clone());
+    let take_upper = y
+        .clone()
+        .greater(upper.add(val.clone()).mul_scalar(0.5))
+        .bool_and(above.clone());
+    let take_lower = y
+        .lower(lower.add(val).mul_scalar(0.5))
+        .bool_and(above.bool_not());
+    pivot
+        .mask_where(take_upper, upper_pivot)
+        .mask_where(take_lower, lower_pivot)
+}
