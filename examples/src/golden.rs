@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use moment_optim::port::{ArgValue, RefArgs, from_reference};
+use moment_optim::port::{ArgValue, PortOptions, RefArgs, from_reference_with};
 use moment_optim::{MomentOptimizer, OptimError, ParamTensor};
 use serde_json::Value;
 
@@ -51,6 +51,25 @@ pub struct CaseResult {
     pub worst_ratio: f64,
     /// Final-state tensors compared.
     pub state_compared: usize,
+    /// 8-bit state codes compared with the reference's (reported, not a pass criterion: the
+    /// reference codes come from bitsandbytes' CPU lookup-table quantizer).
+    pub codes_total: u64,
+    /// Of those, codes equal to the reference's.
+    pub codes_equal: u64,
+}
+
+impl CaseResult {
+    /// Fraction of 8-bit codes equal to the reference's, if the case records any.
+    pub fn code_agreement(&self) -> Option<f64> {
+        (self.codes_total > 0).then(|| self.codes_equal as f64 / self.codes_total as f64)
+    }
+}
+
+/// How to run cases: choices the reference config cannot express.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Passed to [`moment_optim::port::from_reference_with`] (e.g. which bitsandbytes code path).
+    pub port: PortOptions,
 }
 
 impl fmt::Display for CaseResult {
@@ -65,6 +84,9 @@ impl fmt::Display for CaseResult {
             "{tag} {} max_abs={:.3e} max_rel={:.3e} tol_ratio={:.3}",
             self.id, self.max_abs, self.max_rel, self.worst_ratio
         )?;
+        if let Some(a) = self.code_agreement() {
+            write!(f, " codes_agree={:.2}%", 100.0 * a)?;
+        }
         match &self.status {
             Status::Pass => write!(f, " state_tensors={}", self.state_compared),
             Status::Fail(why) | Status::Unsupported(why) => write!(f, " ({why})"),
@@ -95,6 +117,15 @@ impl fmt::Display for Summary {
 
 /// Run every `*.json` in `dir` (sorted by name) whose family is in `families` (all when empty).
 pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResult>, Summary)> {
+    run_dir_with(dir, families, &RunOptions::default())
+}
+
+/// [`run_dir`] with explicit [`RunOptions`].
+pub fn run_dir_with(
+    dir: &Path,
+    families: &[String],
+    options: &RunOptions,
+) -> std::io::Result<(Vec<CaseResult>, Summary)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -103,7 +134,7 @@ pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResu
     let mut results = Vec::new();
     let mut summary = Summary::default();
     for file in files {
-        let r = run_file(&file);
+        let r = run_file_with(&file, options);
         if !families.is_empty() && !families.contains(&r.family) {
             continue;
         }
@@ -119,6 +150,11 @@ pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResu
 
 /// Run one case file.
 pub fn run_file(file: &Path) -> CaseResult {
+    run_file_with(file, &RunOptions::default())
+}
+
+/// [`run_file`] with explicit [`RunOptions`].
+pub fn run_file_with(file: &Path, options: &RunOptions) -> CaseResult {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -131,6 +167,8 @@ pub fn run_file(file: &Path) -> CaseResult {
         max_rel: 0.0,
         worst_ratio: 0.0,
         state_compared: 0,
+        codes_total: 0,
+        codes_equal: 0,
     };
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -152,7 +190,7 @@ pub fn run_file(file: &Path) -> CaseResult {
     if let Some(f) = case.get("optimizer").and_then(Value::as_str) {
         result.family = f.to_string();
     }
-    result.status = match run_case(&case, &mut result) {
+    result.status = match run_case(&case, options, &mut result) {
         Ok(()) => Status::Pass,
         Err(CaseError::Fail(m)) => Status::Fail(m),
         Err(CaseError::Unsupported(m)) => Status::Unsupported(m),
@@ -197,7 +235,7 @@ struct ParamSpec {
     init: Vec<f32>,
 }
 
-fn run_case(case: &Value, result: &mut CaseResult) -> Result<(), CaseError> {
+fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Result<(), CaseError> {
     let format = case.get("format").and_then(Value::as_i64);
     if format != Some(1) {
         return Err(CaseError::Unsupported(format!(
@@ -219,7 +257,7 @@ fn run_case(case: &Value, result: &mut CaseResult) -> Result<(), CaseError> {
         .iter()
         .map(|(k, v)| (k.clone(), to_arg(v)))
         .collect();
-    let ported = match from_reference::<B>(class, &args) {
+    let ported = match from_reference_with::<B>(class, &args, &options.port) {
         Ok(p) => p,
         Err(OptimError::Unsupported { reason }) => return Err(CaseError::Unsupported(reason)),
         Err(e) => return Err(CaseError::Fail(format!("cannot build `{class}`: {e}"))),
@@ -335,6 +373,7 @@ fn run_case(case: &Value, result: &mut CaseResult) -> Result<(), CaseError> {
             let Some(ours) = optim.state(pname) else {
                 return Err(CaseError::Fail(format!("no state for `{pname}`")));
             };
+            let constants = optim.constants(pname).unwrap_or_default();
             let Some(states) = states.as_object() else {
                 return Err(malformed("final_state entry"));
             };
@@ -343,21 +382,45 @@ fn run_case(case: &Value, result: &mut CaseResult) -> Result<(), CaseError> {
                     st.get("values").unwrap_or(&Value::Null),
                     "final_state values",
                 )?;
+                let what = |m: String| CaseError::Fail(format!("final state `{pname}.{key}`: {m}"));
                 if let Some(t) = ours.iter().find_map(|s| s.tensor(key)) {
                     let a = t
                         .to_data()
                         .to_vec::<f32>()
                         .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
                     let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
-                    compare(&a, &values, rtol, atol, scale, result).map_err(|m| {
-                        CaseError::Fail(format!("final state `{pname}.{key}`: {m}"))
-                    })?;
+                    compare(&a, &values, rtol, atol, scale, result).map_err(what)?;
+                    result.state_compared += 1;
+                } else if let Some(c) = ours.iter().find_map(|s| s.code(key)) {
+                    // 8-bit codes: agreement is reported, not required (see `CaseResult`).
+                    let a = moment_optim::stats::code_values(c);
+                    if a.len() != values.len() {
+                        return Err(what(format!(
+                            "{} codes, reference has {}",
+                            a.len(),
+                            values.len()
+                        )));
+                    }
+                    result.codes_total += a.len() as u64;
+                    result.codes_equal += a
+                        .iter()
+                        .zip(&values)
+                        .filter(|(a, e)| f32::from(**a) == **e)
+                        .count() as u64;
+                } else if let Some((_, table)) = constants.iter().find(|(n, _)| n == key) {
+                    // Constant tables (quantization maps) must match bit for bit.
+                    let same = table.len() == values.len()
+                        && table
+                            .iter()
+                            .zip(&values)
+                            .all(|(a, e)| a.to_bits() == e.to_bits());
+                    if !same {
+                        return Err(what("constant table differs from the reference".into()));
+                    }
                     result.state_compared += 1;
                 } else if let Some(c) = ours.iter().find_map(|s| s.counter(key)) {
                     if values.len() != 1 || f64::from(values[0]) != c as f64 {
-                        return Err(CaseError::Fail(format!(
-                            "final state `{pname}.{key}`: counter {c}, reference {values:?}"
-                        )));
+                        return Err(what(format!("counter {c}, reference {values:?}")));
                     }
                     result.state_compared += 1;
                 }

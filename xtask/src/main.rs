@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: the project's task runner. It shells out to cargo (its own build lives
 //! in `target/xtask`, so it never evicts the workspace build).
 //!
-//! * `golden [--dir DIR] [--optimizer FAMILY,…] [--strict]` — run reference cases.
+//! * `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--strict]` — run reference cases.
 //! * `ci` — what CI runs: fmt check, clippy `-D warnings`, the test suite, strict golden for
 //!   the implemented families.
 //! * `bench` — not implemented yet (tracked by the fast-CPU-step issue); exits with an error.
@@ -9,7 +9,7 @@
 use std::process::{Command, ExitCode};
 
 /// Families whose reference cases must all pass (`ci` runs them with `--strict`).
-const IMPLEMENTED_FAMILIES: &str = "adam,adamw";
+const IMPLEMENTED_FAMILIES: &str = "adam,adamw,adafactor,adam8bit,adamw8bit";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--strict]\n  ci\n  bench (not implemented yet)"
+        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench (not implemented yet)"
     );
     ExitCode::from(2)
 }

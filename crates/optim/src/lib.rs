@@ -52,8 +52,8 @@ pub use optimizer::{
     GradEntry, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup, ParamMemory,
     ParamTensor, PreparedStep, StateMemory, StepReport,
 };
-pub use optimizers::{AdafactorConfig, AdamConfig, AdamWConfig, Decay};
+pub use optimizers::{AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay};
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
 pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
-pub use transforms::AdafactorConvention;
+pub use transforms::{AdafactorConvention, BnbKernel};

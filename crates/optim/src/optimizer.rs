@@ -321,6 +321,20 @@ impl<B: Backend> MomentOptimizer<B> {
         self.params.get(path).map(|p| p.states.as_slice())
     }
 
+    /// The constant tables (e.g. quantization maps) of the chain that updates a stepped
+    /// parameter, by reference name.
+    pub fn constants(&self, path: &str) -> Option<Vec<(&'static str, Vec<f32>)>> {
+        let ps = self.params.get(path)?;
+        Some(
+            self.groups[ps.group]
+                .chain
+                .transforms()
+                .iter()
+                .flat_map(|t| t.constants())
+                .collect(),
+        )
+    }
+
     /// Name of the group that owns `path` with `shape`, if any.
     pub fn group_of(&self, path: &str, shape: &[usize]) -> Option<&str> {
         self.resolve_group(path, shape)

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
-use crate::optimizers::{AdafactorConfig, AdamConfig, AdamWConfig};
+use crate::optimizers::{AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig};
 use crate::transform::Chain;
+use crate::transforms::BnbKernel;
 
 /// A constructor argument value (the JSON / Python subset configs use).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +51,33 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "torch.optim.AdamW",
     "torch.optim.Adafactor",
     "transformers.optimization.Adafactor",
+    "bitsandbytes.optim.Adam8bit",
+    "bitsandbytes.optim.AdamW8bit",
+    "bitsandbytes.optim.PagedAdam8bit",
+    "bitsandbytes.optim.PagedAdamW8bit",
 ];
+
+/// Choices a reference config cannot express: which code path of the reference to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortOptions {
+    /// bitsandbytes classes: reproduce the CUDA kernels (default) or the CPU code path.
+    pub bnb_kernel: BnbKernel,
+}
 
 /// Build the moment equivalent of `class(**args)`.
 ///
 /// Returns [`OptimError::Unsupported`] for classes moment does not implement (yet) and
 /// [`OptimError::InvalidConfig`] for bad or unknown arguments.
 pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<B>> {
+    from_reference_with(class, args, &PortOptions::default())
+}
+
+/// [`from_reference`] with explicit [`PortOptions`].
+pub fn from_reference_with<B: Backend>(
+    class: &str,
+    args: &RefArgs,
+    options: &PortOptions,
+) -> Result<Ported<B>> {
     let mut a = Args::new(class, args);
     let ported = match class {
         "torch.optim.Adam" | "torch.optim.AdamW" => {
@@ -174,6 +195,71 @@ pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<
                 ..d
             };
             a.ignore(&["foreach"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "bitsandbytes.optim.Adam8bit"
+        | "bitsandbytes.optim.AdamW8bit"
+        | "bitsandbytes.optim.PagedAdam8bit"
+        | "bitsandbytes.optim.PagedAdamW8bit" => {
+            let d = if class.ends_with("AdamW8bit") {
+                Adam8bitConfig::adamw()
+            } else {
+                Adam8bitConfig::default()
+            };
+            let lr = a.float("lr", 1e-3)?;
+            let min_8bit_size = a.float("min_8bit_size", d.min_8bit_size as f64)?;
+            if !(min_8bit_size >= 0.0 && min_8bit_size.fract() == 0.0) {
+                return Err(OptimError::invalid(
+                    "port",
+                    "min_8bit_size",
+                    min_8bit_size,
+                    "a non-negative integer",
+                ));
+            }
+            let config = Adam8bitConfig {
+                betas: a.pair("betas", d.betas)?,
+                eps: a.float("eps", d.eps)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                min_8bit_size: min_8bit_size as usize,
+                kernel: options.bnb_kernel,
+                ..d
+            };
+            if a.bool("amsgrad", false)? {
+                return Err(OptimError::invalid(
+                    "port",
+                    "amsgrad",
+                    true,
+                    "false: bitsandbytes' 8-bit classes accept amsgrad but ignore it (bnb#1261); moment will not silently drop it",
+                ));
+            }
+            if a.float("percentile_clipping", 100.0)? != 100.0 {
+                return Err(OptimError::Unsupported {
+                    reason: "bitsandbytes percentile_clipping < 100 (removed in bnb 0.50) is not implemented; use the engine's global-norm clipping".into(),
+                });
+            }
+            if !a.bool("block_wise", true)? {
+                return Err(OptimError::Unsupported {
+                    reason: "bitsandbytes block_wise=False (non-blockwise 8-bit state, removed in bnb 0.50) is not implemented".into(),
+                });
+            }
+            if !matches!(a.take("args"), None | Some(ArgValue::Null)) {
+                return Err(OptimError::Unsupported {
+                    reason:
+                        "bitsandbytes `args` overrides are not mapped; pass the arguments directly"
+                            .into(),
+                });
+            }
+            if a.float("max_unorm", 0.0)? != 0.0 {
+                return Err(OptimError::Unsupported {
+                    reason: "bitsandbytes max_unorm (update-norm clipping) is not implemented"
+                        .into(),
+                });
+            }
+            // optim_bits is ignored by the 8-bit classes; is_paged only chooses memory placement.
+            a.ignore(&["optim_bits", "is_paged"]);
             Ported {
                 chain: config.build()?,
                 lr,

@@ -178,6 +178,13 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
     /// shape — checked once, before any step touches the parameter.
     fn init(&self, path: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>>;
 
+    /// Tables this transform uses for every parameter (e.g. quantization maps), under the names
+    /// the reference gives them in its state. Constants, not per-parameter state: they are
+    /// neither recorded nor counted as state memory.
+    fn constants(&self) -> Vec<(&'static str, Vec<f32>)> {
+        Vec::new()
+    }
+
     /// Transform `input` (flat, same length as the parameter) and advance `state`.
     fn update(
         &self,

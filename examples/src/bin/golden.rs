@@ -1,15 +1,18 @@
-//! `golden [--dir DIR] [--optimizer FAMILY,…] [--strict]`: run reference cases.
+//! `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--strict]`: run reference
+//! cases (`--bnb-kernel`: which bitsandbytes code path the 8-bit optimizers follow; default cuda).
 //! Usually invoked as `cargo xtask golden …`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use moment_examples::golden::{default_cases_dir, parse_families, run_dir};
+use moment_examples::golden::{RunOptions, default_cases_dir, parse_families, run_dir_with};
+use moment_optim::BnbKernel;
 
 fn main() -> ExitCode {
     let mut dir = default_cases_dir();
     let mut families = Vec::new();
     let mut strict = false;
+    let mut options = RunOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -21,15 +24,22 @@ fn main() -> ExitCode {
                 Some(l) => families = parse_families(&l),
                 None => return usage("--optimizer needs a comma-separated list of families"),
             },
+            "--bnb-kernel" => match args.next().as_deref() {
+                Some("cuda") => options.port.bnb_kernel = BnbKernel::Cuda,
+                Some("cpu") => options.port.bnb_kernel = BnbKernel::Cpu,
+                _ => return usage("--bnb-kernel needs `cuda` or `cpu`"),
+            },
             "--strict" => strict = true,
             "-h" | "--help" => {
-                println!("usage: golden [--dir DIR] [--optimizer FAMILY,...] [--strict]");
+                println!(
+                    "usage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]"
+                );
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument `{other}`")),
         }
     }
-    let (results, summary) = match run_dir(&dir, &families) {
+    let (results, summary) = match run_dir_with(&dir, &families, &options) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("golden: cannot read {}: {e}", dir.display());
@@ -48,6 +58,8 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("golden: {msg}\nusage: golden [--dir DIR] [--optimizer FAMILY,...] [--strict]");
+    eprintln!(
+        "golden: {msg}\nusage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]"
+    );
     ExitCode::from(2)
 }

@@ -3,6 +3,8 @@
 
 mod adafactor;
 mod adam;
+mod adam8bit;
 
 pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
+pub use adam8bit::Adam8bitConfig;

@@ -1,0 +1,224 @@
+use burn::tensor::{Bool, Tensor, backend::Backend};
+
+use crate::error::Result;
+use crate::quant::{self, QuantMap, Rounding};
+use crate::transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformState};
+
+/// Which bitsandbytes code path 8-bit Adam reproduces (`../shared/optimizers.md` §3c, §3d).
+///
+/// | | [`Cuda`](Self::Cuda) (what GPU users run; default) | [`Cpu`](Self::Cpu) (bnb ≥ 0.50 CPU library) |
+/// | --- | --- | --- |
+/// | rounding | exact nearest code, first moment keeps its sign | 65536-entry lookup table, no sign fix |
+/// | weight decay | after the Adam step: `θ ← (θ + Δ)·(1 − lr·λ)` | before it: `θ ← θ·(1 − lr·λ) + Δ` |
+/// | non-finite gradient element (8-bit state) | its state is zeroed, its parameter element untouched | propagates (NaN) |
+/// | denominator | `√v + ε·√(1−β2^t)`, step `−lr·√(1−β2^t)/(1−β1^t)` | `√v/√(1−β2^t) + ε`, step `−lr/(1−β1^t)` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BnbKernel {
+    /// The CUDA kernels (`kOptimizerStatic8bit2StateBlockwise`, `kOptimizer32bit2State`).
+    #[default]
+    Cuda,
+    /// The CPU code path of bitsandbytes ≥ 0.50 (what the reference cases were recorded from).
+    Cpu,
+}
+
+/// 8-bit Adam's whole step for one tensor, bitsandbytes semantics: both moments stored as
+/// blockwise dynamic 8-bit codes ([`quant`]: signed map for `exp_avg`, unsigned for
+/// `exp_avg_sq`, per-block absmax) when the tensor has at least `min_8bit_size` elements,
+/// float32 otherwise; decoupled weight decay.
+///
+/// Like the kernel it mirrors, this transform applies the learning rate and the decay itself
+/// and outputs the full descent amount `θ_old − θ_new` (its chain ends with
+/// [`flip_sign`](super::flip_sign)).
+///
+/// State (bitsandbytes' names): 8-bit — codes `state1`, `state2` (1 byte each per element),
+/// tensors `absmax1`, `absmax2` (4 bytes per block); 32-bit — tensors `state1`, `state2`; and
+/// the counter `step`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleByAdam8bit {
+    /// β1.
+    pub beta1: f64,
+    /// β2.
+    pub beta2: f64,
+    /// ε.
+    pub eps: f64,
+    /// Decoupled decay λ.
+    pub weight_decay: f64,
+    /// Tensors with fewer elements keep float32 state.
+    pub min_8bit_size: usize,
+    /// Elements per quantization block.
+    pub block_size: usize,
+    /// Which bitsandbytes code path to reproduce.
+    pub kernel: BnbKernel,
+}
+
+impl ScaleByAdam8bit {
+    fn quantized(&self, n: usize) -> bool {
+        n >= self.min_8bit_size
+    }
+}
+
+const S1: usize = 0;
+const S2: usize = 1;
+
+impl<B: Backend> Transform<B> for ScaleByAdam8bit {
+    fn name(&self) -> &'static str {
+        "scale_by_adam_8bit"
+    }
+
+    fn constants(&self) -> Vec<(&'static str, Vec<f32>)> {
+        vec![
+            ("qmap1", QuantMap::dynamic_signed().values().to_vec()),
+            ("qmap2", QuantMap::dynamic_unsigned().values().to_vec()),
+        ]
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let n: usize = shape.iter().product();
+        if self.quantized(n) {
+            let nb = quant::num_blocks(n, self.block_size);
+            Ok(TransformState {
+                tensors: vec![
+                    StateTensor::zeros("absmax1", &[nb], device),
+                    StateTensor::zeros("absmax2", &[nb], device),
+                ],
+                codes: vec![
+                    CodeTensor::filled("state1", shape, 0, device),
+                    CodeTensor::filled("state2", shape, 0, device),
+                ],
+                counters: vec![("step", 0)],
+            })
+        } else {
+            Ok(TransformState::new(
+                vec![
+                    StateTensor::zeros("state1", shape, device),
+                    StateTensor::zeros("state2", shape, device),
+                ],
+                vec![("step", 0)],
+            ))
+        }
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let n = g.dims()[0];
+        let t = state.counters[0].1 + 1;
+        state.counters[0].1 = t;
+        if n == 0 {
+            return g;
+        }
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let c1 = 1.0 - self.beta1.powi(ti);
+        let c2 = (1.0 - self.beta2.powi(ti)).sqrt();
+        let cuda = self.kernel == BnbKernel::Cuda;
+        let quantized = self.quantized(n);
+        let device = g.device();
+
+        // Non-finite elements: the CUDA 8-bit kernel zeroes their state and skips them.
+        let skip: Option<Tensor<B, 1, Bool>> =
+            (cuda && quantized).then(|| g.clone().is_finite().bool_not());
+        let g = match &skip {
+            Some(mask) => g.mask_fill(mask.clone(), 0.0),
+            None => g,
+        };
+
+        let (m_old, v_old) = if quantized {
+            let map1 = quant::map_tensor::<B>(QuantMap::dynamic_signed(), &device);
+            let map2 = quant::map_tensor::<B>(QuantMap::dynamic_unsigned(), &device);
+            (
+                quant::decode(
+                    &map1,
+                    state.codes[S1].tensor.clone(),
+                    state.tensors[S1].tensor.clone(),
+                    self.block_size,
+                ),
+                quant::decode(
+                    &map2,
+                    state.codes[S2].tensor.clone(),
+                    state.tensors[S2].tensor.clone(),
+                    self.block_size,
+                ),
+            )
+        } else {
+            (
+                state.tensors[S1].tensor.clone(),
+                state.tensors[S2].tensor.clone(),
+            )
+        };
+        let mut m = m_old.mul_scalar(b1).add(g.clone().mul_scalar(1.0 - b1));
+        let mut v = v_old
+            .mul_scalar(b2)
+            .add(g.clone().mul_scalar(1.0 - b2).mul(g));
+        if let Some(mask) = &skip {
+            m = m.mask_fill(mask.clone(), 0.0);
+            v = v.mask_fill(mask.clone(), 0.0);
+        }
+
+        // The Adam part of the step, added to θ.
+        let delta = if cuda {
+            let step_size = -(ctx.lr * c2 / c1) as f32;
+            m.clone()
+                .div(v.clone().sqrt().add_scalar((c2 * self.eps) as f32))
+                .mul_scalar(step_size)
+        } else {
+            m.clone()
+                .div(
+                    v.clone()
+                        .sqrt()
+                        .div_scalar(c2 as f32)
+                        .add_scalar(self.eps as f32),
+                )
+                .mul_scalar(-(ctx.lr / c1) as f32)
+        };
+        let mut descent = if self.weight_decay > 0.0 {
+            let keep = (1.0 - ctx.lr * self.weight_decay) as f32;
+            let new = if cuda {
+                ctx.param.clone().add(delta).mul_scalar(keep)
+            } else {
+                ctx.param.clone().mul_scalar(keep).add(delta)
+            };
+            ctx.param.clone().sub(new)
+        } else {
+            delta.neg()
+        };
+        if let Some(mask) = skip {
+            descent = descent.mask_fill(mask, 0.0);
+        }
+
+        if quantized {
+            let rounding = if cuda {
+                Rounding::Nearest
+            } else {
+                Rounding::CpuLut
+            };
+            let a1 = quant::block_absmax(m.clone(), self.block_size);
+            let a2 = quant::block_absmax(v.clone(), self.block_size);
+            state.codes[S1].tensor = quant::encode(
+                QuantMap::dynamic_signed(),
+                m,
+                a1.clone(),
+                self.block_size,
+                rounding,
+                cuda,
+            );
+            state.codes[S2].tensor = quant::encode(
+                QuantMap::dynamic_unsigned(),
+                v,
+                a2.clone(),
+                self.block_size,
+                rounding,
+                false,
+            );
+            state.tensors[S1].tensor = a1;
+            state.tensors[S2].tensor = a2;
+        } else {
+            state.tensors[S1].tensor = m;
+            state.tensors[S2].tensor = v;
+        }
+        descent
+    }
+}
