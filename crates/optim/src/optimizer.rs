@@ -15,7 +15,8 @@ use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use crate::error::{OptimError, Result};
 use crate::observer::{Observer, ParamView};
 use crate::record::{
-    CodeRecord, OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord, TransformRecord,
+    CodeRecord, MIN_RECORD_VERSION, OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord,
+    TransformRecord,
 };
 use crate::select::Selector;
 use crate::stats::{code_values, overflow_safe_sumsq, read_scalars, tensor_values};
@@ -32,6 +33,12 @@ pub enum NonFinitePolicy {
     SkipStep,
     /// Replace every non-finite gradient element by 0, then step normally.
     ZeroGradient,
+    /// Hand non-finite gradients to the optimizer unchanged and let its own semantics decide,
+    /// as the reference does: 8-bit Adam (CUDA semantics) zeroes that element's state and
+    /// leaves that parameter element untouched; torch-semantics optimizers produce non-finite
+    /// parameters, as torch does. The reported gradient norm and global clipping use the
+    /// finite elements only. Events are still counted in the [`StepReport`].
+    Propagate,
 }
 
 /// A set of parameters with its own optimizer chain and learning-rate multiplier.
@@ -456,12 +463,23 @@ impl<B: Backend> MomentOptimizer<B> {
                 if bad > 0 {
                     report.non_finite += bad;
                     report.non_finite_paths.push(e.path.clone());
-                    if self.non_finite == NonFinitePolicy::ZeroGradient {
-                        let mask = g.clone().is_finite().bool_not();
-                        g = g.mask_fill(mask, 0.0);
+                    match self.non_finite {
+                        NonFinitePolicy::ZeroGradient => {
+                            let mask = g.clone().is_finite().bool_not();
+                            g = g.mask_fill(mask, 0.0);
+                            s = overflow_safe_sumsq(&g);
+                        }
+                        NonFinitePolicy::Propagate => {
+                            let mask = g.clone().is_finite().bool_not();
+                            s = overflow_safe_sumsq(&g.clone().mask_fill(mask, 0.0));
+                        }
+                        NonFinitePolicy::Error | NonFinitePolicy::SkipStep => {
+                            s = f64::INFINITY;
+                        }
                     }
+                } else {
+                    s = overflow_safe_sumsq(&g);
                 }
-                s = overflow_safe_sumsq(&g);
             }
             total += s;
             entries.push((e.path, g));
@@ -485,7 +503,7 @@ impl<B: Backend> MomentOptimizer<B> {
                         observe: false,
                     });
                 }
-                NonFinitePolicy::ZeroGradient => {}
+                NonFinitePolicy::ZeroGradient | NonFinitePolicy::Propagate => {}
             }
         }
         report.grad_norm = total.sqrt();
@@ -748,10 +766,10 @@ impl<B: Backend> MomentOptimizer<B> {
     }
 
     fn check_record(&self, record: &OptimizerRecord) -> Result<()> {
-        if record.version != RECORD_VERSION {
+        if !(MIN_RECORD_VERSION..=RECORD_VERSION).contains(&record.version) {
             return Err(OptimError::RecordMismatch {
                 reason: format!(
-                    "record format version {} (this build reads version {RECORD_VERSION})",
+                    "record format version {} (this build reads versions {MIN_RECORD_VERSION}..={RECORD_VERSION})",
                     record.version
                 ),
             });

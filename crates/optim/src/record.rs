@@ -9,8 +9,13 @@ use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-/// Current record format version.
-pub const RECORD_VERSION: u32 = 1;
+/// Current record format version. Version 2 added `codes` (quantized state) to
+/// [`TransformRecord`]; version-1 records (no codes) still load through self-describing formats
+/// (JSON, MessagePack); burn's binary recorders cannot decode them.
+pub const RECORD_VERSION: u32 = 2;
+
+/// Oldest record format version this build reads.
+pub const MIN_RECORD_VERSION: u32 = 1;
 
 /// The whole optimizer state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +49,7 @@ pub struct TransformRecord {
     /// Named tensors.
     pub tensors: Vec<TensorRecord>,
     /// Named `u8` code tensors (quantized state; absent in records without any).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub codes: Vec<CodeRecord>,
     /// Named counters.
     pub counters: Vec<(String, u64)>,
