@@ -1,4 +1,5 @@
-//! Wiring for moment: the README's main command (`train` binary) and the reference-case
-//! runner (`golden` binary, `cargo xtask golden`).
+//! Wiring for moment: the README's main command (`train` binary), the reference-case runner
+//! (`golden` binary, `cargo xtask golden`) and the generated memory table (`memory-table`).
 
 pub mod golden;
+pub mod memory;

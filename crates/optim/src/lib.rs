@@ -6,7 +6,8 @@
 //! * [`transform`]: the [`Transform`] trait (`init`/`update`) and [`Chain`].
 //! * [`transforms`]: the building blocks (`scale_by_adam`, `add_decayed_weights`, …).
 //! * [`optimizers`]: named optimizers as validated configs that build chains
-//!   ([`AdamConfig`], [`AdamWConfig`]).
+//!   ([`AdamConfig`], [`AdamWConfig`], [`AdafactorConfig`], [`Adam8bitConfig`]).
+//! * [`quant`]: the blockwise 8-bit codec (bitsandbytes' dynamic maps and rounding rules).
 //! * [`MomentOptimizer`]: parameter groups ([`ParamGroup`], [`Selector`]), global-norm
 //!   clipping, the [`NonFinitePolicy`], the [`Observer`] hook, exact [`StateMemory`]
 //!   accounting and versioned [`OptimizerRecord`]s.

@@ -866,8 +866,7 @@ fn restore_states<B: Backend>(
                     s.shape
                 )));
             }
-            s.tensor =
-                Tensor::from_data(burn::tensor::TensorData::new(r.values.clone(), [n]), device);
+            s.tensor = crate::transform::u8_tensor(r.values.clone(), device);
         }
         for (c, r) in st.counters.iter_mut().zip(&tr.counters) {
             if r.0 != c.0 {

@@ -80,7 +80,7 @@ impl<B: Backend> CodeTensor<B> {
         Self {
             name,
             shape: shape.to_vec(),
-            tensor: Tensor::from_data(TensorData::new(vec![code; n], [n]), device),
+            tensor: u8_tensor(vec![code; n], device),
         }
     }
 
@@ -89,6 +89,14 @@ impl<B: Backend> CodeTensor<B> {
         let n: usize = self.shape.iter().product();
         (n * self.tensor.dtype().size()) as u64
     }
+}
+
+/// A flat tensor of `u8` codes stored with dtype `u8` (burn's `from_data` alone would convert
+/// to the backend's default integer type, 4–8 bytes per code).
+pub fn u8_tensor<B: Backend>(codes: Vec<u8>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = codes.len();
+    Tensor::<B, 1, Int>::from_data(TensorData::new(codes, [n]), device)
+        .cast(burn::tensor::IntDType::U8)
 }
 
 /// A transform's state for one parameter: named float tensors, named code tensors and named

@@ -168,6 +168,8 @@ fn resume_from_record_is_bitwise() {
         assert!(rec.params.iter().any(|p| !p.transforms[0].codes.is_empty()));
         let mut b = MomentOptimizer::new(config.build().unwrap());
         b.load_record(rec, &Default::default()).unwrap();
+        // loaded codes are stored as u8 again, not the backend's default integer type
+        assert_eq!(b.state_memory(), a.state_memory());
         let mut pb = pa.clone();
         for t in 3..6 {
             step(&mut a, &mut pa, t);

@@ -1,7 +1,13 @@
-//! The README's main command (for now): train a small next-token model with moment's AdamW on
-//! a synthetic Markov corpus whose loss floor is known, and print the loss going down.
+//! The README's main command (for now): train a small next-token model with a moment optimizer
+//! on a synthetic Markov corpus whose loss floor is known, and print the loss going down and
+//! the optimizer-state memory.
 //!
-//! `cargo run -p moment-examples --bin train [-- --steps N --seed S --jsonl PATH]`
+//! `cargo run -p moment-examples --bin train [-- --optimizer adamw|adamw8bit|adafactor
+//!  --hidden H --steps N --seed S --jsonl PATH]`
+//!
+//! Every optimizer uses the usual LLM grouping (no decay on vectors) and lr 1e-2; Adafactor is
+//! configured as HF `Trainer(optim="adafactor")` does (`scale_parameter=False,
+//! relative_step=False`, the given lr).
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -12,7 +18,10 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use moment_model::{BigramLmConfig, MarkovCorpus, SplitMix64, sample_batch};
 use moment_monitor::NormMonitor;
-use moment_optim::{AdamWConfig, MomentOptimizer, NonFinitePolicy, ParamGroup, Selector};
+use moment_optim::{
+    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, MomentOptimizer, NonFinitePolicy,
+    OptimError, ParamGroup, Selector,
+};
 
 type B = Autodiff<NdArray>;
 
@@ -30,12 +39,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut steps = 300usize;
     let mut seed = 0u64;
     let mut jsonl: Option<String> = None;
+    let mut optimizer = "adamw".to_string();
+    let mut hidden = 64usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--steps" => steps = args.next().ok_or("--steps needs a value")?.parse()?,
             "--seed" => seed = args.next().ok_or("--seed needs a value")?.parse()?,
             "--jsonl" => jsonl = Some(args.next().ok_or("--jsonl needs a path")?),
+            "--optimizer" => optimizer = args.next().ok_or("--optimizer needs a name")?,
+            "--hidden" => hidden = args.next().ok_or("--hidden needs a value")?.parse()?,
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -45,20 +58,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (vocab, batch, seq, lr) = (32, 16, 65, 1e-2);
     let corpus = MarkovCorpus::new(vocab, 2.0, seed)?;
     let floor = corpus.entropy_rate();
-    let mut model = BigramLmConfig { vocab, hidden: 64 }.init::<B>(&device)?;
+    let mut model = BigramLmConfig { vocab, hidden }.init::<B>(&device)?;
 
-    // AdamW with the usual LLM grouping: no decay on vectors (biases), decay elsewhere.
-    let adamw = AdamWConfig {
-        weight_decay: 0.1,
-        ..AdamWConfig::default()
-    };
+    // The usual LLM grouping: no decay on vectors (biases), decay elsewhere.
+    let (no_decay, decay) = chains(&optimizer, 0.1)?;
     let mut engine = MomentOptimizer::builder()
         .group(ParamGroup::new(
             "no_decay",
             Selector::rank_between(0, 1),
-            adamw.with_weight_decay(0.0).build()?,
+            no_decay,
         ))
-        .group(ParamGroup::new("decay", Selector::all(), adamw.build()?))
+        .group(ParamGroup::new("decay", Selector::all(), decay))
         .clip_grad_norm(1.0)
         .non_finite(NonFinitePolicy::SkipStep)
         .build()?;
@@ -67,7 +77,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut optim = engine.for_module::<_, B>();
 
     println!(
-        "training a {}-token model ({} params) with moment AdamW, lr {lr}, {steps} steps",
+        "training a {}-token model ({} params) with moment {optimizer}, lr {lr}, {steps} steps",
         vocab,
         burn::module::Module::num_params(&model)
     );
@@ -128,4 +138,32 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("monitor records written to {path}");
     }
     Ok(())
+}
+
+/// (no-decay chain, decay chain) for `name`.
+fn chains(
+    name: &str,
+    wd: f64,
+) -> Result<(Chain<NdArray>, Chain<NdArray>), Box<dyn std::error::Error>> {
+    let pair = |f: &dyn Fn(f64) -> Result<Chain<NdArray>, OptimError>| -> Result<_, OptimError> {
+        Ok((f(0.0)?, f(wd)?))
+    };
+    Ok(match name {
+        "adamw" => pair(&|wd| AdamWConfig::default().with_weight_decay(wd).build())?,
+        "adamw8bit" => pair(&|wd| Adam8bitConfig::adamw().with_weight_decay(wd).build())?,
+        "adafactor" => pair(&|wd| {
+            AdafactorConfig {
+                scale_parameter: false,
+                relative_step: false,
+                weight_decay: wd,
+                ..AdafactorConfig::transformers()
+            }
+            .build()
+        })?,
+        other => {
+            return Err(
+                format!("unknown optimizer `{other}` (adamw, adamw8bit, adafactor)").into(),
+            );
+        }
+    })
 }
