@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use moment_optim::port::{ArgValue, PortOptions, RefArgs, from_reference_with};
-use moment_optim::{MomentOptimizer, OptimError, ParamTensor};
+use moment_optim::{GradEntry, MomentOptimizer, OptimError, ParamTensor};
 use serde_json::Value;
 
 type B = NdArray<f32>;
@@ -250,27 +250,27 @@ fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Resu
     if dtype != "float32" {
         return Err(CaseError::Unsupported(format!("dtype {dtype}")));
     }
-    let args: RefArgs = case
+    let mut args: RefArgs = case
         .get("reference_args")
         .and_then(Value::as_object)
         .ok_or_else(|| malformed("reference_args"))?
         .iter()
         .map(|(k, v)| (k.clone(), to_arg(v)))
         .collect();
+    // Per-step keyword arguments (the same at every step, e.g. SophiaG's `bs`) are
+    // configuration in moment: the port takes them with the constructor's.
+    if let Some(step_args) = case.get("step_args").and_then(Value::as_object) {
+        for (k, v) in step_args {
+            if args.insert(k.clone(), to_arg(v)).is_some() {
+                return Err(malformed("step_args repeats a constructor argument"));
+            }
+        }
+    }
     let ported = match from_reference_with::<B>(class, &args, &options.port) {
         Ok(p) => p,
         Err(OptimError::Unsupported { reason }) => return Err(CaseError::Unsupported(reason)),
         Err(e) => return Err(CaseError::Fail(format!("cannot build `{class}`: {e}"))),
     };
-    // Protocol extras this runner does not drive for the supported classes.
-    if case
-        .get("step_args")
-        .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        return Err(CaseError::Unsupported(format!(
-            "`{class}` with step_args is not driven by this runner"
-        )));
-    }
     let tol_rtol = case.pointer("/tolerance/rtol").and_then(Value::as_f64);
     let tol_atol = case.pointer("/tolerance/atol").and_then(Value::as_f64);
     let (Some(rtol), Some(atol)) = (tol_rtol, tol_atol) else {
@@ -329,10 +329,35 @@ fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Resu
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("steps"))?;
     for (t, step) in steps.iter().enumerate() {
-        if step.get("hessian_grads").is_some() {
-            return Err(CaseError::Unsupported(format!(
-                "`{class}` with hessian_grads is not driven by this runner"
-            )));
+        // Curvature estimates (Sophia): fed before the step, as `update_hessian()` /
+        // `step(hessian=…)` do.
+        if let Some(h) = step.get("hessian_grads") {
+            let h = h
+                .as_array()
+                .ok_or_else(|| malformed("steps[].hessian_grads"))?;
+            if h.len() != specs.len() {
+                return Err(malformed("steps[].hessian_grads arity"));
+            }
+            let entries = specs
+                .iter()
+                .zip(h)
+                .map(|(s, v)| {
+                    Ok(GradEntry {
+                        path: s.name.clone(),
+                        param_shape: s.shape.clone(),
+                        grad_shape: s.shape.clone(),
+                        grad: flat(f32s(v, "steps[].hessian_grads")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, CaseError>>()?;
+            let used = optim
+                .update_curvature(entries)
+                .map_err(|e| CaseError::Fail(format!("step {}: curvature: {e}", t + 1)))?;
+            if used == 0 {
+                return Err(CaseError::Unsupported(format!(
+                    "`{class}` takes no curvature estimates in moment"
+                )));
+            }
         }
         let grads = step
             .get("grads")

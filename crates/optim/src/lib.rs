@@ -53,8 +53,11 @@ pub use optimizer::{
     GradEntry, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup, ParamMemory,
     ParamTensor, PreparedStep, StateMemory, StepReport,
 };
-pub use optimizers::{AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay};
+pub use optimizers::{
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambBiasCorrection,
+    LambConfig, LambDecay, SophiaConfig, TrustRatio,
+};
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
 pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
-pub use transforms::{AdafactorConvention, BnbKernel};
+pub use transforms::{AdafactorConvention, BnbKernel, SophiaVariant};

@@ -354,32 +354,11 @@ impl<B: Backend> MomentOptimizer<B> {
             .position(|g| g.selector.matches(path, shape))
     }
 
-    /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
-    /// apply the non-finite policy and global clipping. On error nothing has changed.
-    pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
-        if !validate::learning_rate(lr) {
-            return Err(OptimError::InvalidLearningRate { lr });
-        }
-        if let Some(g) = self
-            .groups
-            .iter()
-            .find(|g| !validate::learning_rate(lr * g.lr_mult))
-        {
-            return Err(OptimError::InvalidLearningRate { lr: lr * g.lr_mult });
-        }
-        let mut grads = grads;
-        grads.sort_by(|a, b| a.path.cmp(&b.path));
-        for w in grads.windows(2) {
-            if w[0].path == w[1].path {
-                return Err(OptimError::DuplicatePath {
-                    path: w[0].path.clone(),
-                });
-            }
-        }
-
-        // Shapes, groups and fresh state: into a scratch map, merged only on success.
+    /// Check shapes and routing of `grads` and build state for parameters seen for the first
+    /// time (restored from a lazily loaded record when there is one). Changes nothing.
+    fn fresh_states(&self, grads: &[GradEntry<B>]) -> Result<Vec<(String, ParamState<B>)>> {
         let mut fresh: Vec<(String, ParamState<B>)> = Vec::new();
-        for e in &grads {
+        for e in grads {
             if e.grad_shape != e.param_shape
                 || e.grad.dims()[0] != e.param_shape.iter().product::<usize>()
             {
@@ -427,6 +406,101 @@ impl<B: Backend> MomentOptimizer<B> {
                 },
             ));
         }
+        Ok(fresh)
+    }
+
+    /// Feed curvature estimates (one flat tensor per parameter, e.g. Sophia-G's sampled-label
+    /// gradients or a Hutchinson Hessian diagonal for Sophia-H) to the transforms that use them;
+    /// state is created for parameters not stepped yet. Returns how many parameters' chains
+    /// took the estimate (parameters in groups without a curvature transform are left alone).
+    /// Shapes and non-finite values are checked as in a step (the non-finite policy applies:
+    /// `SkipStep` ignores the whole call). On error nothing changes.
+    pub fn update_curvature(&mut self, estimates: Vec<GradEntry<B>>) -> Result<usize> {
+        let mut estimates = estimates;
+        estimates.sort_by(|a, b| a.path.cmp(&b.path));
+        for w in estimates.windows(2) {
+            if w[0].path == w[1].path {
+                return Err(OptimError::DuplicatePath {
+                    path: w[0].path.clone(),
+                });
+            }
+        }
+        let fresh = self.fresh_states(&estimates)?;
+        let sums = read_scalars(
+            estimates
+                .iter()
+                .map(|e| e.grad.clone().abs().sum())
+                .collect(),
+        );
+        let bad: Vec<String> = estimates
+            .iter()
+            .zip(&sums)
+            .filter(|(_, s)| !s.is_finite())
+            .map(|(e, _)| e.path.clone())
+            .collect();
+        if !bad.is_empty() {
+            match self.non_finite {
+                NonFinitePolicy::Error => {
+                    return Err(OptimError::NonFiniteGradient {
+                        first_path: bad[0].clone(),
+                        count: bad.len() as u64,
+                        paths: bad,
+                    });
+                }
+                NonFinitePolicy::SkipStep => return Ok(0),
+                NonFinitePolicy::ZeroGradient => {
+                    for e in estimates.iter_mut() {
+                        let mask = e.grad.clone().is_finite().bool_not();
+                        e.grad = e.grad.clone().mask_fill(mask, 0.0);
+                    }
+                }
+                NonFinitePolicy::Propagate => {}
+            }
+        }
+        for (path, st) in fresh {
+            self.pending.remove(&path);
+            self.params.insert(path, st);
+        }
+        let mut used = 0;
+        for e in estimates {
+            let Some(ps) = self.params.get_mut(&e.path) else {
+                continue;
+            };
+            let chain = &self.groups[ps.group].chain;
+            let mut took = false;
+            for (t, st) in chain.transforms().iter().zip(ps.states.iter_mut()) {
+                took |= t.update_curvature(e.grad.clone(), st);
+            }
+            used += usize::from(took);
+        }
+        Ok(used)
+    }
+
+    /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
+    /// apply the non-finite policy and global clipping. On error nothing has changed.
+    pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
+        if !validate::learning_rate(lr) {
+            return Err(OptimError::InvalidLearningRate { lr });
+        }
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|g| !validate::learning_rate(lr * g.lr_mult))
+        {
+            return Err(OptimError::InvalidLearningRate { lr: lr * g.lr_mult });
+        }
+        let mut grads = grads;
+        grads.sort_by(|a, b| a.path.cmp(&b.path));
+        for w in grads.windows(2) {
+            if w[0].path == w[1].path {
+                return Err(OptimError::DuplicatePath {
+                    path: w[0].path.clone(),
+                });
+            }
+        }
+
+        // Shapes, groups and fresh state: into a scratch map, merged only on success.
+        let fresh = self.fresh_states(&grads)?;
 
         // Non-finite detection and norms: one reduction per tensor, one sync for all.
         let sumsq: Vec<f64> = read_scalars(

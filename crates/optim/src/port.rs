@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
-use crate::optimizers::{AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig};
+use crate::optimizers::{
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambConfig, LambDecay,
+    SophiaConfig, TrustRatio,
+};
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
 
@@ -55,6 +58,9 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "bitsandbytes.optim.AdamW8bit",
     "bitsandbytes.optim.PagedAdam8bit",
     "bitsandbytes.optim.PagedAdamW8bit",
+    "sophia_opt.SophiaG",
+    "pytorch_optimizer.SophiaH",
+    "pytorch_optimizer.Lamb",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -260,6 +266,101 @@ pub fn from_reference_with<B: Backend>(
             }
             // optim_bits is ignored by the 8-bit classes; is_paged only chooses memory placement.
             a.ignore(&["optim_bits", "is_paged"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "sophia_opt.SophiaG" | "sophia.SophiaG" => {
+            let d = SophiaConfig::g();
+            let lr = a.float("lr", 1e-4)?;
+            let config = SophiaConfig {
+                betas: a.pair("betas", d.betas)?,
+                rho: a.float("rho", d.rho)?,
+                // `step(bs=…)` in the official code; a config field in moment.
+                bs: a.float("bs", d.bs)?,
+                decay: Decay::Decoupled(a.float("weight_decay", 0.1)?),
+                maximize: a.bool("maximize", false)?,
+                ..d
+            };
+            a.ignore(&["capturable"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.SophiaH" => {
+            let d = SophiaConfig::h();
+            let lr = a.float("lr", 6e-2)?;
+            let wd = a.float("weight_decay", 0.0)?;
+            if a.bool("fixed_decay", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer fixed_decay=True (θ·(1 − λ), lr-independent) is not implemented".into(),
+                });
+            }
+            let decay = if a.bool("weight_decouple", true)? {
+                Decay::Decoupled(wd)
+            } else {
+                Decay::Coupled(wd)
+            };
+            let config = SophiaConfig {
+                betas: a.pair("betas", d.betas)?,
+                rho: a.float("p", d.rho)?,
+                eps: a.float("eps", d.eps)?,
+                decay,
+                maximize: a.bool("maximize", false)?,
+                ..d
+            };
+            // These configure pytorch_optimizer's own Hutchinson estimate; moment takes
+            // estimates through `update_curvature` (see `curvature::Hutchinson`).
+            a.ignore(&["update_period", "num_samples", "hessian_distribution"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.Lamb" => {
+            let d = LambConfig::pytorch_optimizer();
+            let lr = a.float("lr", 1e-3)?;
+            let wd = a.float("weight_decay", 0.0)?;
+            if a.bool("fixed_decay", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
+                });
+            }
+            if a.bool("rectify", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer Lamb(rectify=True) (RAdam rectification) is not implemented".into(),
+                });
+            }
+            if a.bool("pre_norm", false)? {
+                return Err(OptimError::Unsupported {
+                    reason:
+                        "pytorch_optimizer Lamb(pre_norm=True): use the engine's clip_grad_norm"
+                            .into(),
+                });
+            }
+            let decay = if a.bool("weight_decouple", true)? {
+                LambDecay::DecoupledBeforeNorm(wd)
+            } else {
+                LambDecay::L2(wd)
+            };
+            let config = LambConfig {
+                betas: a.pair("betas", d.betas)?,
+                eps: a.float("eps", d.eps)?,
+                decay,
+                max_weight_norm: Some(a.float("clamp", 10.0)?),
+                grad_averaging: a.bool("grad_averaging", d.grad_averaging)?,
+                trust_ratio: if a.bool("adam", false)? {
+                    TrustRatio::Never
+                } else {
+                    TrustRatio::Always
+                },
+                maximize: a.bool("maximize", false)?,
+                ..d
+            };
+            // Only used with rectify=True / pre_norm=True (rejected above).
+            a.ignore(&["degenerated_to_sgd", "n_sma_threshold", "max_grad_norm"]);
             Ported {
                 chain: config.build()?,
                 lr,

@@ -193,6 +193,14 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
         Vec::new()
     }
 
+    /// Feed a curvature estimate for this parameter (e.g. Sophia's Hessian EMA, every k steps;
+    /// see [`MomentOptimizer::update_curvature`](crate::MomentOptimizer::update_curvature)).
+    /// Returns whether the transform uses curvature (the default: no, and nothing changes).
+    fn update_curvature(&self, estimate: Tensor<B, 1>, state: &mut TransformState<B>) -> bool {
+        let _ = (estimate, state);
+        false
+    }
+
     /// Transform `input` (flat, same length as the parameter) and advance `state`.
     fn update(
         &self,

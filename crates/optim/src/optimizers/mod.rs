@@ -4,7 +4,11 @@
 mod adafactor;
 mod adam;
 mod adam8bit;
+mod lamb;
+mod sophia;
 
 pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
 pub use adam8bit::Adam8bitConfig;
+pub use lamb::{LambBiasCorrection, LambConfig, LambDecay, TrustRatio};
+pub use sophia::SophiaConfig;

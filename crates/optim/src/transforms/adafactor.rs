@@ -1,5 +1,6 @@
 use burn::tensor::{Tensor, backend::Backend};
 
+use super::lerp;
 use crate::error::Result;
 use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
 
@@ -84,16 +85,6 @@ fn factored_dims(shape: &[usize]) -> Option<(usize, usize, usize)> {
     match shape {
         [lead @ .., r, c] => Some((lead.iter().product(), *r, *c)),
         _ => None,
-    }
-}
-
-/// torch's CPU `lerp(a, b, w)` kernel shape (`../shared/optimizers.md` §0).
-fn lerp<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, w: f64) -> Tensor<B, D> {
-    let w32 = w as f32;
-    if w32.abs() < 0.5 {
-        a.clone().add(b.sub(a).mul_scalar(w32))
-    } else {
-        b.clone().sub(b.sub(a).mul_scalar(1.0 - w32))
     }
 }
 

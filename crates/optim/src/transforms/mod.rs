@@ -7,12 +7,17 @@
 //! | [`scale_by_adam`] | `m̂ / (√v̂ + ε)` with torch's order of operations | `exp_avg`, `exp_avg_sq`, (`max_exp_avg_sq`), `step` |
 //! | [`ScaleByAdafactor`] | Adafactor's whole descent step `θ_old − θ_new` (factored second moment, clipping, relative step, β1, decay; sets its own step size) | `exp_avg_sq_row`/`_col` or `exp_avg_sq` (HF), `row_var`/`col_var` or `variance` (torch), (`exp_avg`), `step` |
 //! | [`ScaleByAdam8bit`] | 8-bit Adam's whole descent step (bitsandbytes: blockwise 8-bit moments, decoupled decay; sets its own step) | codes `state1`, `state2` + `absmax1`, `absmax2` (or float `state1`, `state2`), `step` |
+//! | [`ScaleBySophia`] | `clamp(m / denom(h), ±c)`: Sophia-G / Sophia-H (curvature fed by `update_curvature`) | `exp_avg`/`hessian` or `momentum`/`hessian_moment`, `win_rate`, `step` |
+//! | [`ScaleByLambMoments`] | LAMB's `m̂ / (√v̂ + ε)` (bias correction optional, grad averaging) | `exp_avg`, `exp_avg_sq`, `step` |
+//! | [`ScaleByTrustRatio`] | `φ·u`, `φ = min(‖θ‖, c) / (‖u‖ + ε)` (1 on zero norms) | `weight_norm`, `adam_norm`, `trust_ratio`, `step` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
 mod adam;
 mod adam8bit;
 mod basic;
+mod lamb;
+mod sophia;
 
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
 pub use adam::{ScaleByAdam, scale_by_adam};
@@ -21,3 +26,22 @@ pub use basic::{
     AddDecayedWeights, FlipSign, ScaleByLearningRate, add_decayed_weights, flip_sign,
     scale_by_learning_rate,
 };
+pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
+pub use sophia::{ScaleBySophia, SophiaVariant};
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// torch's CPU `lerp(a, b, w)` kernel shape (`../shared/optimizers.md` §0): `a + w·(b − a)` for
+/// `|w| < 0.5`, else `b − (1 − w)·(b − a)`, with `w` rounded to f32 first.
+pub(crate) fn lerp<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    w: f64,
+) -> Tensor<B, D> {
+    let w32 = w as f32;
+    if w32.abs() < 0.5 {
+        a.clone().add(b.sub(a).mul_scalar(w32))
+    } else {
+        b.clone().sub(b.sub(a).mul_scalar(1.0 - w32))
+    }
+}
