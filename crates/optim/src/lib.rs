@@ -32,7 +32,9 @@
 //! # let _ = engine; Ok(()) }
 //! ```
 
+pub mod curvature;
 pub mod error;
+pub mod linalg;
 pub mod module;
 pub mod observer;
 pub mod optimizer;
@@ -55,7 +57,7 @@ pub use optimizer::{
 };
 pub use optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambBiasCorrection,
-    LambConfig, LambDecay, SophiaConfig, TrustRatio,
+    LambConfig, LambDecay, ShampooConfig, SophiaConfig, TrustRatio,
 };
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;

@@ -82,6 +82,22 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         self.step_common(lr, module, GradAdaptor::from(grads))
     }
 
+    /// Feed curvature estimates computed as gradients of `module` (e.g. the backward pass of
+    /// [`GnbEstimator::sampled_loss`](crate::curvature::GnbEstimator::sampled_loss)) to the
+    /// transforms that use them (Sophia); see [`MomentOptimizer::update_curvature`].
+    pub fn update_curvature(&mut self, module: &M, grads: GradientsParams) -> Result<usize> {
+        let mut grads = GradAdaptor::from(grads);
+        let mut collector = Collector::<B> {
+            path: Vec::new(),
+            grads: &mut grads,
+            entries: Vec::new(),
+            devices: HashMap::new(),
+        };
+        module.visit(&mut collector);
+        let entries = collector.entries;
+        self.engine.update_curvature(entries)
+    }
+
     fn step_common(
         &mut self,
         lr: f64,

@@ -13,10 +13,11 @@ use burn::tensor::backend::Backend;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambConfig, LambDecay,
-    SophiaConfig, TrustRatio,
+    ShampooConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
+use crate::transforms::{Graft, ShampooMomentum, Statistics};
 
 /// A constructor argument value (the JSON / Python subset configs use).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,8 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "sophia_opt.SophiaG",
     "pytorch_optimizer.SophiaH",
     "pytorch_optimizer.Lamb",
+    "pytorch_optimizer.Shampoo",
+    "pytorch_optimizer.ScalableShampoo",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -366,6 +369,101 @@ pub fn from_reference_with<B: Backend>(
                 lr,
             }
         }
+        "pytorch_optimizer.Shampoo" => {
+            let mut c = ShampooConfig::gupta();
+            let lr = a.float("lr", 1e-3)?;
+            c.shampoo.momentum = ShampooMomentum::LerpPrevious(a.float("momentum", 0.0)?);
+            let wd = a.float("weight_decay", 0.0)?;
+            if a.bool("fixed_decay", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
+                });
+            }
+            c = c.with_decay(if a.bool("weight_decouple", false)? {
+                Decay::Decoupled(wd)
+            } else {
+                Decay::Coupled(wd)
+            });
+            c.shampoo.precondition_frequency = a.uint("preconditioning_compute_steps", 1)?;
+            c.shampoo.matrix_eps = a.float("matrix_eps", 1e-6)?;
+            c.maximize = a.bool("maximize", false)?;
+            Ported {
+                chain: c.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.ScalableShampoo" => {
+            let mut c = ShampooConfig::scalable();
+            let lr = a.float("lr", 1e-3)?;
+            let (b1, b2) = a.pair("betas", (0.9, 0.999))?;
+            c.shampoo.statistics = if b2 == 1.0 {
+                Statistics::Sum
+            } else {
+                Statistics::Ema(b2)
+            };
+            c.shampoo.momentum = ShampooMomentum::Heavy {
+                beta1: b1,
+                nesterov: a.bool("nesterov", true)?,
+                moving_average: a.bool("moving_average_for_momentum", false)?,
+            };
+            let wd = a.float("weight_decay", 0.0)?;
+            c = c.with_decay(if a.bool("decoupled_weight_decay", false)? {
+                Decay::Decoupled(wd)
+            } else {
+                Decay::Coupled(wd)
+            });
+            if !a.bool("decoupled_learning_rate", true)? {
+                return Err(OptimError::Unsupported {
+                    reason: "ScalableShampoo(decoupled_learning_rate=False) is not implemented"
+                        .into(),
+                });
+            }
+            let exp = a.uint("inverse_exponent_override", 0)?;
+            c.shampoo.exponent_override = (exp > 0).then_some(exp as u32);
+            c.shampoo.start_preconditioning_step = a.uint("start_preconditioning_step", 25)?;
+            c.shampoo.precondition_frequency = a.uint("preconditioning_compute_steps", 1000)?;
+            c.shampoo.statistics_frequency = a.uint("statistics_compute_steps", 1)?;
+            c.shampoo.block_size = Some(a.uint("block_size", 512)? as usize);
+            if a.uint("skip_preconditioning_rank_lt", 1)? > 1 {
+                return Err(OptimError::Unsupported {
+                    reason: "ScalableShampoo skip_preconditioning_rank_lt > 1 is not implemented"
+                        .into(),
+                });
+            }
+            c.shampoo.max_preconditioned_dim =
+                Some(a.uint("no_preconditioning_for_layers_with_dim_gt", 8192)? as usize);
+            c.shampoo.merge_small_dims = a.bool("shape_interpretation", true)?;
+            c.shampoo.graft = match a.uint("graft_type", 1)? {
+                0 => Graft::None,
+                1 => Graft::Sgd,
+                2 => Graft::AdaGrad,
+                3 => Graft::RmsProp(b2),
+                4 => Graft::SqrtN,
+                other => {
+                    return Err(OptimError::invalid(
+                        "port",
+                        "graft_type",
+                        other,
+                        "0 (none), 1 (SGD), 2 (AdaGrad), 3 (RMSProp), 4 (SQRT_N)",
+                    ));
+                }
+            };
+            if a.uint("pre_conditioner_type", 0)? != 0 {
+                return Err(OptimError::Unsupported {
+                    reason: "ScalableShampoo pre_conditioner_type INPUT/OUTPUT is not implemented (ALL is)".into(),
+                });
+            }
+            c.shampoo.graft_eps = a.float("diagonal_eps", 1e-10)?;
+            c.shampoo.matrix_eps = a.float("matrix_eps", 1e-6)?;
+            // SVD and Schur–Newton roots: moment computes the same root with its own
+            // deterministic coupled Newton iteration in f64.
+            a.ignore(&["use_svd"]);
+            c.maximize = a.bool("maximize", false)?;
+            Ported {
+                chain: c.build()?,
+                lr,
+            }
+        }
         other => {
             return Err(OptimError::Unsupported {
                 reason: format!(
@@ -420,6 +518,16 @@ impl<'a> Args<'a> {
             Some(v) => as_f64(v)
                 .map(Some)
                 .ok_or_else(|| bad(key, v, "None or a number")),
+        }
+    }
+
+    fn uint(&mut self, key: &'static str, default: u64) -> Result<u64> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(default),
+            Some(v) => match as_f64(v) {
+                Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 2f64.powi(53) => Ok(x as u64),
+                _ => Err(bad(key, v, "a non-negative integer")),
+            },
         }
     }
 

@@ -5,10 +5,12 @@ mod adafactor;
 mod adam;
 mod adam8bit;
 mod lamb;
+mod shampoo;
 mod sophia;
 
 pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
 pub use adam8bit::Adam8bitConfig;
 pub use lamb::{LambBiasCorrection, LambConfig, LambDecay, TrustRatio};
+pub use shampoo::ShampooConfig;
 pub use sophia::SophiaConfig;

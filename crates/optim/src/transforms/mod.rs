@@ -10,6 +10,7 @@
 //! | [`ScaleBySophia`] | `clamp(m / denom(h), ±c)`: Sophia-G / Sophia-H (curvature fed by `update_curvature`) | `exp_avg`/`hessian` or `momentum`/`hessian_moment`, `win_rate`, `step` |
 //! | [`ScaleByLambMoments`] | LAMB's `m̂ / (√v̂ + ε)` (bias correction optional, grad averaging) | `exp_avg`, `exp_avg_sq`, `step` |
 //! | [`ScaleByTrustRatio`] | `φ·u`, `φ = min(‖θ‖, c) / (‖u‖ + ε)` (1 on zero norms) | `weight_norm`, `adam_norm`, `trust_ratio`, `step` |
+//! | [`ScaleByShampoo`] | Shampoo's preconditioned (grafted, momentum) direction; roots by coupled Newton | per-block `pre_cond_k`/`inv_pre_cond_k` or `pre_conditioner.statistics.k`/`.pre_conditioners.k`, momentum, graft state, `step`, `root_failures` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -17,6 +18,7 @@ mod adam;
 mod adam8bit;
 mod basic;
 mod lamb;
+mod shampoo;
 mod sophia;
 
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
@@ -27,6 +29,9 @@ pub use basic::{
     scale_by_learning_rate,
 };
 pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
+pub use shampoo::{
+    Graft, InitialRoot, ScaleByShampoo, ShampooMomentum, Statistics, merge_small_dims,
+};
 pub use sophia::{ScaleBySophia, SophiaVariant};
 
 use burn::tensor::{Tensor, backend::Backend};

@@ -1,0 +1,532 @@
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::lerp;
+use crate::error::Result;
+use crate::linalg::{RootConfig, inverse_root};
+use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+
+/// How Shampoo's per-dimension statistics accumulate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistics {
+    /// `S ← S + G Gᵀ` (Gupta et al.; pytorch_optimizer `Shampoo`).
+    Sum,
+    /// `S ← β2·S + (1−β2)·G Gᵀ` (ScalableShampoo, Meta's β2 < 1).
+    Ema(f64),
+}
+
+/// Inverse roots before the first computation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialRoot {
+    /// Zero: no update until the first root (pytorch_optimizer `Shampoo`, a named quirk with
+    /// `preconditioning_compute_steps > 1`).
+    Zero,
+    /// Identity: the plain (grafted) gradient until the first root.
+    Identity,
+}
+
+/// Layer-wise grafting: Shampoo's direction, rescaled per tensor to the norm of a simpler
+/// optimizer's step (Agarwal et al. 2020).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Graft {
+    /// No grafting.
+    None,
+    /// SGD: the gradient.
+    Sgd,
+    /// AdaGrad: `a ← a + g²`, `g / (√a + ε)`.
+    AdaGrad,
+    /// RMSProp: `a ← β·a + (1−β)·g²`, `g / (√a + ε)`.
+    RmsProp(f64),
+    /// `sign(g)`.
+    SqrtN,
+}
+
+/// Momentum forms of the two references.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShampooMomentum {
+    /// pytorch_optimizer `Shampoo`: `g ← lerp(g, previous preconditioned update, μ)` before
+    /// statistics and preconditioning (μ = 0: none); the update is stored as `momentum_buffer`.
+    /// Coupled decay is added after the lerp, so the statistics include it.
+    LerpPrevious(f64),
+    /// ScalableShampoo: heavy ball `m ← β1·m + d` (or an EMA with `moving_average`) on both the
+    /// Shampoo and the graft direction, Nesterov optional; the graft's is used before
+    /// `start_preconditioning_step`. Coupled decay is added after the graft rescale.
+    Heavy {
+        /// β1.
+        beta1: f64,
+        /// Nesterov look-ahead.
+        nesterov: bool,
+        /// `m ← lerp(m, d, 1−β1)` instead of `β1·m + d`.
+        moving_average: bool,
+    },
+}
+
+/// Shampoo (Gupta, Koren & Singer 2018) with the options of Google's scalable variant (Anil et
+/// al. 2020): per-dimension statistics of each block of the (merged) tensor, inverse p-th
+/// roots refreshed every `precondition_frequency` steps by the coupled Newton iteration in
+/// tensor ops ([`inverse_root`]), grafting, momentum. A root that fails (non-finite,
+/// indefinite, no convergence) keeps the previous root and increments the `root_failures`
+/// counter — never NaN.
+///
+/// Shape handling: with `merge_small_dims` adjacent dims are merged while their product stays
+/// ≤ `block_size` (pytorch_optimizer's `merge_small_dims`, which can prepend a 1: `[7]` →
+/// `[1, 7]` at 4); each dim is split into blocks of `block_size` (last one smaller); blocks
+/// are enumerated with the last dim fastest and statistic `k = block·rank + axis`. The root
+/// exponent is `2·rank` of the merged shape (size-1 dims count). A tensor whose merged shape
+/// has one dim is preconditioned only with `precondition_1d`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleByShampoo {
+    /// Accumulation of the statistics.
+    pub statistics: Statistics,
+    /// Statistics start at `matrix_eps·I`.
+    pub matrix_eps: f64,
+    /// Root exponent instead of `2·rank`.
+    pub exponent_override: Option<u32>,
+    /// Recompute roots when `t % precondition_frequency == 0`.
+    pub precondition_frequency: u64,
+    /// Update statistics when `t % statistics_frequency == 0`.
+    pub statistics_frequency: u64,
+    /// Heavy momentum: use the Shampoo direction from this step on (the graft's before).
+    pub start_preconditioning_step: u64,
+    /// Block size (pytorch_optimizer `block_size`, Meta `max_preconditioner_dim`).
+    pub block_size: Option<usize>,
+    /// Merge small adjacent dims (pytorch_optimizer `shape_interpretation`).
+    pub merge_small_dims: bool,
+    /// Precondition tensors with one (merged) dim by a full matrix.
+    pub precondition_1d: bool,
+    /// No preconditioning for tensors with a dim larger than this.
+    pub max_preconditioned_dim: Option<usize>,
+    /// Roots before the first computation.
+    pub initial_root: InitialRoot,
+    /// Grafting.
+    pub graft: Graft,
+    /// ε of the AdaGrad/RMSProp graft.
+    pub graft_eps: f64,
+    /// Momentum form.
+    pub momentum: ShampooMomentum,
+    /// Coupled (L2) decay λ, where the momentum form puts it.
+    pub l2: f64,
+    /// Root iteration options.
+    pub root: RootConfig,
+}
+
+/// A `&'static str` for a generated state name (interned once per distinct name).
+fn intern(name: String) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut map = NAMES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = map.get(&name) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+    map.insert(name, leaked);
+    leaked
+}
+
+/// pytorch_optimizer's `merge_small_dims(shape, max_dim)`.
+pub fn merge_small_dims(shape: &[usize], max_dim: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut prod = 1usize;
+    for &d in shape {
+        prod = prod.saturating_mul(d);
+        if prod > max_dim {
+            out.push(prod / d.max(1));
+            prod = d;
+        }
+    }
+    out.push(prod);
+    if out.len() > 1 { out } else { vec![1] }
+}
+
+/// The layout of one parameter: merged shape, per-axis block sizes, blocks in order.
+#[derive(Debug, Clone)]
+struct Layout {
+    tshape: Vec<usize>,
+    splits: Vec<Vec<usize>>,
+    /// Shapes of the blocks, in enumeration order.
+    blocks: Vec<Vec<usize>>,
+    preconditioned: bool,
+    exponent: u32,
+}
+
+impl ScaleByShampoo {
+    fn gupta_names(&self) -> bool {
+        matches!(self.momentum, ShampooMomentum::LerpPrevious(_))
+    }
+
+    fn layout(&self, shape: &[usize]) -> Layout {
+        let n: usize = shape.iter().product();
+        let tshape = if self.merge_small_dims {
+            merge_small_dims(shape, self.block_size.unwrap_or(usize::MAX))
+        } else if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.to_vec()
+        };
+        let too_big = self
+            .max_preconditioned_dim
+            .is_some_and(|m| shape.iter().any(|&d| d > m));
+        let preconditioned =
+            n > 0 && !too_big && (tshape.len() > 1 || (self.precondition_1d && tshape.len() == 1));
+        let splits: Vec<Vec<usize>> = tshape
+            .iter()
+            .map(|&d| match self.block_size {
+                Some(b) if b > 0 && b < d => {
+                    let k = (d - 1) / b;
+                    let mut v = vec![b; k];
+                    v.push(d - k * b);
+                    v
+                }
+                _ => vec![d],
+            })
+            .collect();
+        let mut blocks: Vec<Vec<usize>> = vec![Vec::new()];
+        for sizes in &splits {
+            blocks = blocks
+                .into_iter()
+                .flat_map(|b| {
+                    sizes.iter().map(move |&s| {
+                        let mut b = b.clone();
+                        b.push(s);
+                        b
+                    })
+                })
+                .collect();
+        }
+        let rank = tshape.len() as u32;
+        Layout {
+            exponent: self.exponent_override.unwrap_or(2 * rank),
+            tshape,
+            splits,
+            blocks,
+            preconditioned,
+        }
+    }
+
+    fn stat_name(&self, k: usize) -> &'static str {
+        if self.gupta_names() {
+            intern(format!("pre_cond_{k}"))
+        } else {
+            intern(format!("pre_conditioner.statistics.{k}"))
+        }
+    }
+
+    fn root_name(&self, k: usize) -> &'static str {
+        if self.gupta_names() {
+            intern(format!("inv_pre_cond_{k}"))
+        } else {
+            intern(format!("pre_conditioner.pre_conditioners.{k}"))
+        }
+    }
+}
+
+/// `[pre, n, post]` view of axis `axis` of a tensor of `shape`.
+fn dims3(shape: &[usize], axis: usize) -> [usize; 3] {
+    [
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    ]
+}
+
+/// Split a flat tensor of `shape` into blocks (last axis fastest).
+fn partition<B: Backend>(
+    x: Tensor<B, 1>,
+    shape: &[usize],
+    splits: &[Vec<usize>],
+) -> Vec<(Tensor<B, 1>, Vec<usize>)> {
+    let mut parts = vec![(x, shape.to_vec())];
+    for (axis, sizes) in splits.iter().enumerate() {
+        if sizes.len() == 1 {
+            continue;
+        }
+        parts = parts
+            .into_iter()
+            .flat_map(|(t, s)| {
+                let [a, n, c] = dims3(&s, axis);
+                let t3 = t.reshape([a, n, c]);
+                let mut start = 0;
+                sizes
+                    .iter()
+                    .map(|&len| {
+                        let piece = t3.clone().slice([0..a, start..start + len, 0..c]);
+                        start += len;
+                        let mut ps = s.clone();
+                        ps[axis] = len;
+                        (piece.reshape([a * len * c]), ps)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
+    parts
+}
+
+/// Inverse of [`partition`].
+fn merge<B: Backend>(
+    mut parts: Vec<(Tensor<B, 1>, Vec<usize>)>,
+    splits: &[Vec<usize>],
+) -> Tensor<B, 1> {
+    for (axis, sizes) in splits.iter().enumerate().rev() {
+        if sizes.len() == 1 {
+            continue;
+        }
+        let k = sizes.len();
+        let mut merged = Vec::with_capacity(parts.len() / k);
+        let mut it = parts.into_iter();
+        while let Some(first) = it.next() {
+            let mut group = vec![first];
+            group.extend(it.by_ref().take(k - 1));
+            let mut shape = group[0].1.clone();
+            shape[axis] = group.iter().map(|(_, s)| s[axis]).sum();
+            let pieces: Vec<Tensor<B, 3>> = group
+                .into_iter()
+                .map(|(t, s)| t.reshape(dims3(&s, axis)))
+                .collect();
+            let n: usize = shape.iter().product();
+            merged.push((Tensor::cat(pieces, 1).reshape([n]), shape));
+        }
+        parts = merged;
+    }
+    parts
+        .pop()
+        .map(|(t, _)| t)
+        .expect("partition of a non-empty tensor has at least one block")
+}
+
+/// `Σ_{rest} B[…a…] B[…b…]` for axis `axis` of a block: `[n, n]`.
+fn gram<B: Backend>(block: &Tensor<B, 1>, shape: &[usize], axis: usize) -> Tensor<B, 2> {
+    let [a, n, c] = dims3(shape, axis);
+    let b3 = block.clone().reshape([a, n, c]);
+    b3.clone()
+        .matmul(b3.swap_dims(1, 2))
+        .sum_dim(0)
+        .reshape([n, n])
+}
+
+/// Mode product along `axis`: `B'[…b…] = Σ_a P[a, b] B[…a…]`.
+fn mode_product<B: Backend>(
+    block: Tensor<B, 1>,
+    shape: &[usize],
+    axis: usize,
+    p: &Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let [a, n, c] = dims3(shape, axis);
+    let pt = p.clone().transpose().reshape([1, n, n]).expand([a, n, n]);
+    pt.matmul(block.reshape([a, n, c])).reshape([a * n * c])
+}
+
+impl<B: Backend> Transform<B> for ScaleByShampoo {
+    fn name(&self) -> &'static str {
+        "scale_by_shampoo"
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let layout = self.layout(shape);
+        let mut tensors = Vec::new();
+        if layout.preconditioned {
+            let mut k = 0;
+            for block in &layout.blocks {
+                for &d in block {
+                    let eye = Tensor::<B, 2>::eye(d, device);
+                    tensors.push(StateTensor {
+                        name: self.stat_name(k),
+                        shape: vec![d, d],
+                        tensor: eye
+                            .clone()
+                            .mul_scalar(self.matrix_eps as f32)
+                            .reshape([d * d]),
+                    });
+                    let root = match self.initial_root {
+                        InitialRoot::Zero => eye.zeros_like(),
+                        InitialRoot::Identity => eye,
+                    };
+                    tensors.push(StateTensor {
+                        name: self.root_name(k),
+                        shape: vec![d, d],
+                        tensor: root.reshape([d * d]),
+                    });
+                    k += 1;
+                }
+            }
+        }
+        match self.momentum {
+            ShampooMomentum::LerpPrevious(_) => {
+                tensors.push(StateTensor::zeros("momentum_buffer", shape, device));
+            }
+            ShampooMomentum::Heavy { .. } => {
+                tensors.push(StateTensor::zeros("momentum", shape, device));
+                tensors.push(StateTensor::zeros("graft.momentum", shape, device));
+            }
+        }
+        if matches!(self.graft, Graft::AdaGrad | Graft::RmsProp(_)) {
+            tensors.push(StateTensor::zeros("graft.statistics", shape, device));
+        }
+        Ok(TransformState::new(
+            tensors,
+            vec![("step", 0), ("root_failures", 0)],
+        ))
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let t = state.counters[0].1 + 1;
+        state.counters[0].1 = t;
+        let n = g.dims()[0];
+        if n == 0 {
+            return g;
+        }
+        let layout = self.layout(ctx.shape);
+        let find = |state: &TransformState<B>, name: &str| {
+            state
+                .tensors
+                .iter()
+                .position(|s| s.name == name)
+                .expect("state created by init")
+        };
+
+        // pytorch_optimizer Shampoo: momentum lerp toward the previous update, then L2; the
+        // statistics see the result.
+        let mut g = g;
+        if let ShampooMomentum::LerpPrevious(mu) = self.momentum {
+            if t > 1 && mu > 0.0 {
+                let buf = state.tensors[find(state, "momentum_buffer")].tensor.clone();
+                g = lerp(g, buf, mu);
+            }
+            if self.l2 > 0.0 {
+                g = g.add(ctx.param.clone().mul_scalar(self.l2 as f32));
+            }
+        }
+
+        // Graft statistics (before use, including this gradient).
+        let graft_grad = match self.graft {
+            Graft::None | Graft::Sgd => g.clone(),
+            Graft::SqrtN => g.clone().sign(),
+            Graft::AdaGrad | Graft::RmsProp(_) => {
+                let i = find(state, "graft.statistics");
+                let acc = state.tensors[i].tensor.clone();
+                let acc = match self.graft {
+                    Graft::RmsProp(b) => acc
+                        .mul_scalar(b as f32)
+                        .add(g.clone().mul_scalar((1.0 - b) as f32).mul(g.clone())),
+                    _ => acc.add(g.clone().mul(g.clone())),
+                };
+                state.tensors[i].tensor = acc.clone();
+                g.clone().div(acc.sqrt().add_scalar(self.graft_eps as f32))
+            }
+        };
+
+        let shampoo_grad = if layout.preconditioned {
+            let blocks = partition(g.clone(), &layout.tshape, &layout.splits);
+            let rank = layout.tshape.len();
+            // Statistics.
+            if t.is_multiple_of(self.statistics_frequency.max(1)) {
+                for (j, (b, s)) in blocks.iter().enumerate() {
+                    for axis in 0..rank {
+                        let i = find(state, self.stat_name(j * rank + axis));
+                        let d = s[axis];
+                        let gg = gram(b, s, axis).reshape([d * d]);
+                        let old = state.tensors[i].tensor.clone();
+                        state.tensors[i].tensor = match self.statistics {
+                            Statistics::Sum => old.add(gg),
+                            Statistics::Ema(b2) => old
+                                .mul_scalar(b2 as f32)
+                                .add(gg.mul_scalar((1.0 - b2) as f32)),
+                        };
+                    }
+                }
+            }
+            // Roots.
+            if t.is_multiple_of(self.precondition_frequency.max(1)) {
+                for j in 0..layout.blocks.len() {
+                    for axis in 0..rank {
+                        let k = j * rank + axis;
+                        let d = layout.blocks[j][axis];
+                        let st = state.tensors[find(state, self.stat_name(k))].tensor.clone();
+                        match inverse_root(st.reshape([d, d]), layout.exponent, &self.root) {
+                            Ok(r) => {
+                                let i = find(state, self.root_name(k));
+                                state.tensors[i].tensor = r.reshape([d * d]);
+                            }
+                            Err(_) => state.counters[1].1 += 1,
+                        }
+                    }
+                }
+            }
+            // Precondition every block along every axis.
+            let out: Vec<(Tensor<B, 1>, Vec<usize>)> = blocks
+                .into_iter()
+                .enumerate()
+                .map(|(j, (mut b, s))| {
+                    for axis in 0..rank {
+                        let d = s[axis];
+                        let r = state.tensors[find(state, self.root_name(j * rank + axis))]
+                            .tensor
+                            .clone()
+                            .reshape([d, d]);
+                        b = mode_product(b, &s, axis, &r);
+                    }
+                    (b, s)
+                })
+                .collect();
+            merge(out, &layout.splits)
+        } else {
+            graft_grad.clone()
+        };
+
+        let mut shampoo_grad = shampoo_grad;
+        let mut graft_grad = graft_grad;
+        if self.graft != Graft::None && layout.preconditioned {
+            let gn = graft_grad.clone().square().sum().sqrt();
+            let sn = shampoo_grad.clone().square().sum().sqrt().add_scalar(1e-16);
+            shampoo_grad = shampoo_grad.mul(gn.div(sn));
+        }
+
+        match self.momentum {
+            ShampooMomentum::LerpPrevious(_) => {
+                let i = find(state, "momentum_buffer");
+                state.tensors[i].tensor = shampoo_grad.clone();
+                shampoo_grad
+            }
+            ShampooMomentum::Heavy {
+                beta1,
+                nesterov,
+                moving_average,
+            } => {
+                if self.l2 > 0.0 {
+                    let decay = ctx.param.clone().mul_scalar(self.l2 as f32);
+                    graft_grad = graft_grad.add(decay.clone());
+                    shampoo_grad = shampoo_grad.add(decay);
+                }
+                let ema = |m: Tensor<B, 1>, d: Tensor<B, 1>, w: f64| {
+                    if moving_average {
+                        lerp(m, d, 1.0 - beta1)
+                    } else {
+                        m.mul_scalar(beta1 as f32).add(d.mul_scalar(w as f32))
+                    }
+                };
+                let im = find(state, "momentum");
+                let ig = find(state, "graft.momentum");
+                let m = ema(state.tensors[im].tensor.clone(), shampoo_grad.clone(), 1.0);
+                let gm = ema(state.tensors[ig].tensor.clone(), graft_grad.clone(), 1.0);
+                state.tensors[im].tensor = m.clone();
+                state.tensors[ig].tensor = gm.clone();
+                let use_shampoo = t >= self.start_preconditioning_step;
+                let (mu, wu) = if use_shampoo {
+                    (m, shampoo_grad)
+                } else {
+                    (gm, graft_grad)
+                };
+                if nesterov { ema(mu, wu, 1.0) } else { mu }
+            }
+        }
+    }
+}
