@@ -9,13 +9,22 @@ use moment_optim::BnbKernel;
 use serde_json::Value;
 
 /// The families moment implements; every other family's cases must be UNSUPPORTED.
-const IMPLEMENTED: &[&str] = &["adam", "adamw", "adafactor", "adam8bit", "adamw8bit"];
+const IMPLEMENTED: &[&str] = &[
+    "adam",
+    "adamw",
+    "adafactor",
+    "adam8bit",
+    "adamw8bit",
+    "sophia",
+    "lamb",
+    "shampoo",
+];
 
 #[test]
 fn every_implemented_case_passes_with_its_final_state() {
     let families: Vec<String> = IMPLEMENTED.iter().map(|f| f.to_string()).collect();
     let (results, summary) = run_dir(&default_cases_dir(), &families).unwrap();
-    assert!(summary.passed >= 14, "{summary}");
+    assert!(summary.passed >= 22, "{summary}");
     for r in &results {
         assert_eq!(r.status, Status::Pass, "{r}");
         assert!(r.state_compared > 0, "final state must be compared: {r}");

@@ -74,11 +74,11 @@ pub fn inverse_root<B: Backend>(
     let eye = Tensor::<B, 2>::eye(n, &device).cast(work.dtype());
     let mut x = eye.clone().mul_scalar(z.powf(1.0 / pf));
     let mut m = work.mul_scalar(z);
-    // Once the error reaches the working precision's noise floor it stops shrinking; a stall
-    // below this floor is convergence, not failure.
+    // Once the error reaches the working precision's noise floor (≈ ε·cond) it stops
+    // shrinking; a stall below this floor is convergence, not failure.
     let floor = match config.precision {
-        RootPrecision::F64 => 1e-9f64,
-        RootPrecision::F32 => 1e-4,
+        RootPrecision::F64 => 1e-6f64,
+        RootPrecision::F32 => 1e-3,
     }
     .max(config.tolerance);
     let mut prev = f64::INFINITY;
