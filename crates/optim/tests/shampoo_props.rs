@@ -195,7 +195,7 @@ proptest! {
         let n = m;
         let config = ShampooConfig::gupta();
         let g = conditioned(n, seed);
-        let x = &directions(config, &[m, n], &[g.clone()])[0];
+        let x = &directions(config, &[m, n], std::slice::from_ref(&g))[0];
         for i in 0..m {
             for j in 0..m {
                 let dot: f64 = (0..n).map(|k| x[i * n + k] * x[j * n + k]).sum();
