@@ -8,8 +8,8 @@
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Chain, GradEntry, MomentOptimizer,
-    OptimError,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Chain, GradEntry, LambConfig,
+    MomentOptimizer, OptimError, ShampooConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -51,6 +51,16 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
             .build()?,
         ),
         ("8-bit Adam / AdamW (bnb)", Adam8bitConfig::adamw().build()?),
+        ("Sophia-G / Sophia-H", SophiaConfig::g().build()?),
+        ("LAMB", LambConfig::default().build()?),
+        (
+            "Shampoo (Gupta form, unblocked)",
+            ShampooConfig::gupta().build()?,
+        ),
+        (
+            "Shampoo (scalable, blocks of 512)",
+            ShampooConfig::scalable().build()?,
+        ),
     ])
 }
 
