@@ -448,12 +448,29 @@ fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Resu
                         return Err(what(format!("counter {c}, reference {values:?}")));
                     }
                     result.state_compared += 1;
+                } else if !NOT_KEPT.iter().any(|(k, _)| k == key) {
+                    return Err(what(
+                        "the reference keeps this state and moment has no counterpart (add it, or list it in NOT_KEPT with the reason)".into(),
+                    ));
                 }
             }
         }
     }
     Ok(())
 }
+
+/// Reference state entries moment deliberately does not keep, with the reason. Any other
+/// reference state without a counterpart fails the case.
+const NOT_KEPT: &[(&str, &str)] = &[
+    (
+        "RMS",
+        "transformers Adafactor caches the parameter RMS of the last step; moment recomputes it each step",
+    ),
+    (
+        "hessian",
+        "pytorch_optimizer SophiaH stores the last raw Hessian estimate; moment folds each estimate into hessian_moment when it is fed",
+    ),
+];
 
 /// Elementwise `|a − e| ≤ atol·atol_scale + rtol·|e|`, updating the result's error statistics.
 fn compare(

@@ -15,12 +15,16 @@
 //! The maps are built by code ([`QuantMap::dynamic`], bnb's `create_dynamic_map`, reproducing
 //! its `float32` `linspace` bit for bit); tests check them against the published values.
 //!
-//! Slice functions ([`quantize_blockwise`], [`dequantize_blockwise`]) run on the host; tensor
-//! functions ([`encode`], [`decode`], [`block_absmax`]) run on any burn backend.
+//! Slice functions ([`quantize_blockwise`], [`dequantize_blockwise`]) run on the host and
+//! return errors for a zero block size or mismatched absmax; tensor functions ([`encode`],
+//! [`decode`], [`block_absmax`]) run on any burn backend and expect a block size ≥ 1 (the
+//! configs validate it).
 
 use std::sync::OnceLock;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+
+use crate::error::{OptimError, Result};
 
 /// Elements per quantization block (bitsandbytes ≥ 0.44 for optimizer state).
 pub const BLOCK_SIZE: usize = 256;
@@ -169,11 +173,16 @@ impl QuantMap {
     }
 
     /// The nearest code with the first moment's sign kept (the CUDA kernel's fix-up: a code
-    /// whose value has the other sign than `x` moves one step towards `x`).
+    /// whose value has the other sign than `x` moves one step towards `x`). Note −0.0 counts as
+    /// negative, as `signbit` does: it lands on the smallest negative code, not on 0.
     pub fn nearest_keep_sign(&self, x: f32) -> u8 {
-        let code = self.nearest(x);
-        if self.decode(code).is_sign_negative() != x.is_sign_negative() {
-            if x > 0.0 {
+        self.fix_sign(self.nearest(x), x)
+    }
+
+    /// The kernel's sign fix of `code` for the unquantized value `v`.
+    fn fix_sign(&self, code: u8, v: f32) -> u8 {
+        if self.decode(code).is_sign_negative() != v.is_sign_negative() {
+            if v > 0.0 {
                 code.wrapping_add(1)
             } else {
                 code.wrapping_sub(1)
@@ -224,7 +233,8 @@ pub fn quantize_blockwise(
     block: usize,
     rounding: Rounding,
     keep_sign: bool,
-) -> (Vec<u8>, Vec<f32>) {
+) -> Result<(Vec<u8>, Vec<f32>)> {
+    check_block(block)?;
     let mut codes = Vec::with_capacity(x.len());
     let mut absmax = Vec::with_capacity(num_blocks(x.len(), block));
     for chunk in x.chunks(block) {
@@ -234,7 +244,20 @@ pub fn quantize_blockwise(
             codes.push(encode_one(map, v, a, rounding, keep_sign));
         }
     }
-    (codes, absmax)
+    Ok((codes, absmax))
+}
+
+fn check_block(block: usize) -> Result<()> {
+    if block == 0 {
+        Err(OptimError::invalid(
+            "quant",
+            "block",
+            0,
+            "a block size >= 1",
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// One element's code in a block of max-abs `a` (see [`Rounding`]).
@@ -242,10 +265,12 @@ pub fn encode_one(map: &QuantMap, v: f32, a: f32, rounding: Rounding, keep_sign:
     match rounding {
         Rounding::Nearest => {
             let y = if a > 0.0 { v / a } else { 0.0 };
+            let code = map.nearest(y);
+            // The kernel tests the sign of the unquantized value (−0.0 included).
             if keep_sign {
-                map.nearest_keep_sign(y)
+                map.fix_sign(code, v)
             } else {
-                map.nearest(y)
+                code
             }
         }
         Rounding::CpuLut if a > 0.0 => map.lut_code(v, a),
@@ -259,12 +284,20 @@ pub fn dequantize_blockwise(
     codes: &[u8],
     absmax: &[f32],
     block: usize,
-) -> Vec<f32> {
-    codes
+) -> Result<Vec<f32>> {
+    check_block(block)?;
+    if absmax.len() != num_blocks(codes.len(), block) {
+        return Err(OptimError::ShapeMismatch {
+            path: "absmax".into(),
+            expected: vec![num_blocks(codes.len(), block)],
+            actual: vec![absmax.len()],
+        });
+    }
+    Ok(codes
         .iter()
         .enumerate()
         .map(|(i, &c)| map.decode(c) * absmax[i / block])
-        .collect()
+        .collect())
 }
 
 // ---- tensor versions (any backend) -------------------------------------------------------
@@ -288,10 +321,13 @@ fn blocks<B: Backend>(x: Tensor<B, 1>, block: usize) -> Tensor<B, 2> {
     x.reshape([nb, block])
 }
 
-/// `max|x|` of every block of `x` (`[num_blocks]`).
+/// `max|x|` of every block of `x` (`[num_blocks]`). NaN entries are ignored, as the kernel's
+/// `fmaxf` (and the host's `f32::max`) do.
 pub fn block_absmax<B: Backend>(x: Tensor<B, 1>, block: usize) -> Tensor<B, 1> {
     let nb = num_blocks(x.dims()[0], block);
-    blocks(x, block).abs().max_dim(1).reshape([nb])
+    let a = x.abs();
+    let a = a.clone().mask_fill(a.is_nan(), 0.0);
+    blocks(a, block).max_dim(1).reshape([nb])
 }
 
 /// Each element's block value: `per_block` (`[num_blocks]`) repeated over `n` elements.
@@ -361,6 +397,8 @@ pub fn encode<B: Backend>(
                     .mask_fill(positive.clone().bool_not(), 1.0)
                     .recip(),
             );
+            // NaN (e.g. inf·0 after an overflowed absmax) → index 0, as the host's `as u16`.
+            let y = y.clone().mask_fill(y.is_nan(), -1.0);
             let idx = y
                 .clamp(-1.0, 1.0)
                 .add_scalar(1.0)

@@ -387,3 +387,41 @@ fn tiny_gradients_lose_their_second_moment() {
     // The other blocks keep theirs (their own absmax is small).
     assert!(v[256] > 0.0);
 }
+
+/// An overflowing (finite) gradient or, under `Propagate`, a NaN gradient never panics in
+/// either kernel (found in review: the CPU table index used to panic on NaN).
+#[test]
+fn overflow_and_nan_never_panic() {
+    for kernel in [BnbKernel::Cpu, BnbKernel::Cuda] {
+        for bad in [1e21f32, f32::NAN, f32::INFINITY] {
+            let mut opt = MomentOptimizer::builder()
+                .group(moment_optim::ParamGroup::new(
+                    "all",
+                    moment_optim::Selector::all(),
+                    Adam8bitConfig {
+                        kernel,
+                        ..Adam8bitConfig::default()
+                    }
+                    .build()
+                    .unwrap(),
+                ))
+                .non_finite(NonFinitePolicy::Propagate)
+                .build()
+                .unwrap();
+            let mut params = vec![shaped("w", &[4096], &noise(4096, 1, 1.0))];
+            for _ in 0..2 {
+                let mut g = noise(4096, 2, 1.0);
+                g[3] = bad;
+                params[0].grad = Some(flat(&g));
+                opt.step(1e-3, &mut params).unwrap();
+            }
+            // the other blocks are untouched by the bad element
+            assert!(
+                values(&params[0].value)[256..]
+                    .iter()
+                    .all(|x| x.is_finite()),
+                "{kernel:?} {bad}"
+            );
+        }
+    }
+}

@@ -34,7 +34,7 @@ pub struct Adam8bitConfig {
     pub weight_decay: f64,
     /// Tensors with fewer elements keep float32 state (≥ 0; 0 quantizes everything).
     pub min_8bit_size: usize,
-    /// Elements per quantization block (> 0; bitsandbytes uses 256).
+    /// Elements per quantization block: a power of two in 64..=4096 (bitsandbytes uses 256).
     pub block_size: usize,
     /// Which bitsandbytes code path to reproduce.
     pub kernel: BnbKernel,
@@ -76,12 +76,12 @@ impl Adam8bitConfig {
         validate::unit_interval_open(NAME, "betas.1", self.betas.1)?;
         validate::positive(NAME, "eps", self.eps)?;
         validate::non_negative(NAME, "weight_decay", self.weight_decay)?;
-        if self.block_size == 0 {
+        if !(self.block_size.is_power_of_two() && (64..=4096).contains(&self.block_size)) {
             return Err(OptimError::invalid(
                 NAME,
                 "block_size",
-                0,
-                "a block size > 0",
+                self.block_size,
+                "a power of two in 64..=4096 (bitsandbytes: 256 since 0.44, 2048 before)",
             ));
         }
         Ok(())

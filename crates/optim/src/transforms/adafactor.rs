@@ -144,7 +144,7 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
         let n = g.dims()[0];
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         if n == 0 {
             return g;

@@ -67,7 +67,7 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         let (b1, b2) = (self.beta1, self.beta2);
 

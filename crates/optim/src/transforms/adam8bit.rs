@@ -11,7 +11,8 @@ use crate::transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformSta
 /// | rounding | exact nearest code, first moment keeps its sign | 65536-entry lookup table, no sign fix |
 /// | weight decay | after the Adam step: `θ ← (θ + Δ)·(1 − lr·λ)` | before it: `θ ← θ·(1 − lr·λ) + Δ` |
 /// | non-finite gradient element (8-bit state) | its state is zeroed, its parameter element untouched | propagates (NaN) |
-/// | denominator | `√v + ε·√(1−β2^t)`, step `−lr·√(1−β2^t)/(1−β1^t)` | `√v/√(1−β2^t) + ε`, step `−lr/(1−β1^t)` |
+/// | denominator (8-bit state) | `√v + ε·√(1−β2^t)`, step `−lr·√(1−β2^t)/(1−β1^t)` | `√v/√(1−β2^t) + ε`, step `−lr/(1−β1^t)` |
+/// | denominator (float32 state) | `√v + ε·√(1−β2^t)` | `√v + ε·√(1−β2^t)` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BnbKernel {
     /// The CUDA kernels (`kOptimizerStatic8bit2StateBlockwise`, `kOptimizer32bit2State`).
@@ -105,7 +106,7 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
         let n = g.dims()[0];
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         if n == 0 {
             return g;
@@ -158,8 +159,9 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
             v = v.mask_fill(mask.clone(), 0.0);
         }
 
-        // The Adam part of the step, added to θ.
-        let delta = if cuda {
+        // The Adam part of the step, added to θ. bnb's float32 paths (CUDA kernel and CPU) use
+        // the `ε·√(1−β2^t)` form; only the CPU 8-bit path divides by `√(1−β2^t)` first.
+        let delta = if cuda || !quantized {
             let step_size = -(ctx.lr * c2 / c1) as f32;
             m.clone()
                 .div(v.clone().sqrt().add_scalar((c2 * self.eps) as f32))

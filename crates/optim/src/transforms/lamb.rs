@@ -42,7 +42,7 @@ impl<B: Backend> Transform<B> for ScaleByLambMoments {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         let beta3 = if self.grad_averaging {
             1.0 - self.beta1
@@ -122,7 +122,7 @@ impl<B: Backend> Transform<B> for ScaleByTrustRatio {
         u: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         let mut w = ctx.param.clone().square().sum().sqrt();
         if self.decay_before_norm > 0.0 {

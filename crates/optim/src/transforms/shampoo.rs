@@ -378,7 +378,7 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1 + 1;
+        let t = state.counters[0].1.saturating_add(1);
         state.counters[0].1 = t;
         let n = g.dims()[0];
         if n == 0 {
@@ -456,7 +456,7 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
                                 let i = find(state, self.root_name(k));
                                 state.tensors[i].tensor = r.reshape([d * d]);
                             }
-                            Err(_) => state.counters[1].1 += 1,
+                            Err(_) => state.counters[1].1 = state.counters[1].1.saturating_add(1),
                         }
                     }
                 }

@@ -92,7 +92,7 @@ impl<B: Backend> Transform<B> for ScaleBySophia {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        state.counters[0].1 += 1;
+        state.counters[0].1 = state.counters[0].1.saturating_add(1);
         let n = g.dims()[0];
         let m = state.tensors[M].tensor.clone();
         let h = state.tensors[H].tensor.clone();
