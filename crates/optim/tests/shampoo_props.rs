@@ -309,3 +309,23 @@ fn state_memory_matches_the_layout() {
         4 * (2 * (16 + 36) + 24) + 16
     );
 }
+
+/// Grafting rescales the Shampoo direction to the graft's norm per tensor: with an Adam graft
+/// and no momentum effect on step 1 the update norm equals ‖g/(√(g²) + ε)‖ = √n (up to ε).
+#[test]
+fn adam_graft_sets_the_update_norm() {
+    let mut c = ShampooConfig::scalable();
+    c.shampoo.graft = moment_optim::transforms::Graft::Adam(0.999);
+    c.shampoo.block_size = Some(4);
+    c.shampoo.start_preconditioning_step = 1;
+    c.shampoo.precondition_frequency = 1;
+    c.shampoo.momentum = moment_optim::transforms::ShampooMomentum::Heavy {
+        beta1: 0.9,
+        nesterov: false,
+        moving_average: false,
+    };
+    let g = noise(4 * 6, 5);
+    let d = &directions(c, &[4, 6], &[g])[0];
+    let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - (24f64).sqrt()).abs() < 1e-3, "{norm}");
+}

@@ -8,7 +8,7 @@
 //! | statistics | sum from `matrix_eps·I` (1e-6) | EMA β2 = 0.999 from `matrix_eps·I` |
 //! | shapes | every dim of the tensor, vectors by a full matrix | merged small dims, blocks of `block_size` (512) |
 //! | roots | `−1/(2·ndim)` every `precondition_frequency` (1), zero before the first | `−1/(2·rank)` every 1000 steps, identity before the first |
-//! | grafting | none | SGD (pytorch_optimizer's default; its cases use AdaGrad, `graft_type=2`) |
+//! | grafting | none | SGD (pytorch_optimizer's default; its cases use AdaGrad, `graft_type=2`); also RMSProp, Adam (bias-corrected, Meta's), SQRT_N |
 //! | momentum | lerp toward the previous update (μ = 0) | heavy ball β1 = 0.9, Nesterov, graft direction before step 25 |
 //! | decay | L2 after the momentum lerp | L2 after the graft rescale, or decoupled |
 //!
@@ -135,7 +135,7 @@ impl ShampooConfig {
             ));
         }
         validate::positive(NAME, "graft_eps", s.graft_eps)?;
-        if let Graft::RmsProp(b) = s.graft {
+        if let Graft::RmsProp(b) | Graft::Adam(b) = s.graft {
             validate::unit_interval_open(NAME, "graft.beta2", b)?;
         }
         match s.momentum {

@@ -41,6 +41,9 @@ pub enum Graft {
     RmsProp(f64),
     /// `sign(g)`.
     SqrtN,
+    /// Adam's second moment (Meta's `AdamPreconditionerConfig`): RMSProp with bias
+    /// correction, `g / (√(a/(1−β^t)) + ε)`.
+    Adam(f64),
 }
 
 /// Momentum forms of the two references.
@@ -363,7 +366,10 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
                 tensors.push(StateTensor::zeros("graft.momentum", shape, device));
             }
         }
-        if matches!(self.graft, Graft::AdaGrad | Graft::RmsProp(_)) {
+        if matches!(
+            self.graft,
+            Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_)
+        ) {
             tensors.push(StateTensor::zeros("graft.statistics", shape, device));
         }
         Ok(TransformState::new(
@@ -410,17 +416,24 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
         let graft_grad = match self.graft {
             Graft::None | Graft::Sgd => g.clone(),
             Graft::SqrtN => g.clone().sign(),
-            Graft::AdaGrad | Graft::RmsProp(_) => {
+            Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_) => {
                 let i = find(state, "graft.statistics");
                 let acc = state.tensors[i].tensor.clone();
                 let acc = match self.graft {
-                    Graft::RmsProp(b) => acc
+                    Graft::RmsProp(b) | Graft::Adam(b) => acc
                         .mul_scalar(b as f32)
                         .add(g.clone().mul_scalar((1.0 - b) as f32).mul(g.clone())),
                     _ => acc.add(g.clone().mul(g.clone())),
                 };
                 state.tensors[i].tensor = acc.clone();
-                g.clone().div(acc.sqrt().add_scalar(self.graft_eps as f32))
+                let denom = match self.graft {
+                    Graft::Adam(b) => {
+                        let bc = 1.0 - b.powi(i32::try_from(t).unwrap_or(i32::MAX));
+                        acc.div_scalar(bc as f32).sqrt()
+                    }
+                    _ => acc.sqrt(),
+                };
+                g.clone().div(denom.add_scalar(self.graft_eps as f32))
             }
         };
 
