@@ -7,17 +7,8 @@
 mod common;
 
 use common::*;
-use moment_optim::{AdafactorConfig, AdafactorConvention, Chain, MomentOptimizer, ParamTensor};
+use moment_optim::{AdafactorConfig, AdafactorConvention, Chain, MomentOptimizer};
 use proptest::prelude::*;
-
-fn shaped(path: &str, shape: &[usize], v: &[f32]) -> ParamTensor<B> {
-    ParamTensor {
-        path: path.into(),
-        shape: shape.to_vec(),
-        value: flat(v),
-        grad: None,
-    }
-}
 
 fn conventions() -> impl Strategy<Value = AdafactorConfig> {
     prop_oneof![

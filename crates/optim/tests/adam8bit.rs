@@ -14,15 +14,6 @@ use moment_optim::{
 };
 use proptest::prelude::*;
 
-fn shaped(path: &str, shape: &[usize], v: &[f32]) -> ParamTensor<B> {
-    ParamTensor {
-        path: path.into(),
-        shape: shape.to_vec(),
-        value: flat(v),
-        grad: None,
-    }
-}
-
 /// Deterministic pseudo-random values (SplitMix64 → uniform in [-s, s]).
 fn noise(n: usize, seed: u64, s: f32) -> Vec<f32> {
     let mut x = seed;

@@ -381,7 +381,7 @@ fn train(chain: Chain<B>, lr: f64, gnb: bool) -> (f32, f32) {
     let (d, c, n) = (6, 4, 256);
     let (x, y) = dataset(n, d, c);
     let mut opt = MomentOptimizer::new(chain);
-    let mut params = vec![ParamTensorExt::shaped("w", &[d, c], &vec![0.0; d * c])];
+    let mut params = vec![shaped("w", &[d, c], &vec![0.0; d * c])];
     let mut est = GnbEstimator::new(5, 1).unwrap();
     let mut first = f32::NAN;
     let mut last = f32::NAN;
@@ -410,18 +410,6 @@ fn train(chain: Chain<B>, lr: f64, gnb: bool) -> (f32, f32) {
         opt.step(lr, &mut params).unwrap();
     }
     (first, last)
-}
-
-struct ParamTensorExt;
-impl ParamTensorExt {
-    fn shaped(path: &str, shape: &[usize], v: &[f32]) -> moment_optim::ParamTensor<B> {
-        moment_optim::ParamTensor {
-            path: path.into(),
-            shape: shape.to_vec(),
-            value: flat(v),
-            grad: None,
-        }
-    }
 }
 
 #[test]

@@ -10,9 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use common::*;
 use moment_optim::linalg::{RootConfig, RootFailure, RootPrecision, inverse_root};
 use moment_optim::transforms::merge_small_dims;
-use moment_optim::{
-    MomentOptimizer, NonFinitePolicy, ParamGroup, ParamTensor, Selector, ShampooConfig,
-};
+use moment_optim::{MomentOptimizer, NonFinitePolicy, ParamGroup, Selector, ShampooConfig};
 use proptest::prelude::*;
 
 fn mat(v: &[f64], n: usize) -> Tensor<B, 2> {
@@ -104,15 +102,6 @@ fn conditioned(n: usize, seed: u64) -> Vec<f32> {
                 .sum::<f64>() as f32
         })
         .collect()
-}
-
-fn shaped(path: &str, shape: &[usize], v: &[f32]) -> ParamTensor<B> {
-    ParamTensor {
-        path: path.into(),
-        shape: shape.to_vec(),
-        value: flat(v),
-        grad: None,
-    }
 }
 
 /// Run the Gupta form on one parameter; the update directions −Δ/lr of every step.

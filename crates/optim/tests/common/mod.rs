@@ -30,6 +30,16 @@ pub fn trajectory(chain: Chain<B>, lr: f64, init: &[f32], grads: &[Vec<f32>]) ->
         .collect()
 }
 
+/// A parameter of `shape` (values flat) without a gradient.
+pub fn shaped(path: &str, shape: &[usize], v: &[f32]) -> ParamTensor<B> {
+    ParamTensor {
+        path: path.into(),
+        shape: shape.to_vec(),
+        value: flat(v),
+        grad: None,
+    }
+}
+
 pub fn param(path: &str, v: &[f32], grad: Option<&[f32]>) -> ParamTensor<B> {
     ParamTensor {
         path: path.to_string(),
