@@ -57,7 +57,7 @@ pub use optimizer::{
 };
 pub use optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambBiasCorrection,
-    LambConfig, LambDecay, ShampooConfig, SophiaConfig, TrustRatio,
+    LambConfig, LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
 };
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;

@@ -13,11 +13,12 @@ use burn::tensor::backend::Backend;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambConfig, LambDecay,
-    ShampooConfig, SophiaConfig, TrustRatio,
+    LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
 use crate::transforms::{Graft, ShampooMomentum, Statistics};
+use crate::transforms::{MuonScale, NsPrecision};
 
 /// A constructor argument value (the JSON / Python subset configs use).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +65,8 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "pytorch_optimizer.Lamb",
     "pytorch_optimizer.Shampoo",
     "pytorch_optimizer.ScalableShampoo",
+    "lion_pytorch.Lion",
+    "torch.optim.Muon",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -461,6 +464,69 @@ pub fn from_reference_with<B: Backend>(
             c.maximize = a.bool("maximize", false)?;
             Ported {
                 chain: c.build()?,
+                lr,
+            }
+        }
+        "lion_pytorch.Lion" | "pytorch_optimizer.Lion" => {
+            let lr = a.float("lr", 1e-4)?;
+            let mut weight_decay = a.float("weight_decay", 0.0)?;
+            // lucidrains: decoupled_weight_decay=True divides λ by the initial lr.
+            if a.bool("decoupled_weight_decay", false)? && lr > 0.0 {
+                weight_decay /= lr;
+            }
+            let config = LionConfig {
+                betas: a.pair("betas", (0.9, 0.99))?,
+                weight_decay,
+                maximize: a.bool("maximize", false)?,
+            };
+            a.ignore(&["use_triton"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "torch.optim.Muon" => {
+            let d = MuonConfig::default();
+            let lr = a.float("lr", 1e-3)?;
+            let coefficients = match a.take("ns_coefficients") {
+                None | Some(ArgValue::Null) => d.ns_coefficients,
+                Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                    [x, y, z] => (
+                        as_f64(x).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
+                        as_f64(y).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
+                        as_f64(z).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
+                    ),
+                    _ => return Err(bad("ns_coefficients", v, "three numbers")),
+                },
+                Some(v) => return Err(bad("ns_coefficients", v, "three numbers")),
+            };
+            let scale = match a.take("adjust_lr_fn") {
+                None | Some(ArgValue::Null) => MuonScale::Original,
+                Some(ArgValue::Str(s)) if s == "original" => MuonScale::Original,
+                Some(ArgValue::Str(s)) if s == "match_rms_adamw" => MuonScale::MatchRmsAdamW,
+                Some(ArgValue::Str(s)) if s == "spectral_unclamped" => MuonScale::SpectralUnclamped,
+                Some(v) => {
+                    return Err(bad(
+                        "adjust_lr_fn",
+                        v,
+                        "None, \"original\", \"match_rms_adamw\" or \"spectral_unclamped\"",
+                    ));
+                }
+            };
+            let config = MuonConfig {
+                momentum: a.float("momentum", d.momentum)?,
+                nesterov: a.bool("nesterov", d.nesterov)?,
+                ns_coefficients: coefficients,
+                ns_steps: a.uint("ns_steps", d.ns_steps as u64)? as usize,
+                eps: a.float("eps", d.eps)?,
+                // torch runs Newton–Schulz in bfloat16: reproduce it exactly.
+                precision: NsPrecision::Bf16,
+                scale,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                maximize: false,
+            };
+            Ported {
+                chain: config.build()?,
                 lr,
             }
         }

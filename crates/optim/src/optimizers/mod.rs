@@ -5,6 +5,8 @@ mod adafactor;
 mod adam;
 mod adam8bit;
 mod lamb;
+mod lion;
+mod muon;
 mod shampoo;
 mod sophia;
 
@@ -12,5 +14,7 @@ pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
 pub use adam8bit::Adam8bitConfig;
 pub use lamb::{LambBiasCorrection, LambConfig, LambDecay, TrustRatio};
+pub use lion::LionConfig;
+pub use muon::MuonConfig;
 pub use shampoo::ShampooConfig;
 pub use sophia::SophiaConfig;

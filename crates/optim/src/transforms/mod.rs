@@ -11,6 +11,8 @@
 //! | [`ScaleByLambMoments`] | LAMB's `m̂ / (√v̂ + ε)` (bias correction optional, grad averaging) | `exp_avg`, `exp_avg_sq`, `step` |
 //! | [`ScaleByTrustRatio`] | `φ·u`, `φ = min(‖θ‖, c) / (‖u‖ + ε)` (1 on zero norms) | `weight_norm`, `adam_norm`, `trust_ratio`, `step` |
 //! | [`ScaleByShampoo`] | Shampoo's preconditioned (grafted, momentum) direction; roots by coupled Newton | per-block `pre_cond_k`/`inv_pre_cond_k` or `pre_conditioner.statistics.k`/`.pre_conditioners.k`, momentum, graft state, `step`, `root_failures` |
+//! | [`ScaleByLion`] | `sign(β1·m + (1−β1)·g)`, then `m ← β2·m + (1−β2)·g` | `exp_avg` |
+//! | [`ScaleByMuon`] | Nesterov EMA momentum, quintic Newton–Schulz (f32 or exact bf16), shape scale (2-D only) | `momentum_buffer` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -18,6 +20,8 @@ mod adam;
 mod adam8bit;
 mod basic;
 mod lamb;
+mod lion;
+mod muon;
 mod shampoo;
 mod sophia;
 
@@ -29,6 +33,8 @@ pub use basic::{
     scale_by_learning_rate,
 };
 pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
+pub use lion::ScaleByLion;
+pub use muon::{MuonScale, NsPrecision, ScaleByMuon, round_bf16};
 pub use shampoo::{
     Graft, InitialRoot, ScaleByShampoo, ShampooMomentum, Statistics, merge_small_dims,
 };
