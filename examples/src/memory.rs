@@ -8,8 +8,8 @@
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Chain, GradEntry, LambConfig,
-    LionConfig, MomentOptimizer, MuonConfig, OptimError, ShampooConfig, SophiaConfig,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Chain, GradEntry,
+    LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ShampooConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -54,6 +54,7 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
         ("Sophia-G / Sophia-H", SophiaConfig::g().build()?),
         ("LAMB", LambConfig::default().build()?),
         ("Lion", LionConfig::default().build()?),
+        ("AdEMAMix", AdemamixConfig::default().build()?),
         ("Muon (2-D only)", MuonConfig::default().build()?),
         (
             "Shampoo (Gupta form, unblocked)",

@@ -56,8 +56,9 @@ pub use optimizer::{
     ParamTensor, PreparedStep, StateMemory, StepReport,
 };
 pub use optimizers::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambBiasCorrection,
-    LambConfig, LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay,
+    LambBiasCorrection, LambConfig, LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig,
+    TrustRatio,
 };
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;

@@ -12,8 +12,8 @@ use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, Decay, LambConfig, LambDecay,
-    LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay, LambConfig,
+    LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
@@ -67,6 +67,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "pytorch_optimizer.ScalableShampoo",
     "lion_pytorch.Lion",
     "torch.optim.Muon",
+    "pytorch_optimizer.AdEMAMix",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -524,6 +525,45 @@ pub fn from_reference_with<B: Backend>(
                 scale,
                 weight_decay: a.float("weight_decay", d.weight_decay)?,
                 maximize: false,
+            };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.AdEMAMix" => {
+            let d = AdemamixConfig::default();
+            let lr = a.float("lr", 1e-3)?;
+            let betas = match a.take("betas") {
+                None | Some(ArgValue::Null) => d.betas,
+                Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                    [x, y, z] => (
+                        as_f64(x).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                        as_f64(y).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                        as_f64(z).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                    ),
+                    _ => return Err(bad("betas", v, "three numbers")),
+                },
+                Some(v) => return Err(bad("betas", v, "three numbers")),
+            };
+            let wd = a.float("weight_decay", 0.0)?;
+            if a.bool("fixed_decay", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
+                });
+            }
+            let decay = if a.bool("weight_decouple", false)? {
+                Decay::Decoupled(wd)
+            } else {
+                Decay::Coupled(wd)
+            };
+            let config = AdemamixConfig {
+                betas,
+                alpha: a.float("alpha", d.alpha)?,
+                warmup: a.opt_float("t_alpha_beta3")?,
+                eps: a.float("eps", d.eps)?,
+                decay,
+                maximize: a.bool("maximize", false)?,
             };
             Ported {
                 chain: config.build()?,

@@ -222,3 +222,32 @@ fn routing_covers_every_parameter_once_and_vectors_never_reach_muon() {
     }
     assert_eq!(values(&params[0].value), vec![0.1, 0.2]);
 }
+
+/// AdEMAMix with α = 0 is Adam (same betas and ε, torch's bias corrections), to float rounding.
+#[test]
+fn ademamix_without_the_slow_ema_is_adam() {
+    let init = [0.5f32, -1.0, 0.25, 2.0];
+    let grads: Vec<Vec<f32>> = (0..8)
+        .map(|t| (0..4).map(|i| ((t * 5 + i * 3) % 7) as f32 - 3.0).collect())
+        .collect();
+    let a = trajectory(
+        moment_optim::AdemamixConfig {
+            alpha: 0.0,
+            ..Default::default()
+        }
+        .build()
+        .unwrap(),
+        1e-2,
+        &init,
+        &grads,
+    );
+    let b = trajectory(
+        moment_optim::AdamConfig::default().build().unwrap(),
+        1e-2,
+        &init,
+        &grads,
+    );
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= 2e-6 * y.abs().max(1.0), "{x} vs {y}");
+    }
+}

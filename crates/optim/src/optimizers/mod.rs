@@ -4,6 +4,7 @@
 mod adafactor;
 mod adam;
 mod adam8bit;
+mod ademamix;
 mod lamb;
 mod lion;
 mod muon;
@@ -13,6 +14,7 @@ mod sophia;
 pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
 pub use adam8bit::Adam8bitConfig;
+pub use ademamix::AdemamixConfig;
 pub use lamb::{LambBiasCorrection, LambConfig, LambDecay, TrustRatio};
 pub use lion::LionConfig;
 pub use muon::MuonConfig;

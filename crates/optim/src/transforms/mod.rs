@@ -13,11 +13,13 @@
 //! | [`ScaleByShampoo`] | Shampoo's preconditioned (grafted, momentum) direction; roots by coupled Newton | per-block `pre_cond_k`/`inv_pre_cond_k` or `pre_conditioner.statistics.k`/`.pre_conditioners.k`, momentum, graft state, `step`, `root_failures` |
 //! | [`ScaleByLion`] | `sign(β1·m + (1−β1)·g)`, then `m ← β2·m + (1−β2)·g` | `exp_avg` |
 //! | [`ScaleByMuon`] | Nesterov EMA momentum, quintic Newton–Schulz (f32 or exact bf16), shape scale (2-D only) | `momentum_buffer` |
+//! | [`ScaleByAdemamix`] | `(m1/(1−β1^t) + α·m2) / (√v̂ + ε)` with a slow EMA `m2` (α/β3 warm-up) | `exp_avg`, `exp_avg_slow`, `exp_avg_sq`, `step` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
 mod adam;
 mod adam8bit;
+mod ademamix;
 mod basic;
 mod lamb;
 mod lion;
@@ -28,6 +30,7 @@ mod sophia;
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
 pub use adam::{ScaleByAdam, scale_by_adam};
 pub use adam8bit::{BnbKernel, ScaleByAdam8bit};
+pub use ademamix::ScaleByAdemamix;
 pub use basic::{
     AddDecayedWeights, FlipSign, ScaleByLearningRate, add_decayed_weights, flip_sign,
     scale_by_learning_rate,
