@@ -9,7 +9,8 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Chain, GradEntry,
-    LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ShampooConfig, SophiaConfig,
+    LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ScheduleFreeConfig,
+    ShampooConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -55,6 +56,10 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
         ("LAMB", LambConfig::default().build()?),
         ("Lion", LionConfig::default().build()?),
         ("AdEMAMix", AdemamixConfig::default().build()?),
+        (
+            "Schedule-Free AdamW",
+            ScheduleFreeConfig::default().build()?,
+        ),
         ("Muon (2-D only)", MuonConfig::default().build()?),
         (
             "Shampoo (Gupta form, unblocked)",

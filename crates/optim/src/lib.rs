@@ -6,8 +6,11 @@
 //! * [`transform`]: the [`Transform`] trait (`init`/`update`) and [`Chain`].
 //! * [`transforms`]: the building blocks (`scale_by_adam`, `add_decayed_weights`, …).
 //! * [`optimizers`]: named optimizers as validated configs that build chains
-//!   ([`AdamConfig`], [`AdamWConfig`], [`AdafactorConfig`], [`Adam8bitConfig`]).
-//! * [`quant`]: the blockwise 8-bit codec (bitsandbytes' dynamic maps and rounding rules).
+//!   ([`AdamConfig`], [`AdamWConfig`], [`AdafactorConfig`], [`Adam8bitConfig`],
+//!   [`SophiaConfig`], [`LambConfig`], [`ShampooConfig`], [`LionConfig`], [`MuonConfig`],
+//!   [`AdemamixConfig`], [`ScheduleFreeConfig`]).
+//! * [`quant`]: the blockwise 8-bit codec (bitsandbytes' dynamic maps and rounding rules);
+//!   [`curvature`]: Sophia's estimators; [`linalg`]: inverse matrix roots in tensor ops.
 //! * [`MomentOptimizer`]: parameter groups ([`ParamGroup`], [`Selector`]), global-norm
 //!   clipping, the [`NonFinitePolicy`], the [`Observer`] hook, exact [`StateMemory`]
 //!   accounting and versioned [`OptimizerRecord`]s.
@@ -57,8 +60,8 @@ pub use optimizer::{
 };
 pub use optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay,
-    LambBiasCorrection, LambConfig, LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig,
-    TrustRatio,
+    LambBiasCorrection, LambConfig, LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig,
+    ShampooConfig, SophiaConfig, TrustRatio,
 };
 pub use record::{OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;

@@ -98,6 +98,26 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         self.engine.update_curvature(entries)
     }
 
+    /// The module with every parameter replaced by its evaluation view (Schedule-Free: the
+    /// averaged `x`); call [`ModuleOptimizer::train`] before the next step. Parameters of chains
+    /// without a separate evaluation point are unchanged.
+    pub fn eval(&self, module: M) -> M {
+        module.map(&mut Viewer::<B> {
+            path: Vec::new(),
+            engine: &self.engine,
+            eval: true,
+        })
+    }
+
+    /// Inverse of [`ModuleOptimizer::eval`]: back to the training parameters.
+    pub fn train(&self, module: M) -> M {
+        module.map(&mut Viewer::<B> {
+            path: Vec::new(),
+            engine: &self.engine,
+            eval: false,
+        })
+    }
+
     fn step_common(
         &mut self,
         lr: f64,
@@ -233,6 +253,42 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
         let updated: Tensor<B::InnerBackend, 1> =
             self.engine.apply(self.prep, &path, inner.reshape([n]));
         let mut out = Tensor::<B, D>::from_inner(updated.reshape(dims));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+struct Viewer<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    engine: &'a MomentOptimizer<B::InnerBackend>,
+    eval: bool,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Viewer<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = join(&self.path);
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let inner = tensor.inner();
+        let dims = inner.dims();
+        let n = dims.iter().product::<usize>();
+        let flat = inner.reshape([n]);
+        let viewed = if self.eval {
+            self.engine.eval_view(&path, flat)
+        } else {
+            self.engine.train_view(&path, flat)
+        };
+        let mut out = Tensor::<B, D>::from_inner(viewed.reshape(dims));
         if require_grad {
             out = out.require_grad();
         }

@@ -342,6 +342,36 @@ impl<B: Backend> MomentOptimizer<B> {
         )
     }
 
+    /// The evaluation view of a parameter (Schedule-Free's averaged `x`), or the parameter
+    /// itself when its chain has no separate evaluation point or it has not been stepped.
+    pub fn eval_view(&self, path: &str, param: Tensor<B, 1>) -> Tensor<B, 1> {
+        self.view(path, param, true)
+    }
+
+    /// Inverse of [`MomentOptimizer::eval_view`].
+    pub fn train_view(&self, path: &str, param: Tensor<B, 1>) -> Tensor<B, 1> {
+        self.view(path, param, false)
+    }
+
+    fn view(&self, path: &str, param: Tensor<B, 1>, eval: bool) -> Tensor<B, 1> {
+        let Some(ps) = self.params.get(path) else {
+            return param;
+        };
+        let chain = &self.groups[ps.group].chain;
+        let mut p = param;
+        for (t, st) in chain.transforms().iter().zip(&ps.states) {
+            let v = if eval {
+                t.eval_view(p.clone(), st)
+            } else {
+                t.train_view(p.clone(), st)
+            };
+            if let Some(v) = v {
+                p = v;
+            }
+        }
+        p
+    }
+
     /// Name of the group that owns `path` with `shape`, if any.
     pub fn group_of(&self, path: &str, shape: &[usize]) -> Option<&str> {
         self.resolve_group(path, shape)
@@ -721,6 +751,9 @@ impl<B: Backend> MomentOptimizer<B> {
                 for (name, _) in &st.counters {
                     *pm.by_kind.entry(name.to_string()).or_default() += 8;
                 }
+                for (name, _) in &st.scalars {
+                    *pm.by_kind.entry(name.to_string()).or_default() += 8;
+                }
             }
             pm.total_bytes = pm.by_kind.values().sum();
             for (k, v) in &pm.by_kind {
@@ -766,6 +799,11 @@ impl<B: Backend> MomentOptimizer<B> {
                         .collect(),
                     counters: st
                         .counters
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect(),
+                    scalars: st
+                        .scalars
                         .iter()
                         .map(|(n, v)| (n.to_string(), *v))
                         .collect(),
@@ -905,6 +943,7 @@ fn restore_states<B: Backend>(
         if tr.name != t.name()
             || tr.tensors.len() != st.tensors.len()
             || tr.codes.len() != st.codes.len()
+            || tr.scalars.len() != st.scalars.len()
             || tr.counters.len() != st.counters.len()
         {
             return Err(mismatch(format!(
@@ -946,6 +985,15 @@ fn restore_states<B: Backend>(
             if r.0 != c.0 {
                 return Err(mismatch(format!(
                     "counter `{}` where `{}` was expected",
+                    r.0, c.0
+                )));
+            }
+            c.1 = r.1;
+        }
+        for (c, r) in st.scalars.iter_mut().zip(&tr.scalars) {
+            if r.0 != c.0 {
+                return Err(mismatch(format!(
+                    "scalar `{}` where `{}` was expected",
                     r.0, c.0
                 )));
             }

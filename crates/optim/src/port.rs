@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay, LambConfig,
-    LambDecay, LionConfig, MuonConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
@@ -68,6 +68,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "lion_pytorch.Lion",
     "torch.optim.Muon",
     "pytorch_optimizer.AdEMAMix",
+    "schedulefree.AdamWScheduleFree",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -565,6 +566,23 @@ pub fn from_reference_with<B: Backend>(
                 decay,
                 maximize: a.bool("maximize", false)?,
             };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "schedulefree.AdamWScheduleFree" => {
+            let d = ScheduleFreeConfig::default();
+            let lr = a.float("lr", 0.0025)?;
+            let config = ScheduleFreeConfig {
+                betas: a.pair("betas", d.betas)?,
+                eps: a.float("eps", d.eps)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                warmup_steps: a.uint("warmup_steps", d.warmup_steps)?,
+                r: a.float("r", d.r)?,
+                weight_lr_power: a.float("weight_lr_power", d.weight_lr_power)?,
+            };
+            a.ignore(&["foreach"]);
             Ported {
                 chain: config.build()?,
                 lr,

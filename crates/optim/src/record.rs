@@ -9,7 +9,7 @@ use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-/// Current record format version. Version 2 added `codes` (quantized state) to
+/// Current record format version. Version 2 added `codes` (quantized state) and `scalars` to
 /// [`TransformRecord`]; version-1 records (no codes) still load through self-describing formats
 /// (JSON, MessagePack); burn's binary recorders cannot decode them.
 pub const RECORD_VERSION: u32 = 2;
@@ -53,6 +53,9 @@ pub struct TransformRecord {
     pub codes: Vec<CodeRecord>,
     /// Named counters.
     pub counters: Vec<(String, u64)>,
+    /// Named f64 scalars (absent in records without any).
+    #[serde(default)]
+    pub scalars: Vec<(String, f64)>,
 }
 
 /// A state tensor's exact values.

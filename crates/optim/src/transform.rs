@@ -109,6 +109,9 @@ pub struct TransformState<B: Backend> {
     pub codes: Vec<CodeTensor<B>>,
     /// Named counters (e.g. `step`), in a fixed order defined by `init`.
     pub counters: Vec<(&'static str, u64)>,
+    /// Named host-side f64 scalars (e.g. Schedule-Free's `weight_sum`), in a fixed order
+    /// defined by `init`; recorded exactly, 8 bytes each.
+    pub scalars: Vec<(&'static str, f64)>,
 }
 
 impl<B: Backend> Default for TransformState<B> {
@@ -124,6 +127,7 @@ impl<B: Backend> TransformState<B> {
             tensors: Vec::new(),
             codes: Vec::new(),
             counters: Vec::new(),
+            scalars: Vec::new(),
         }
     }
 
@@ -133,7 +137,16 @@ impl<B: Backend> TransformState<B> {
             tensors,
             codes: Vec::new(),
             counters,
+            scalars: Vec::new(),
         }
+    }
+
+    /// The scalar called `name`, if any.
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        self.scalars
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     /// The code tensor called `name`, if any.
@@ -164,7 +177,7 @@ impl<B: Backend> TransformState<B> {
     pub fn bytes(&self) -> u64 {
         self.tensors.iter().map(StateTensor::bytes).sum::<u64>()
             + self.codes.iter().map(CodeTensor::bytes).sum::<u64>()
-            + 8 * self.counters.len() as u64
+            + 8 * (self.counters.len() + self.scalars.len()) as u64
     }
 }
 
@@ -199,6 +212,19 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
     fn update_curvature(&self, estimate: Tensor<B, 1>, state: &mut TransformState<B>) -> bool {
         let _ = (estimate, state);
         false
+    }
+
+    /// The parameter to *evaluate* from the training parameter, when the transform keeps a
+    /// separate evaluation point (Schedule-Free's averaged `x`). Default: none.
+    fn eval_view(&self, param: Tensor<B, 1>, state: &TransformState<B>) -> Option<Tensor<B, 1>> {
+        let _ = (param, state);
+        None
+    }
+
+    /// Inverse of [`Transform::eval_view`]: the training parameter from the evaluation one.
+    fn train_view(&self, param: Tensor<B, 1>, state: &TransformState<B>) -> Option<Tensor<B, 1>> {
+        let _ = (param, state);
+        None
     }
 
     /// Transform `input` (flat, same length as the parameter) and advance `state`.

@@ -432,9 +432,53 @@ fn each_optimizer_reduces_a_regression_loss() {
             0.02,
             false,
         ),
+        (
+            "shampoo (gupta)",
+            moment_optim::ShampooConfig::gupta().build().unwrap(),
+            0.5, // AdaGrad-like summed statistics: steps shrink as 1/√t
+            false,
+        ),
+        (
+            "shampoo (scalable, AdaGrad graft)",
+            {
+                let mut c = moment_optim::ShampooConfig::scalable();
+                c.shampoo.graft = moment_optim::transforms::Graft::AdaGrad;
+                c.shampoo.block_size = Some(4);
+                c.shampoo.start_preconditioning_step = 5;
+                c.shampoo.precondition_frequency = 5;
+                c.build().unwrap()
+            },
+            0.05,
+            false,
+        ),
+        (
+            "schedule-free adamw",
+            moment_optim::ScheduleFreeConfig::default().build().unwrap(),
+            0.05,
+            false,
+        ),
+        (
+            "lion",
+            moment_optim::LionConfig::default().build().unwrap(),
+            0.01,
+            false,
+        ),
+        (
+            "muon",
+            moment_optim::MuonConfig::default().build().unwrap(),
+            0.05,
+            false,
+        ),
+        (
+            "ademamix",
+            moment_optim::AdemamixConfig::default().build().unwrap(),
+            0.02,
+            false,
+        ),
     ];
     for (name, chain, lr, gnb) in runs {
         let (first, last) = train(chain, lr, gnb);
+        eprintln!("{name}: loss {first} -> {last}");
         assert!(last < 0.6 * first, "{name}: loss {first} -> {last}");
     }
 }

@@ -1,4 +1,4 @@
-//! Lion and Muon invariants: Lion moves every coordinate by exactly 0 or lr (no decay); Muon's
+//! Issue-5 optimizers (Lion, Muon, AdEMAMix, Schedule-Free). Lion and Muon invariants: Lion moves every coordinate by exactly 0 or lr (no decay); Muon's
 //! Newton–Schulz is scale invariant, odd, transpose-equivariant and lands singular values in
 //! the known band; bf16 rounding is round-to-nearest-even; the standard routing covers every
 //! parameter exactly once and a 1-D parameter can never reach Muon. `PROPTEST_CASES` cases.
@@ -249,5 +249,32 @@ fn ademamix_without_the_slow_ema_is_adam() {
     );
     for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
         assert!((x - y).abs() <= 2e-6 * y.abs().max(1.0), "{x} vs {y}");
+    }
+}
+
+/// Schedule-Free: the evaluation view is `x = lerp(y, z, 1 − 1/β1)` (hand-computed from the
+/// state), the training view inverts it, and before any step both are the identity.
+#[test]
+fn schedule_free_views_round_trip() {
+    let config = moment_optim::ScheduleFreeConfig::default();
+    let mut opt = MomentOptimizer::new(config.build().unwrap());
+    let y0 = flat(&[0.5, -1.0, 2.0]);
+    assert_eq!(values(&opt.eval_view("p", y0.clone())), values(&y0));
+    let mut params = vec![param("p", &[0.5, -1.0, 2.0], None)];
+    for t in 0..4 {
+        params[0].grad = Some(flat(&[0.3 * t as f32, -0.2, 1.0]));
+        opt.step(1e-2, &mut params).unwrap();
+    }
+    let y = values(&params[0].value);
+    let z = values(opt.state("p").unwrap()[0].tensor("z").unwrap());
+    let x = values(&opt.eval_view("p", params[0].value.clone()));
+    let w = 1.0 - 1.0 / config.betas.0;
+    for i in 0..3 {
+        let want = f64::from(y[i]) + w * (f64::from(z[i]) - f64::from(y[i]));
+        assert!((f64::from(x[i]) - want).abs() < 1e-6, "{} vs {want}", x[i]);
+    }
+    let back = values(&opt.train_view("p", flat(&x)));
+    for (a, b) in back.iter().zip(&y) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }

@@ -8,6 +8,7 @@ mod ademamix;
 mod lamb;
 mod lion;
 mod muon;
+mod schedule_free;
 mod shampoo;
 mod sophia;
 
@@ -18,5 +19,6 @@ pub use ademamix::AdemamixConfig;
 pub use lamb::{LambBiasCorrection, LambConfig, LambDecay, TrustRatio};
 pub use lion::LionConfig;
 pub use muon::MuonConfig;
+pub use schedule_free::ScheduleFreeConfig;
 pub use shampoo::ShampooConfig;
 pub use sophia::SophiaConfig;

@@ -87,6 +87,7 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
                     CodeTensor::filled("state2", shape, 0, device),
                 ],
                 counters: vec![("step", 0)],
+                scalars: Vec::new(),
             })
         } else {
             Ok(TransformState::new(

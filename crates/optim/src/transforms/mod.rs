@@ -14,6 +14,7 @@
 //! | [`ScaleByLion`] | `sign(β1·m + (1−β1)·g)`, then `m ← β2·m + (1−β2)·g` | `exp_avg` |
 //! | [`ScaleByMuon`] | Nesterov EMA momentum, quintic Newton–Schulz (f32 or exact bf16), shape scale (2-D only) | `momentum_buffer` |
 //! | [`ScaleByAdemamix`] | `(m1/(1−β1^t) + α·m2) / (√v̂ + ε)` with a slow EMA `m2` (α/β3 warm-up) | `exp_avg`, `exp_avg_slow`, `exp_avg_sq`, `step` |
+//! | [`ScaleByScheduleFree`] | Schedule-Free AdamW's `y_old − y_new` (train mode; eval/train views) | `z`, `exp_avg_sq`, `k`, `lr_max`, `weight_sum` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -24,6 +25,7 @@ mod basic;
 mod lamb;
 mod lion;
 mod muon;
+mod schedule_free;
 mod shampoo;
 mod sophia;
 
@@ -38,6 +40,7 @@ pub use basic::{
 pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
 pub use lion::ScaleByLion;
 pub use muon::{MuonScale, NsPrecision, ScaleByMuon, round_bf16};
+pub use schedule_free::ScaleByScheduleFree;
 pub use shampoo::{
     Graft, InitialRoot, ScaleByShampoo, ShampooMomentum, Statistics, merge_small_dims,
 };
