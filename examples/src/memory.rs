@@ -8,8 +8,8 @@
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Chain, GradEntry,
-    LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ScheduleFreeConfig,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Chain,
+    GradEntry, LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ScheduleFreeConfig,
     ShampooConfig, SophiaConfig,
 };
 
@@ -60,6 +60,7 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
             "Schedule-Free AdamW",
             ScheduleFreeConfig::default().build()?,
         ),
+        ("CAME", CameConfig::default().build()?),
         ("Muon (2-D only)", MuonConfig::default().build()?),
         (
             "Shampoo (Gupta form, unblocked)",

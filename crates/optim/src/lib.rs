@@ -8,7 +8,7 @@
 //! * [`optimizers`]: named optimizers as validated configs that build chains
 //!   ([`AdamConfig`], [`AdamWConfig`], [`AdafactorConfig`], [`Adam8bitConfig`],
 //!   [`SophiaConfig`], [`LambConfig`], [`ShampooConfig`], [`LionConfig`], [`MuonConfig`],
-//!   [`AdemamixConfig`], [`ScheduleFreeConfig`]).
+//!   [`AdemamixConfig`], [`ScheduleFreeConfig`], [`CameConfig`]).
 //! * [`quant`]: the blockwise 8-bit codec (bitsandbytes' dynamic maps and rounding rules);
 //!   [`curvature`]: Sophia's estimators; [`linalg`]: inverse matrix roots in tensor ops.
 //! * [`MomentOptimizer`]: parameter groups ([`ParamGroup`], [`Selector`]), global-norm
@@ -59,7 +59,7 @@ pub use optimizer::{
     ParamTensor, PreparedStep, StateMemory, StepReport,
 };
 pub use optimizers::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Decay,
     LambBiasCorrection, LambConfig, LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig,
     ShampooConfig, SophiaConfig, TrustRatio,
 };

@@ -12,8 +12,9 @@ use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, Decay, LambConfig,
-    LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Decay,
+    LambConfig, LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig, SophiaConfig,
+    TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
@@ -69,6 +70,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "torch.optim.Muon",
     "pytorch_optimizer.AdEMAMix",
     "schedulefree.AdamWScheduleFree",
+    "pytorch_optimizer.CAME",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -583,6 +585,49 @@ pub fn from_reference_with<B: Backend>(
                 weight_lr_power: a.float("weight_lr_power", d.weight_lr_power)?,
             };
             a.ignore(&["foreach"]);
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.CAME" => {
+            let d = CameConfig::default();
+            let lr = a.float("lr", 2e-4)?;
+            let betas = match a.take("betas") {
+                None | Some(ArgValue::Null) => d.betas,
+                Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                    [x, y, z] => (
+                        as_f64(x).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                        as_f64(y).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                        as_f64(z).ok_or_else(|| bad("betas", v, "three numbers"))?,
+                    ),
+                    _ => return Err(bad("betas", v, "three numbers")),
+                },
+                Some(v) => return Err(bad("betas", v, "three numbers")),
+            };
+            let wd = a.float("weight_decay", 0.0)?;
+            if a.bool("fixed_decay", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
+                });
+            }
+            if a.bool("ams_bound", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "CAME(ams_bound=True) is not implemented".into(),
+                });
+            }
+            let decay = if a.bool("weight_decouple", true)? {
+                Decay::Decoupled(wd)
+            } else {
+                Decay::Coupled(wd)
+            };
+            let config = CameConfig {
+                betas,
+                eps: (a.float("eps1", d.eps.0)?, a.float("eps2", d.eps.1)?),
+                clip_threshold: a.float("clip_threshold", d.clip_threshold)?,
+                decay,
+                maximize: a.bool("maximize", false)?,
+            };
             Ported {
                 chain: config.build()?,
                 lr,

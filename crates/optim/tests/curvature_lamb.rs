@@ -464,6 +464,12 @@ fn each_optimizer_reduces_a_regression_loss() {
             false,
         ),
         (
+            "came",
+            moment_optim::CameConfig::default().build().unwrap(),
+            0.05,
+            false,
+        ),
+        (
             "muon",
             moment_optim::MuonConfig::default().build().unwrap(),
             0.05,

@@ -81,15 +81,41 @@ impl ScaleByAdafactor {
 }
 
 /// `(leading, rows, cols)` of a factored tensor, `None` for rank ≤ 1.
-fn factored_dims(shape: &[usize]) -> Option<(usize, usize, usize)> {
+pub(crate) fn factored_dims(shape: &[usize]) -> Option<(usize, usize, usize)> {
     match shape {
         [lead @ .., r, c] => Some((lead.iter().product(), *r, *c)),
         _ => None,
     }
 }
 
+/// The factored EMA of Shazeer & Stern (HF's form): `row ← β·row + (1−β)·mean_cols(u)`,
+/// `col ← β·col + (1−β)·mean_rows(u)`, for `u`, `row`, `col` of shapes `[l, r, c]`,
+/// `[l, r, 1]`, `[l, 1, c]`. Shared by Adafactor and CAME.
+pub(crate) fn factored_ema<B: Backend>(
+    row: Tensor<B, 3>,
+    col: Tensor<B, 3>,
+    u: Tensor<B, 3>,
+    beta: f64,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let row = row
+        .mul_scalar(beta as f32)
+        .add(u.clone().mean_dim(2).mul_scalar((1.0 - beta) as f32));
+    let col = col
+        .mul_scalar(beta as f32)
+        .add(u.mean_dim(1).mul_scalar((1.0 - beta) as f32));
+    (row, col)
+}
+
+/// `rsqrt(row / mean(row))·rsqrt(col)`: the factored estimate's inverse square root
+/// (`[l, r, c]` by broadcasting), HF's `_approx_sq_grad`. Shared by Adafactor and CAME.
+pub(crate) fn approx_rsqrt<B: Backend>(row: &Tensor<B, 3>, col: &Tensor<B, 3>) -> Tensor<B, 3> {
+    let r_factor = row.clone().div(row.clone().mean_dim(1)).sqrt().recip();
+    let c_factor = col.clone().sqrt().recip();
+    r_factor.mul(c_factor)
+}
+
 /// `‖x‖₂ / √n` as a one-element tensor (stays on the device).
-fn rms<B: Backend>(x: &Tensor<B, 1>, n: usize) -> Tensor<B, 1> {
+pub(crate) fn rms<B: Backend>(x: &Tensor<B, 1>, n: usize) -> Tensor<B, 1> {
     x.clone()
         .square()
         .sum()
@@ -163,15 +189,9 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
                 let col = state.tensors[COL].tensor.clone().reshape([l, 1, c]);
                 let (row, col, scale) = if hf {
                     let u = g3.clone().square().add_scalar(self.eps1 as f32);
-                    let row = row
-                        .mul_scalar(b2t as f32)
-                        .add(u.clone().mean_dim(2).mul_scalar(one_minus_b2 as f32));
-                    let col = col
-                        .mul_scalar(b2t as f32)
-                        .add(u.mean_dim(1).mul_scalar(one_minus_b2 as f32));
-                    let r_factor = row.clone().div(row.clone().mean_dim(1)).sqrt().recip();
-                    let c_factor = col.clone().sqrt().recip();
-                    (row, col, r_factor.mul(c_factor))
+                    let (row, col) = factored_ema(row, col, u, b2t);
+                    let scale = approx_rsqrt(&row, &col);
+                    (row, col, scale)
                 } else {
                     // torch: vector_norm(g, dim)² / size (a sqrt then a square, as torch does).
                     let sq = g3.clone().square();

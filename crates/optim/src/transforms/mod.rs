@@ -15,6 +15,7 @@
 //! | [`ScaleByMuon`] | Nesterov EMA momentum, quintic Newton–Schulz (f32 or exact bf16), shape scale (2-D only) | `momentum_buffer` |
 //! | [`ScaleByAdemamix`] | `(m1/(1−β1^t) + α·m2) / (√v̂ + ε)` with a slow EMA `m2` (α/β3 warm-up) | `exp_avg`, `exp_avg_slow`, `exp_avg_sq`, `step` |
 //! | [`ScaleByScheduleFree`] | Schedule-Free AdamW's `y_old − y_new` (train mode; eval/train views) | `z`, `exp_avg_sq`, `k`, `lr_max`, `weight_sum` |
+//! | [`ScaleByCame`] | CAME: Adafactor's factored, clipped direction, momentum, confidence-scaled | `exp_avg`, `exp_avg_sq_row/col`, `exp_avg_res_row/col` (or `exp_avg_sq`) |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -22,6 +23,7 @@ mod adam;
 mod adam8bit;
 mod ademamix;
 mod basic;
+mod came;
 mod lamb;
 mod lion;
 mod muon;
@@ -37,6 +39,7 @@ pub use basic::{
     AddDecayedWeights, FlipSign, ScaleByLearningRate, add_decayed_weights, flip_sign,
     scale_by_learning_rate,
 };
+pub use came::ScaleByCame;
 pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
 pub use lion::ScaleByLion;
 pub use muon::{MuonScale, NsPrecision, ScaleByMuon, round_bf16};
