@@ -9,8 +9,8 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Chain,
-    GradEntry, LambConfig, LionConfig, MomentOptimizer, MuonConfig, OptimError, ScheduleFreeConfig,
-    ShampooConfig, SophiaConfig,
+    GradEntry, LambConfig, LionConfig, MarsConfig, MomentOptimizer, MuonConfig, OptimError,
+    ScheduleFreeConfig, ShampooConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -62,6 +62,7 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
         ),
         ("CAME", CameConfig::default().build()?),
         ("Muon (2-D only)", MuonConfig::default().build()?),
+        ("MARS", MarsConfig::default().build()?),
         (
             "Shampoo (Gupta form, unblocked)",
             ShampooConfig::gupta().build()?,

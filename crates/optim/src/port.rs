@@ -13,8 +13,8 @@ use burn::tensor::backend::Backend;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Decay,
-    LambConfig, LambDecay, LionConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig, SophiaConfig,
-    TrustRatio,
+    LambConfig, LambDecay, LionConfig, MarsConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig,
+    SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
@@ -71,6 +71,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "pytorch_optimizer.AdEMAMix",
     "schedulefree.AdamWScheduleFree",
     "pytorch_optimizer.CAME",
+    "pytorch_optimizer.MARS",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -628,6 +629,55 @@ pub fn from_reference_with<B: Backend>(
                 decay,
                 maximize: a.bool("maximize", false)?,
             };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.MARS" => {
+            let d = MarsConfig::default();
+            let lr = a.float("lr", 3e-3)?;
+            match a.take("mars_type") {
+                None | Some(ArgValue::Null) => {}
+                Some(ArgValue::Str(s)) if s == "adamw" => {}
+                Some(v) => {
+                    return Err(OptimError::Unsupported {
+                        reason: format!("MARS mars_type {v:?} is not implemented (adamw is)"),
+                    });
+                }
+            }
+            if a.bool("optimize_1d", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "MARS(optimize_1d=True) is not implemented".into(),
+                });
+            }
+            for flag in ["ams_bound", "cautious", "fixed_decay"] {
+                if a.bool(flag, false)? {
+                    return Err(OptimError::Unsupported {
+                        reason: format!("MARS({flag}=True) is not implemented"),
+                    });
+                }
+            }
+            if !a.bool("weight_decouple", true)? {
+                return Err(OptimError::Unsupported {
+                    reason: "MARS(weight_decouple=False) is not implemented".into(),
+                });
+            }
+            let lr_1d = a.float("lr_1d", lr)?;
+            let config = MarsConfig {
+                betas: a.pair("betas", d.betas)?,
+                gamma: a.float("gamma", d.gamma)?,
+                eps: a.float("eps", d.eps)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                lr_1d_ratio: if lr > 0.0 { lr_1d / lr } else { 1.0 },
+                betas_1d: a.pair("betas_1d", d.betas_1d)?,
+                weight_decay_1d: a.float("weight_decay_1d", d.weight_decay_1d)?,
+            };
+            if a.bool("maximize", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "MARS(maximize=True) is not implemented".into(),
+                });
+            }
             Ported {
                 chain: config.build()?,
                 lr,

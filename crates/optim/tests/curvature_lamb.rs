@@ -470,6 +470,12 @@ fn each_optimizer_reduces_a_regression_loss() {
             false,
         ),
         (
+            "mars",
+            moment_optim::MarsConfig::default().build().unwrap(),
+            0.01,
+            false,
+        ),
+        (
             "muon",
             moment_optim::MuonConfig::default().build().unwrap(),
             0.05,

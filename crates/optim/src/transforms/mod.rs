@@ -16,6 +16,7 @@
 //! | [`ScaleByAdemamix`] | `(m1/(1−β1^t) + α·m2) / (√v̂ + ε)` with a slow EMA `m2` (α/β3 warm-up) | `exp_avg`, `exp_avg_slow`, `exp_avg_sq`, `step` |
 //! | [`ScaleByScheduleFree`] | Schedule-Free AdamW's `y_old − y_new` (train mode; eval/train views) | `z`, `exp_avg_sq`, `k`, `lr_max`, `weight_sum` |
 //! | [`ScaleByCame`] | CAME: Adafactor's factored, clipped direction, momentum, confidence-scaled | `exp_avg`, `exp_avg_sq_row/col`, `exp_avg_res_row/col` (or `exp_avg_sq`) |
+//! | [`ScaleByMars`] | MARS-AdamW's descent step (variance-reduced for rank ≥ 2, AdamW for vectors) | `exp_avg`, `exp_avg_sq`, `last_grad`, `step` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -26,6 +27,7 @@ mod basic;
 mod came;
 mod lamb;
 mod lion;
+mod mars;
 mod muon;
 mod schedule_free;
 mod shampoo;
@@ -42,6 +44,7 @@ pub use basic::{
 pub use came::ScaleByCame;
 pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
 pub use lion::ScaleByLion;
+pub use mars::ScaleByMars;
 pub use muon::{MuonScale, NsPrecision, ScaleByMuon, round_bf16};
 pub use schedule_free::ScaleByScheduleFree;
 pub use shampoo::{

@@ -1,0 +1,111 @@
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::lerp;
+use crate::error::Result;
+use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+
+/// MARS-AdamW (Yuan et al. 2024, *MARS: Unleashing the Power of Variance Reduction for
+/// Training Large Models*; pytorch_optimizer's foreach form). Tensors of rank ≥ 2 use the
+/// variance-reduced gradient, vectors plain AdamW with their own lr, betas and decay:
+///
+/// ```text
+/// rank ≥ 2: c = g + γ·β1/(1−β1)·(g − g_prev) ; c ← c / max(1, ‖c‖) ; (β, lr, λ) = (betas, lr, λ)
+/// vectors:  c = g                                              ; (β, lr, λ) = (betas_1d, lr_1d, λ_1d)
+/// m ← lerp(m, c, 1−β1) ; v ← β2·v + (1−β2)·c²
+/// θ ← θ·(1 − lr·λ) − lr · m / ((√(v + 1e-15) + ε)/√(1−β2^t) · (1−β1^t)) ; g_prev ← g
+/// ```
+///
+/// The two lrs make it self-scaling: it outputs the descent amount (chain ends with
+/// `flip_sign`); `lr_1d` is taken as a multiple of the step's lr (`lr_1d_ratio`), so a schedule
+/// scales both. State: `exp_avg`, `exp_avg_sq`, `last_grad`, counter `step`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleByMars {
+    /// (β1, β2) for tensors of rank ≥ 2.
+    pub betas: (f64, f64),
+    /// γ, the variance-reduction scale.
+    pub gamma: f64,
+    /// ε.
+    pub eps: f64,
+    /// Decoupled decay for rank ≥ 2.
+    pub weight_decay: f64,
+    /// `lr_1d / lr`.
+    pub lr_1d_ratio: f64,
+    /// (β1, β2) for vectors.
+    pub betas_1d: (f64, f64),
+    /// Decoupled decay for vectors.
+    pub weight_decay_1d: f64,
+}
+
+impl<B: Backend> Transform<B> for ScaleByMars {
+    fn name(&self) -> &'static str {
+        "scale_by_mars"
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        Ok(TransformState::new(
+            vec![
+                StateTensor::zeros("exp_avg", shape, device),
+                StateTensor::zeros("exp_avg_sq", shape, device),
+                StateTensor::zeros("last_grad", shape, device),
+            ],
+            vec![("step", 0)],
+        ))
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let t = state.counters[0].1.saturating_add(1);
+        state.counters[0].1 = t;
+        let matrix = ctx.shape.len() >= 2;
+        let ((b1, b2), lr, wd) = if matrix {
+            (self.betas, ctx.lr, self.weight_decay)
+        } else {
+            (
+                self.betas_1d,
+                ctx.lr * self.lr_1d_ratio,
+                self.weight_decay_1d,
+            )
+        };
+        let c = if matrix {
+            let prev = state.tensors[2].tensor.clone();
+            let c = g.clone().add(
+                g.clone()
+                    .sub(prev)
+                    .mul_scalar((self.gamma * b1 / (1.0 - b1)) as f32),
+            );
+            let norm = c.clone().square().sum().sqrt().clamp_min(1.0);
+            c.div(norm)
+        } else {
+            g.clone()
+        };
+        let m = lerp(state.tensors[0].tensor.clone(), c.clone(), 1.0 - b1);
+        let v = state.tensors[1]
+            .tensor
+            .clone()
+            .mul_scalar(b2 as f32)
+            .add(c.clone().mul_scalar((1.0 - b2) as f32).mul(c));
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - b1.powi(ti);
+        let bc2_sqrt = (1.0 - b2.powi(ti)).sqrt();
+        let update = m.clone().div(
+            v.clone()
+                .add_scalar(1e-15)
+                .sqrt()
+                .add_scalar(self.eps as f32)
+                .div_scalar(bc2_sqrt as f32)
+                .mul_scalar(bc1 as f32),
+        );
+        state.tensors[0].tensor = m;
+        state.tensors[1].tensor = v;
+        state.tensors[2].tensor = g;
+        let mut descent = update.mul_scalar(lr as f32);
+        if wd > 0.0 {
+            descent = descent.add(ctx.param.clone().mul_scalar((lr * wd) as f32));
+        }
+        descent
+    }
+}
