@@ -467,6 +467,14 @@ const NOT_KEPT: &[(&str, &str)] = &[
         "transformers Adafactor caches the parameter RMS of the last step; moment recomputes it each step",
     ),
     (
+        "dimension",
+        "pytorch_optimizer AdamMini stores a tensor's element count as metadata",
+    ),
+    (
+        "head",
+        "pytorch_optimizer AdamMini stores the head count as metadata",
+    ),
+    (
         "hessian",
         "pytorch_optimizer SophiaH stores the last raw Hessian estimate; moment folds each estimate into hessian_moment when it is fed",
     ),

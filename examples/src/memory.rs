@@ -8,9 +8,9 @@
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Chain,
-    GradEntry, LambConfig, LionConfig, MarsConfig, MomentOptimizer, MuonConfig, OptimError,
-    ScheduleFreeConfig, ShampooConfig, SophiaConfig,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
+    CameConfig, Chain, GradEntry, LambConfig, LionConfig, MarsConfig, MomentOptimizer, MuonConfig,
+    OptimError, ScheduleFreeConfig, ShampooConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -63,6 +63,14 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
         ("CAME", CameConfig::default().build()?),
         ("Muon (2-D only)", MuonConfig::default().build()?),
         ("MARS", MarsConfig::default().build()?),
+        (
+            "Adam-mini (per-tensor blocks)",
+            AdamMiniConfig {
+                num_heads: 8,
+                ..AdamMiniConfig::default()
+            }
+            .build()?,
+        ),
         (
             "Shampoo (Gupta form, unblocked)",
             ShampooConfig::gupta().build()?,

@@ -24,13 +24,14 @@ const IMPLEMENTED: &[&str] = &[
     "schedulefree-adamw",
     "came",
     "mars",
+    "adam-mini",
 ];
 
 #[test]
 fn every_implemented_case_passes_with_its_final_state() {
     let families: Vec<String> = IMPLEMENTED.iter().map(|f| f.to_string()).collect();
     let (results, summary) = run_dir(&default_cases_dir(), &families).unwrap();
-    assert!(summary.passed >= 32, "{summary}");
+    assert!(summary.passed >= 33, "{summary}");
     for r in &results {
         assert_eq!(r.status, Status::Pass, "{r}");
         assert!(r.state_compared > 0, "final state must be compared: {r}");

@@ -12,9 +12,9 @@ use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
-    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamWConfig, AdemamixConfig, CameConfig, Decay,
-    LambConfig, LambDecay, LionConfig, MarsConfig, MuonConfig, ScheduleFreeConfig, ShampooConfig,
-    SophiaConfig, TrustRatio,
+    AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
+    CameConfig, Decay, LambConfig, LambDecay, LionConfig, MarsConfig, MuonConfig,
+    ScheduleFreeConfig, ShampooConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
@@ -72,6 +72,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "schedulefree.AdamWScheduleFree",
     "pytorch_optimizer.CAME",
     "pytorch_optimizer.MARS",
+    "pytorch_optimizer.AdamMini",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -678,6 +679,36 @@ pub fn from_reference_with<B: Backend>(
                     reason: "MARS(maximize=True) is not implemented".into(),
                 });
             }
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.AdamMini" => {
+            let d = AdamMiniConfig::default();
+            let lr = a.float("lr", 1.0)?;
+            if a.bool("model_sharding", false)? {
+                return Err(OptimError::Unsupported {
+                    reason:
+                        "AdamMini(model_sharding=True) is not implemented (sharding is issue 12)"
+                            .into(),
+                });
+            }
+            if a.bool("maximize", false)? {
+                return Err(OptimError::Unsupported {
+                    reason: "AdamMini(maximize=True) is not implemented".into(),
+                });
+            }
+            let groups = a.opt_float("num_query_groups")?;
+            let config = AdamMiniConfig {
+                betas: a.pair("betas", d.betas)?,
+                eps: a.float("eps", d.eps)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                num_heads: a.uint("num_heads", 1)? as usize,
+                num_query_groups: groups.map(|g| g as usize),
+            };
+            // The block sizes follow from each tensor's size and the head count.
+            a.ignore(&["num_embeds"]);
             Ported {
                 chain: config.build()?,
                 lr,

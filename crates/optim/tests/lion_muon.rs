@@ -278,3 +278,56 @@ fn schedule_free_views_round_trip() {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }
+
+/// Adam-mini: paths pick the blocks; when every element of a block has the same |g| the block
+/// mean of g² is g² itself, so Adam-mini equals AdamW with the same decay (norm paths: none).
+#[test]
+fn adam_mini_blocks_and_equal_magnitude_equivalence() {
+    use moment_optim::transforms::{MiniBlocks, ScaleByAdamMini};
+    let t = ScaleByAdamMini {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        num_heads: 2,
+        num_query_groups: 2,
+    };
+    assert_eq!(
+        t.blocks("model.embed_tokens.weight"),
+        MiniBlocks::Elementwise
+    );
+    assert_eq!(
+        t.blocks("layers.3.self_attn.q_proj.weight"),
+        MiniBlocks::Heads(2)
+    );
+    assert_eq!(t.blocks("h.0.attn.qkv.weight"), MiniBlocks::Qkv(2));
+    assert_eq!(t.blocks("layers.0.mlp.up.weight"), MiniBlocks::Tensor);
+
+    let grads: Vec<Vec<f32>> = (0..6)
+        .map(|s| {
+            (0..8)
+                .map(|i| if (i + s) % 3 == 0 { -0.5 } else { 0.5 } * (1.0 + s as f32))
+                .collect()
+        })
+        .collect();
+    let init: Vec<f32> = (0..8).map(|i| i as f32 / 8.0 - 0.4).collect();
+    let mini = moment_optim::AdamMiniConfig {
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let a = trajectory(mini.build().unwrap(), 1e-2, &init, &grads); // path "p": one block
+    let b = trajectory(
+        AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        }
+        .build()
+        .unwrap(),
+        1e-2,
+        &init,
+        &grads,
+    );
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= 2e-6 * y.abs().max(1.0), "{x} vs {y}");
+    }
+}

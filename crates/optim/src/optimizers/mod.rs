@@ -4,6 +4,7 @@
 mod adafactor;
 mod adam;
 mod adam8bit;
+mod adam_mini;
 mod ademamix;
 mod came;
 mod lamb;
@@ -16,6 +17,7 @@ mod sophia;
 
 pub use adafactor::AdafactorConfig;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
+pub use adam_mini::AdamMiniConfig;
 pub use adam8bit::Adam8bitConfig;
 pub use ademamix::AdemamixConfig;
 pub use came::CameConfig;

@@ -112,6 +112,7 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         if n == 0 {
             return g;
         }
+        // β and 1 − β in f32, as the kernel's `1.0f - beta` (not torch's rounded Python float).
         let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let ti = i32::try_from(t).unwrap_or(i32::MAX);
         let c1 = 1.0 - self.beta1.powi(ti);

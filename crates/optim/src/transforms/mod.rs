@@ -17,11 +17,13 @@
 //! | [`ScaleByScheduleFree`] | Schedule-Free AdamW's `y_old − y_new` (train mode; eval/train views) | `z`, `exp_avg_sq`, `k`, `lr_max`, `weight_sum` |
 //! | [`ScaleByCame`] | CAME: Adafactor's factored, clipped direction, momentum, confidence-scaled | `exp_avg`, `exp_avg_sq_row/col`, `exp_avg_res_row/col` (or `exp_avg_sq`) |
 //! | [`ScaleByMars`] | MARS-AdamW's descent step (variance-reduced for rank ≥ 2, AdamW for vectors) | `exp_avg`, `exp_avg_sq`, `last_grad`, `step` |
+//! | [`ScaleByAdamMini`] | Adam-mini's descent step: one second moment per path-chosen block | `m`, `v` or `v_mean`, `step` |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
 mod adam;
 mod adam8bit;
+mod adam_mini;
 mod ademamix;
 mod basic;
 mod came;
@@ -35,6 +37,7 @@ mod sophia;
 
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
 pub use adam::{ScaleByAdam, scale_by_adam};
+pub use adam_mini::{MiniBlocks, ScaleByAdamMini};
 pub use adam8bit::{BnbKernel, ScaleByAdam8bit};
 pub use ademamix::ScaleByAdemamix;
 pub use basic::{

@@ -1,0 +1,170 @@
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::lerp;
+use crate::error::{OptimError, Result};
+use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+
+/// How Adam-mini partitions one parameter, chosen from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MiniBlocks {
+    /// Per-element Adam (embeddings, LM head).
+    Elementwise,
+    /// One second moment per attention head (query/key projections): `[heads, n/heads]`.
+    Heads(usize),
+    /// One per (query group, q/k/v slot) of a fused QKV weight: `[groups, 3, n/(3·groups)]`.
+    Qkv(usize),
+    /// One second moment for the whole tensor.
+    Tensor,
+}
+
+/// Adam-mini (Zhang et al. 2024; pytorch_optimizer's `AdamMini` rules): Adam's first moment,
+/// but one second moment per *block* — the mean of `g²` over it — with blocks chosen from the
+/// parameter path (the core's path-aware routing):
+///
+/// | path contains | blocks |
+/// | --- | --- |
+/// | `embed`, `embd`, `wte`, `lm_head.weight`, `output.weight` | per element (Adam) |
+/// | `q_proj.weight`, `k_proj.weight`, `wq.weight`, `wk.weight` | one per head |
+/// | `attn.attn.weight`, `attn.qkv.weight` | one per (query group, q/k/v) |
+/// | anything else | one per tensor |
+///
+/// `θ ← θ·(1 − lr·λ) − lr·(m/(1−β1^t)) / (√v/√(1−β2^t) + ε)`, with λ = 0 for paths containing
+/// `norm` or `ln_f`. Self-scaling (the decay depends on the path): outputs the descent amount.
+/// State: `m`, and `v` (per element) or `v_mean` (per block); counter `step`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleByAdamMini {
+    /// β1.
+    pub beta1: f64,
+    /// β2.
+    pub beta2: f64,
+    /// ε.
+    pub eps: f64,
+    /// Decoupled decay (0 on norms).
+    pub weight_decay: f64,
+    /// Attention heads (q/k blocks).
+    pub num_heads: usize,
+    /// Query groups of a fused QKV weight (defaults to the heads).
+    pub num_query_groups: usize,
+}
+
+impl ScaleByAdamMini {
+    /// The partition of the parameter at `path`.
+    pub fn blocks(&self, path: &str) -> MiniBlocks {
+        let has = |pats: &[&str]| pats.iter().any(|p| path.contains(p));
+        if has(&["embed", "embd", "wte", "lm_head.weight", "output.weight"]) {
+            MiniBlocks::Elementwise
+        } else if has(&["q_proj.weight", "k_proj.weight", "wq.weight", "wk.weight"]) {
+            MiniBlocks::Heads(self.num_heads)
+        } else if has(&["attn.attn.weight", "attn.qkv.weight"]) {
+            MiniBlocks::Qkv(self.num_query_groups)
+        } else {
+            MiniBlocks::Tensor
+        }
+    }
+
+    fn decay(&self, path: &str) -> f64 {
+        if path.contains("norm") || path.contains("ln_f") {
+            0.0
+        } else {
+            self.weight_decay
+        }
+    }
+}
+
+impl<B: Backend> Transform<B> for ScaleByAdamMini {
+    fn name(&self) -> &'static str {
+        "scale_by_adam_mini"
+    }
+
+    fn init(&self, path: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let n: usize = shape.iter().product();
+        let bad = |reason: &'static str| OptimError::UnsupportedShape {
+            transform: "scale_by_adam_mini",
+            path: path.to_string(),
+            shape: shape.to_vec(),
+            reason,
+        };
+        let (m_shape, v): (Vec<usize>, StateTensor<B>) = match self.blocks(path) {
+            MiniBlocks::Elementwise => (shape.to_vec(), StateTensor::zeros("v", shape, device)),
+            MiniBlocks::Heads(h) => {
+                if h == 0 || !n.is_multiple_of(h) {
+                    return Err(bad("the number of elements is not a multiple of num_heads"));
+                }
+                (vec![h, n / h], StateTensor::zeros("v_mean", &[h], device))
+            }
+            MiniBlocks::Qkv(g) => {
+                if g == 0 || !n.is_multiple_of(3 * g) {
+                    return Err(bad(
+                        "the number of elements is not a multiple of 3·num_query_groups",
+                    ));
+                }
+                (
+                    vec![g, 3, n / (3 * g)],
+                    StateTensor::zeros("v_mean", &[g, 3], device),
+                )
+            }
+            MiniBlocks::Tensor => (shape.to_vec(), StateTensor::zeros("v_mean", &[], device)),
+        };
+        Ok(TransformState::new(
+            vec![StateTensor::zeros("m", &m_shape, device), v],
+            vec![("step", 0)],
+        ))
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let t = state.counters[0].1.saturating_add(1);
+        state.counters[0].1 = t;
+        let n = g.dims()[0];
+        if n == 0 {
+            return g;
+        }
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - self.beta1.powi(ti);
+        let bc2_sqrt = (1.0 - self.beta2.powi(ti)).sqrt();
+        let m = lerp(state.tensors[0].tensor.clone(), g.clone(), 1.0 - self.beta1);
+        // (1 − β2) is formed in f64 and rounded once, as torch does with Python floats.
+        let (b2, one_minus_b2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
+        let g2 = g.clone().mul(g);
+        let v_elem = match self.blocks(ctx.path) {
+            MiniBlocks::Elementwise => {
+                let v = state.tensors[1]
+                    .tensor
+                    .clone()
+                    .mul_scalar(b2)
+                    .add(g2.mul_scalar(one_minus_b2));
+                state.tensors[1].tensor = v.clone();
+                v
+            }
+            blocks => {
+                let k = state.tensors[1].tensor.dims()[0];
+                let means = g2.reshape([k, n / k]).mean_dim(1).reshape([k]);
+                let v = state.tensors[1]
+                    .tensor
+                    .clone()
+                    .mul_scalar(b2)
+                    .add(means.mul_scalar(one_minus_b2));
+                state.tensors[1].tensor = v.clone();
+                let _ = blocks;
+                v.reshape([k, 1]).expand([k, n / k]).reshape([n])
+            }
+        };
+        let update = m.clone().div_scalar(bc1 as f32).div(
+            v_elem
+                .sqrt()
+                .div_scalar(bc2_sqrt as f32)
+                .add_scalar(self.eps as f32),
+        );
+        state.tensors[0].tensor = m;
+        let mut descent = update.mul_scalar(ctx.lr as f32);
+        let wd = self.decay(ctx.path);
+        if wd > 0.0 {
+            descent = descent.add(ctx.param.clone().mul_scalar((ctx.lr * wd) as f32));
+        }
+        descent
+    }
+}
