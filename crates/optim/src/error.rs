@@ -69,6 +69,12 @@ pub enum OptimError {
         /// Why.
         reason: &'static str,
     },
+    /// A step was asked for while the module holds its evaluation parameters
+    /// (`ModuleOptimizer::eval` without a matching `train`).
+    #[error(
+        "cannot step in evaluation mode: call `train(model)` first (the parameters hold the evaluation view)"
+    )]
+    EvalMode,
     /// The same parameter path was given twice in one step.
     #[error("parameter path `{path}` appears more than once")]
     DuplicatePath {

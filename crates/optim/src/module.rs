@@ -24,6 +24,7 @@ use crate::record::OptimizerRecord;
 pub struct ModuleOptimizer<M, B: AutodiffBackend> {
     engine: MomentOptimizer<B::InnerBackend>,
     last_error: Option<OptimError>,
+    in_eval: bool,
     _module: PhantomData<fn() -> M>,
 }
 
@@ -32,6 +33,7 @@ impl<M, B: AutodiffBackend> Clone for ModuleOptimizer<M, B> {
         Self {
             engine: self.engine.clone(),
             last_error: self.last_error.clone(),
+            in_eval: self.in_eval,
             _module: PhantomData,
         }
     }
@@ -52,6 +54,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         Self {
             engine,
             last_error: None,
+            in_eval: false,
             _module: PhantomData,
         }
     }
@@ -99,9 +102,14 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
     }
 
     /// The module with every parameter replaced by its evaluation view (Schedule-Free: the
-    /// averaged `x`); call [`ModuleOptimizer::train`] before the next step. Parameters of chains
-    /// without a separate evaluation point are unchanged.
-    pub fn eval(&self, module: M) -> M {
+    /// averaged `x`); call [`ModuleOptimizer::train`] before the next step — a step in between
+    /// is refused with [`OptimError::EvalMode`]. Parameters of chains without a separate
+    /// evaluation point are unchanged. Calling `eval` twice is a no-op the second time.
+    pub fn eval(&mut self, module: M) -> M {
+        if self.in_eval {
+            return module;
+        }
+        self.in_eval = true;
         module.map(&mut Viewer::<B> {
             path: Vec::new(),
             engine: &self.engine,
@@ -109,8 +117,13 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         })
     }
 
-    /// Inverse of [`ModuleOptimizer::eval`]: back to the training parameters.
-    pub fn train(&self, module: M) -> M {
+    /// Inverse of [`ModuleOptimizer::eval`]: back to the training parameters (a no-op when
+    /// not in evaluation mode).
+    pub fn train(&mut self, module: M) -> M {
+        if !self.in_eval {
+            return module;
+        }
+        self.in_eval = false;
         module.map(&mut Viewer::<B> {
             path: Vec::new(),
             engine: &self.engine,
@@ -124,6 +137,9 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         module: M,
         mut grads: GradAdaptor,
     ) -> (M, Result<StepReport>) {
+        if self.in_eval {
+            return (module, Err(OptimError::EvalMode));
+        }
         let mut collector = Collector::<B> {
             path: Vec::new(),
             grads: &mut grads,

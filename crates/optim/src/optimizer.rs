@@ -456,16 +456,17 @@ impl<B: Backend> MomentOptimizer<B> {
             }
         }
         let fresh = self.fresh_states(&estimates)?;
-        let sums = read_scalars(
+        // Count non-finite elements (a sum of |x| could overflow for finite values).
+        let counts = read_scalars(
             estimates
                 .iter()
-                .map(|e| e.grad.clone().abs().sum())
+                .map(|e| e.grad.clone().is_finite().bool_not().int().sum().float())
                 .collect(),
         );
         let bad: Vec<String> = estimates
             .iter()
-            .zip(&sums)
-            .filter(|(_, s)| !s.is_finite())
+            .zip(&counts)
+            .filter(|(_, c)| **c > 0.0)
             .map(|(e, _)| e.path.clone())
             .collect();
         if !bad.is_empty() {
@@ -487,14 +488,19 @@ impl<B: Backend> MomentOptimizer<B> {
                 NonFinitePolicy::Propagate => {}
             }
         }
-        for (path, st) in fresh {
-            self.pending.remove(&path);
-            self.params.insert(path, st);
-        }
+        // Fresh state is kept only where a transform takes the estimate (no state is created
+        // for parameters of groups without a curvature transform).
+        let mut fresh: HashMap<String, ParamState<B>> = fresh.into_iter().collect();
         let mut used = 0;
         for e in estimates {
-            let Some(ps) = self.params.get_mut(&e.path) else {
-                continue;
+            let new = fresh.remove(&e.path);
+            let is_new = new.is_some();
+            let mut ps = match new {
+                Some(ps) => ps,
+                None => match self.params.remove(&e.path) {
+                    Some(ps) => ps,
+                    None => continue,
+                },
             };
             let chain = &self.groups[ps.group].chain;
             let mut took = false;
@@ -502,6 +508,12 @@ impl<B: Backend> MomentOptimizer<B> {
                 took |= t.update_curvature(e.grad.clone(), st);
             }
             used += usize::from(took);
+            if took || !is_new {
+                if is_new {
+                    self.pending.remove(&e.path);
+                }
+                self.params.insert(e.path, ps);
+            }
         }
         Ok(used)
     }

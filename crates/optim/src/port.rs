@@ -428,7 +428,18 @@ pub fn from_reference_with<B: Backend>(
                 });
             }
             let exp = a.uint("inverse_exponent_override", 0)?;
-            c.shampoo.exponent_override = (exp > 0).then_some(exp as u32);
+            c.shampoo.exponent_override = if exp > 0 {
+                Some(u32::try_from(exp).map_err(|_| {
+                    OptimError::invalid(
+                        "port",
+                        "inverse_exponent_override",
+                        exp,
+                        "an exponent <= 64",
+                    )
+                })?)
+            } else {
+                None
+            };
             c.shampoo.start_preconditioning_step = a.uint("start_preconditioning_step", 25)?;
             c.shampoo.precondition_frequency = a.uint("preconditioning_compute_steps", 1000)?;
             c.shampoo.statistics_frequency = a.uint("statistics_compute_steps", 1)?;
@@ -664,13 +675,21 @@ pub fn from_reference_with<B: Backend>(
                     reason: "MARS(weight_decouple=False) is not implemented".into(),
                 });
             }
-            let lr_1d = a.float("lr_1d", lr)?;
+            let lr_1d = a.float("lr_1d", 3e-3)?;
+            if lr <= 0.0 {
+                return Err(OptimError::invalid(
+                    "port",
+                    "lr",
+                    lr,
+                    "a learning rate > 0 (MARS's 1-D lr is taken relative to it; the reference divides by it too)",
+                ));
+            }
             let config = MarsConfig {
                 betas: a.pair("betas", d.betas)?,
                 gamma: a.float("gamma", d.gamma)?,
                 eps: a.float("eps", d.eps)?,
                 weight_decay: a.float("weight_decay", d.weight_decay)?,
-                lr_1d_ratio: if lr > 0.0 { lr_1d / lr } else { 1.0 },
+                lr_1d_ratio: lr_1d / lr,
                 betas_1d: a.pair("betas_1d", d.betas_1d)?,
                 weight_decay_1d: a.float("weight_decay_1d", d.weight_decay_1d)?,
             };
@@ -699,16 +718,21 @@ pub fn from_reference_with<B: Backend>(
                     reason: "AdamMini(maximize=True) is not implemented".into(),
                 });
             }
-            let groups = a.opt_float("num_query_groups")?;
+            let groups = match a.take("num_query_groups") {
+                None | Some(ArgValue::Null) => None,
+                Some(v) => match as_f64(v) {
+                    Some(x) if x >= 1.0 && x.fract() == 0.0 && x < 1e9 => Some(x as usize),
+                    _ => return Err(bad("num_query_groups", v, "None or a positive integer")),
+                },
+            };
             let config = AdamMiniConfig {
                 betas: a.pair("betas", d.betas)?,
                 eps: a.float("eps", d.eps)?,
                 weight_decay: a.float("weight_decay", d.weight_decay)?,
-                num_heads: a.uint("num_heads", 1)? as usize,
-                num_query_groups: groups.map(|g| g as usize),
+                num_heads: a.uint("num_heads", 32)? as usize,
+                num_query_groups: groups,
+                num_embeds: Some(a.uint("num_embeds", 2048)? as usize),
             };
-            // The block sizes follow from each tensor's size and the head count.
-            a.ignore(&["num_embeds"]);
             Ported {
                 chain: config.build()?,
                 lr,

@@ -722,3 +722,45 @@ fn version_one_json_records_still_load() {
         );
     }
 }
+
+/// Schedule-Free through burn: `eval(model)` swaps every parameter to its evaluation view,
+/// a step in evaluation mode is refused (module unchanged), `train(model)` restores the
+/// training parameters (to rounding) and stepping continues.
+#[test]
+fn schedule_free_module_eval_train_modes() {
+    let device = Default::default();
+    let mut model = net(&device);
+    let mut optim =
+        MomentOptimizer::new(moment_optim::ScheduleFreeConfig::default().build().unwrap())
+            .for_module::<Net<AB>, AB>();
+    let x = Tensor::<AB, 2>::from_data(
+        TensorData::new(vec![0.5f32, -1.0, 2.0, 1.0, 0.0, -0.5], [2, 3]),
+        &device,
+    );
+    let loss_of = |m: &Net<AB>| {
+        let h = m.blocks.iter().fold(x.clone(), |h, b| b.q.forward(h));
+        m.head.forward(h).powf_scalar(2.0).mean()
+    };
+    for _ in 0..3 {
+        let grads = GradientsParams::from_grads(loss_of(&model).backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let train_w: Vec<f32> = model.head.weight.val().into_data().to_vec().unwrap();
+    let model_eval = optim.eval(model);
+    let eval_w: Vec<f32> = model_eval.head.weight.val().into_data().to_vec().unwrap();
+    assert_ne!(
+        train_w, eval_w,
+        "the evaluation view differs from y after steps"
+    );
+    let grads = GradientsParams::from_grads(loss_of(&model_eval).backward(), &model_eval);
+    let (model_eval, res) = optim.try_step(1e-2, model_eval, grads);
+    assert!(matches!(res, Err(OptimError::EvalMode)));
+    let model = optim.train(model_eval);
+    let back: Vec<f32> = model.head.weight.val().into_data().to_vec().unwrap();
+    for (a, b) in back.iter().zip(&train_w) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let grads = GradientsParams::from_grads(loss_of(&model).backward(), &model);
+    let (_, res) = optim.try_step(1e-2, model, grads);
+    assert!(res.is_ok());
+}

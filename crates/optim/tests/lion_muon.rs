@@ -291,6 +291,7 @@ fn adam_mini_blocks_and_equal_magnitude_equivalence() {
         weight_decay: 0.1,
         num_heads: 2,
         num_query_groups: 2,
+        num_embeds: None,
     };
     assert_eq!(
         t.blocks("model.embed_tokens.weight"),
@@ -298,9 +299,9 @@ fn adam_mini_blocks_and_equal_magnitude_equivalence() {
     );
     assert_eq!(
         t.blocks("layers.3.self_attn.q_proj.weight"),
-        MiniBlocks::Heads(2)
+        MiniBlocks::Heads
     );
-    assert_eq!(t.blocks("h.0.attn.qkv.weight"), MiniBlocks::Qkv(2));
+    assert_eq!(t.blocks("h.0.attn.qkv.weight"), MiniBlocks::Qkv);
     assert_eq!(t.blocks("layers.0.mlp.up.weight"), MiniBlocks::Tensor);
 
     let grads: Vec<Vec<f32>> = (0..6)
@@ -330,4 +331,40 @@ fn adam_mini_blocks_and_equal_magnitude_equivalence() {
     for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
         assert!((x - y).abs() <= 2e-6 * y.abs().max(1.0), "{x} vs {y}");
     }
+}
+
+/// Adam-mini blocks under grouped-query attention: a fused QKV weight with 4 heads in 2 groups
+/// has 2·(4/2 + 2) = 8 second moments; q/k projections split into num_embeds²/num_heads blocks
+/// (a GQA k_proj of 2 heads' width gets 2 blocks); shapes that do not divide are typed errors.
+#[test]
+fn adam_mini_gqa_blocks() {
+    let config = moment_optim::AdamMiniConfig {
+        num_heads: 4,
+        num_query_groups: Some(2),
+        num_embeds: Some(8),
+        ..Default::default()
+    };
+    let mut opt = MomentOptimizer::new(config.build().unwrap());
+    // q: 8×8 = 64 = 4 blocks of 16; k (GQA, 2 kv heads): 4×8 = 32 = 2 blocks; qkv: 2 groups × 4 slots × 8
+    let mut params = vec![
+        shaped("l.q_proj.weight", &[8, 8], &[0.1; 64]),
+        shaped("l.k_proj.weight", &[4, 8], &[0.1; 32]),
+        shaped("l.attn.qkv.weight", &[8, 8], &[0.1; 64]),
+    ];
+    for p in params.iter_mut() {
+        let n: usize = p.shape.iter().product();
+        p.grad = Some(flat(&vec![0.5; n]));
+    }
+    opt.step(1e-3, &mut params).unwrap();
+    let v = |p: &str| opt.state(p).unwrap()[0].tensors[1].shape.clone();
+    assert_eq!(v("l.q_proj.weight"), vec![4]);
+    assert_eq!(v("l.k_proj.weight"), vec![2]);
+    assert_eq!(v("l.attn.qkv.weight"), vec![2, 4]);
+    let mut bad = vec![shaped("l.attn.qkv.weight", &[5, 3], &[0.1; 15])];
+    bad[0].grad = Some(flat(&[0.5; 15]));
+    let mut fresh = MomentOptimizer::new(config.build().unwrap());
+    assert!(matches!(
+        fresh.step(1e-3, &mut bad),
+        Err(OptimError::UnsupportedShape { .. })
+    ));
 }

@@ -23,6 +23,8 @@ pub struct AdamMiniConfig {
     pub num_heads: usize,
     /// Query groups of fused QKV weights (default: the heads).
     pub num_query_groups: Option<usize>,
+    /// Model width (q/k blocks of `num_embeds²/num_heads`); None: `num_heads` blocks per tensor.
+    pub num_embeds: Option<usize>,
 }
 
 impl Default for AdamMiniConfig {
@@ -31,8 +33,9 @@ impl Default for AdamMiniConfig {
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.1,
-            num_heads: 1,
+            num_heads: 32,
             num_query_groups: None,
+            num_embeds: None,
         }
     }
 }
@@ -67,6 +70,7 @@ impl AdamMiniConfig {
                 weight_decay: self.weight_decay,
                 num_heads: self.num_heads,
                 num_query_groups: self.num_query_groups.unwrap_or(self.num_heads),
+                num_embeds: self.num_embeds,
             })
             .then(flip_sign()))
     }

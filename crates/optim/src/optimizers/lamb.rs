@@ -180,7 +180,7 @@ impl LambConfig {
             (self.bias_correction == LambBiasCorrection::StepFirstMoment).then_some(self.betas.0);
         if adapt || step_bc.is_some() {
             chain = chain.then(ScaleByTrustRatio {
-                max_weight_norm: if adapt { self.max_weight_norm } else { None },
+                max_weight_norm: self.max_weight_norm,
                 eps: self.trust_eps,
                 decay_before_norm: decoupled,
                 step_bias_correction: step_bc,

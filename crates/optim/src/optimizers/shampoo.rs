@@ -110,12 +110,14 @@ impl ShampooConfig {
             validate::unit_interval_open(NAME, "beta2", b)?;
         }
         validate::positive(NAME, "matrix_eps", s.matrix_eps)?;
-        if s.exponent_override == Some(0) {
+        if let Some(e) = s.exponent_override
+            && !(1..=64).contains(&e)
+        {
             return Err(OptimError::invalid(
                 NAME,
                 "exponent_override",
-                0,
-                "an exponent >= 1",
+                e,
+                "an exponent in 1..=64",
             ));
         }
         if s.precondition_frequency == 0 || s.statistics_frequency == 0 {

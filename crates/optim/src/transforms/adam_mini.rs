@@ -9,10 +9,12 @@ use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
 pub enum MiniBlocks {
     /// Per-element Adam (embeddings, LM head).
     Elementwise,
-    /// One second moment per attention head (query/key projections): `[heads, n/heads]`.
-    Heads(usize),
-    /// One per (query group, q/k/v slot) of a fused QKV weight: `[groups, 3, n/(3·groups)]`.
-    Qkv(usize),
+    /// One second moment per attention head (query/key projections): blocks of
+    /// `num_embeds²/num_heads` elements (or `num_heads` blocks without `num_embeds`).
+    Heads,
+    /// One per (query group, slot) of a fused QKV weight: `[groups, heads/groups + 2, ·]`
+    /// (the q heads of the group, then k and v; 3 slots without grouped-query attention).
+    Qkv,
     /// One second moment for the whole tensor.
     Tensor,
 }
@@ -43,8 +45,10 @@ pub struct ScaleByAdamMini {
     pub weight_decay: f64,
     /// Attention heads (q/k blocks).
     pub num_heads: usize,
-    /// Query groups of a fused QKV weight (defaults to the heads).
+    /// Query groups of a fused QKV weight (= heads without grouped-query attention).
     pub num_query_groups: usize,
+    /// Model width: q/k blocks have `num_embeds²/num_heads` elements (None: `num_heads` blocks).
+    pub num_embeds: Option<usize>,
 }
 
 impl ScaleByAdamMini {
@@ -54,9 +58,9 @@ impl ScaleByAdamMini {
         if has(&["embed", "embd", "wte", "lm_head.weight", "output.weight"]) {
             MiniBlocks::Elementwise
         } else if has(&["q_proj.weight", "k_proj.weight", "wq.weight", "wk.weight"]) {
-            MiniBlocks::Heads(self.num_heads)
+            MiniBlocks::Heads
         } else if has(&["attn.attn.weight", "attn.qkv.weight"]) {
-            MiniBlocks::Qkv(self.num_query_groups)
+            MiniBlocks::Qkv
         } else {
             MiniBlocks::Tensor
         }
@@ -86,21 +90,40 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
         };
         let (m_shape, v): (Vec<usize>, StateTensor<B>) = match self.blocks(path) {
             MiniBlocks::Elementwise => (shape.to_vec(), StateTensor::zeros("v", shape, device)),
-            MiniBlocks::Heads(h) => {
-                if h == 0 || !n.is_multiple_of(h) {
-                    return Err(bad("the number of elements is not a multiple of num_heads"));
-                }
-                (vec![h, n / h], StateTensor::zeros("v_mean", &[h], device))
-            }
-            MiniBlocks::Qkv(g) => {
-                if g == 0 || !n.is_multiple_of(3 * g) {
+            MiniBlocks::Heads => {
+                let h = self.num_heads;
+                let size = match self.num_embeds {
+                    Some(e) if h > 0 && (e * e).is_multiple_of(h) => e * e / h,
+                    Some(_) => return Err(bad("num_embeds² is not a multiple of num_heads")),
+                    None if h > 0 && n.is_multiple_of(h) => n / h,
+                    None => {
+                        return Err(bad("the number of elements is not a multiple of num_heads"));
+                    }
+                };
+                if size == 0 || !n.is_multiple_of(size) {
                     return Err(bad(
-                        "the number of elements is not a multiple of 3·num_query_groups",
+                        "the tensor does not split into head blocks of num_embeds²/num_heads",
                     ));
                 }
                 (
-                    vec![g, 3, n / (3 * g)],
-                    StateTensor::zeros("v_mean", &[g, 3], device),
+                    vec![n / size, size],
+                    StateTensor::zeros("v_mean", &[n / size], device),
+                )
+            }
+            MiniBlocks::Qkv => {
+                let (h, g) = (self.num_heads, self.num_query_groups);
+                if g == 0 || !h.is_multiple_of(g) {
+                    return Err(bad("num_heads is not a multiple of num_query_groups"));
+                }
+                let slots = h / g + 2;
+                if !n.is_multiple_of(g * slots) {
+                    return Err(bad(
+                        "the number of elements is not a multiple of groups·(heads/groups + 2)",
+                    ));
+                }
+                (
+                    vec![g, slots, n / (g * slots)],
+                    StateTensor::zeros("v_mean", &[g, slots], device),
                 )
             }
             MiniBlocks::Tensor => (shape.to_vec(), StateTensor::zeros("v_mean", &[], device)),

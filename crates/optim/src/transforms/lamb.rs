@@ -139,12 +139,13 @@ impl<B: Backend> Transform<B> for ScaleByTrustRatio {
             .add_scalar(self.eps as f32)
             .mask_fill(either_zero.clone(), 1.0);
         let mut ratio = w.clone().div(safe).mask_fill(either_zero, 1.0);
+        state.tensors[0].tensor = w;
+        state.tensors[1].tensor = a;
+        // Kept even when not applied (`adam=True`), as the reference does.
+        state.tensors[2].tensor = ratio.clone();
         if !self.adapt {
             ratio = ratio.ones_like();
         }
-        state.tensors[0].tensor = w;
-        state.tensors[1].tensor = a;
-        state.tensors[2].tensor = ratio.clone();
         if let Some(b1) = self.step_bias_correction {
             let ti = i32::try_from(t).unwrap_or(i32::MAX);
             ratio = ratio.div_scalar((1.0 - b1.powi(ti)) as f32);

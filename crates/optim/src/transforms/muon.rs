@@ -18,6 +18,9 @@ pub enum NsPrecision {
     Bf16,
 }
 
+/// Largest matrix (elements) the host-side bf16 emulation accepts.
+pub const BF16_HOST_LIMIT: usize = 1 << 18;
+
 /// How Muon scales the orthogonalized update by the matrix shape `A×B` (rows × cols).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MuonScale {
@@ -66,6 +69,14 @@ impl<B: Backend> Transform<B> for ScaleByMuon {
                 path: path.to_string(),
                 shape: shape.to_vec(),
                 reason: "Muon orthogonalizes 2-D weights only; route other parameters (embeddings, norms, biases) to AdamW with a parameter group (see `MuonConfig::groups`)",
+            });
+        }
+        if self.precision == NsPrecision::Bf16 && shape[0] * shape[1] > BF16_HOST_LIMIT {
+            return Err(OptimError::UnsupportedShape {
+                transform: "scale_by_muon",
+                path: path.to_string(),
+                shape: shape.to_vec(),
+                reason: "the exact bf16 Newton–Schulz emulation runs on the host and is limited to 262,144 elements (512×512); use NsPrecision::F32 for larger matrices",
             });
         }
         Ok(TransformState::new(

@@ -173,8 +173,11 @@ impl ScaleByShampoo {
         let too_big = self
             .max_preconditioned_dim
             .is_some_and(|m| shape.iter().any(|&d| d > m));
-        let preconditioned =
-            n > 0 && !too_big && (tshape.len() > 1 || (self.precondition_1d && tshape.len() == 1));
+        // A rank-0 parameter has no dims to precondition (the reference loops over none).
+        let preconditioned = n > 0
+            && !shape.is_empty()
+            && !too_big
+            && (tshape.len() > 1 || (self.precondition_1d && tshape.len() == 1));
         let splits: Vec<Vec<usize>> = tshape
             .iter()
             .map(|&d| match self.block_size {
