@@ -304,17 +304,7 @@ pub fn from_reference_with<B: Backend>(
         "pytorch_optimizer.SophiaH" => {
             let d = SophiaConfig::h();
             let lr = a.float("lr", 6e-2)?;
-            let wd = a.float("weight_decay", 0.0)?;
-            if a.bool("fixed_decay", false)? {
-                return Err(OptimError::Unsupported {
-                    reason: "pytorch_optimizer fixed_decay=True (θ·(1 − λ), lr-independent) is not implemented".into(),
-                });
-            }
-            let decay = if a.bool("weight_decouple", true)? {
-                Decay::Decoupled(wd)
-            } else {
-                Decay::Coupled(wd)
-            };
+            let decay = a.pytorch_optimizer_decay(true)?;
             let config = SophiaConfig {
                 betas: a.pair("betas", d.betas)?,
                 rho: a.float("p", d.rho)?,
@@ -334,12 +324,6 @@ pub fn from_reference_with<B: Backend>(
         "pytorch_optimizer.Lamb" => {
             let d = LambConfig::pytorch_optimizer();
             let lr = a.float("lr", 1e-3)?;
-            let wd = a.float("weight_decay", 0.0)?;
-            if a.bool("fixed_decay", false)? {
-                return Err(OptimError::Unsupported {
-                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
-                });
-            }
             if a.bool("rectify", false)? {
                 return Err(OptimError::Unsupported {
                     reason: "pytorch_optimizer Lamb(rectify=True) (RAdam rectification) is not implemented".into(),
@@ -352,10 +336,10 @@ pub fn from_reference_with<B: Backend>(
                             .into(),
                 });
             }
-            let decay = if a.bool("weight_decouple", true)? {
-                LambDecay::DecoupledBeforeNorm(wd)
-            } else {
-                LambDecay::L2(wd)
+            let decay = match a.pytorch_optimizer_decay(true)? {
+                Decay::Coupled(wd) => LambDecay::L2(wd),
+                Decay::Decoupled(wd) => LambDecay::DecoupledBeforeNorm(wd),
+                Decay::None => LambDecay::DecoupledBeforeNorm(0.0),
             };
             let config = LambConfig {
                 betas: a.pair("betas", d.betas)?,
@@ -382,17 +366,7 @@ pub fn from_reference_with<B: Backend>(
             let mut c = ShampooConfig::gupta();
             let lr = a.float("lr", 1e-3)?;
             c.shampoo.momentum = ShampooMomentum::LerpPrevious(a.float("momentum", 0.0)?);
-            let wd = a.float("weight_decay", 0.0)?;
-            if a.bool("fixed_decay", false)? {
-                return Err(OptimError::Unsupported {
-                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
-                });
-            }
-            c = c.with_decay(if a.bool("weight_decouple", false)? {
-                Decay::Decoupled(wd)
-            } else {
-                Decay::Coupled(wd)
-            });
+            c = c.with_decay(a.pytorch_optimizer_decay(false)?);
             c.shampoo.precondition_frequency = a.uint("preconditioning_compute_steps", 1)?;
             c.shampoo.matrix_eps = a.float("matrix_eps", 1e-6)?;
             c.maximize = a.bool("maximize", false)?;
@@ -505,18 +479,7 @@ pub fn from_reference_with<B: Backend>(
         "torch.optim.Muon" => {
             let d = MuonConfig::default();
             let lr = a.float("lr", 1e-3)?;
-            let coefficients = match a.take("ns_coefficients") {
-                None | Some(ArgValue::Null) => d.ns_coefficients,
-                Some(v @ ArgValue::List(items)) => match items.as_slice() {
-                    [x, y, z] => (
-                        as_f64(x).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
-                        as_f64(y).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
-                        as_f64(z).ok_or_else(|| bad("ns_coefficients", v, "three numbers"))?,
-                    ),
-                    _ => return Err(bad("ns_coefficients", v, "three numbers")),
-                },
-                Some(v) => return Err(bad("ns_coefficients", v, "three numbers")),
-            };
+            let coefficients = a.triple("ns_coefficients", d.ns_coefficients)?;
             let scale = match a.take("adjust_lr_fn") {
                 None | Some(ArgValue::Null) => MuonScale::Original,
                 Some(ArgValue::Str(s)) if s == "original" => MuonScale::Original,
@@ -550,29 +513,8 @@ pub fn from_reference_with<B: Backend>(
         "pytorch_optimizer.AdEMAMix" => {
             let d = AdemamixConfig::default();
             let lr = a.float("lr", 1e-3)?;
-            let betas = match a.take("betas") {
-                None | Some(ArgValue::Null) => d.betas,
-                Some(v @ ArgValue::List(items)) => match items.as_slice() {
-                    [x, y, z] => (
-                        as_f64(x).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                        as_f64(y).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                        as_f64(z).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                    ),
-                    _ => return Err(bad("betas", v, "three numbers")),
-                },
-                Some(v) => return Err(bad("betas", v, "three numbers")),
-            };
-            let wd = a.float("weight_decay", 0.0)?;
-            if a.bool("fixed_decay", false)? {
-                return Err(OptimError::Unsupported {
-                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
-                });
-            }
-            let decay = if a.bool("weight_decouple", false)? {
-                Decay::Decoupled(wd)
-            } else {
-                Decay::Coupled(wd)
-            };
+            let betas = a.triple("betas", d.betas)?;
+            let decay = a.pytorch_optimizer_decay(false)?;
             let config = AdemamixConfig {
                 betas,
                 alpha: a.float("alpha", d.alpha)?,
@@ -606,34 +548,13 @@ pub fn from_reference_with<B: Backend>(
         "pytorch_optimizer.CAME" => {
             let d = CameConfig::default();
             let lr = a.float("lr", 2e-4)?;
-            let betas = match a.take("betas") {
-                None | Some(ArgValue::Null) => d.betas,
-                Some(v @ ArgValue::List(items)) => match items.as_slice() {
-                    [x, y, z] => (
-                        as_f64(x).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                        as_f64(y).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                        as_f64(z).ok_or_else(|| bad("betas", v, "three numbers"))?,
-                    ),
-                    _ => return Err(bad("betas", v, "three numbers")),
-                },
-                Some(v) => return Err(bad("betas", v, "three numbers")),
-            };
-            let wd = a.float("weight_decay", 0.0)?;
-            if a.bool("fixed_decay", false)? {
-                return Err(OptimError::Unsupported {
-                    reason: "pytorch_optimizer fixed_decay=True is not implemented".into(),
-                });
-            }
+            let betas = a.triple("betas", d.betas)?;
+            let decay = a.pytorch_optimizer_decay(true)?;
             if a.bool("ams_bound", false)? {
                 return Err(OptimError::Unsupported {
                     reason: "CAME(ams_bound=True) is not implemented".into(),
                 });
             }
-            let decay = if a.bool("weight_decouple", true)? {
-                Decay::Decoupled(wd)
-            } else {
-                Decay::Coupled(wd)
-            };
             let config = CameConfig {
                 betas,
                 eps: (a.float("eps1", d.eps.0)?, a.float("eps2", d.eps.1)?),
@@ -803,6 +724,37 @@ impl<'a> Args<'a> {
                 _ => Err(bad(key, v, "a non-negative integer")),
             },
         }
+    }
+
+    fn triple(&mut self, key: &'static str, default: (f64, f64, f64)) -> Result<(f64, f64, f64)> {
+        match self.take(key) {
+            None | Some(ArgValue::Null) => Ok(default),
+            Some(v @ ArgValue::List(items)) => match items.as_slice() {
+                [x, y, z] => Ok((
+                    as_f64(x).ok_or_else(|| bad(key, v, "three numbers"))?,
+                    as_f64(y).ok_or_else(|| bad(key, v, "three numbers"))?,
+                    as_f64(z).ok_or_else(|| bad(key, v, "three numbers"))?,
+                )),
+                _ => Err(bad(key, v, "three numbers")),
+            },
+            Some(v) => Err(bad(key, v, "three numbers")),
+        }
+    }
+
+    /// pytorch_optimizer's decay arguments: `weight_decay` (0), `weight_decouple` (decoupled
+    /// `θ·(1 − lr·λ)` or coupled L2) and `fixed_decay` (unsupported when true).
+    fn pytorch_optimizer_decay(&mut self, decouple_default: bool) -> Result<Decay> {
+        let wd = self.float("weight_decay", 0.0)?;
+        if self.bool("fixed_decay", false)? {
+            return Err(OptimError::Unsupported {
+                reason: "pytorch_optimizer fixed_decay=True (θ·(1 − λ), lr-independent) is not implemented".into(),
+            });
+        }
+        Ok(if self.bool("weight_decouple", decouple_default)? {
+            Decay::Decoupled(wd)
+        } else {
+            Decay::Coupled(wd)
+        })
     }
 
     fn bool(&mut self, key: &'static str, default: bool) -> Result<bool> {

@@ -16,7 +16,7 @@
 use burn::tensor::backend::Backend;
 
 use crate::error::Result;
-use crate::transform::Chain;
+use crate::transform::{Chain, Transform};
 use crate::transforms::{add_decayed_weights, flip_sign, scale_by_adam, scale_by_learning_rate};
 use crate::validate;
 
@@ -32,7 +32,8 @@ pub enum Decay {
 }
 
 impl Decay {
-    fn validate(self, optimizer: &'static str) -> Result<()> {
+    /// Check λ ≥ 0 (finite in f32); the error names `weight_decay` of `optimizer`.
+    pub(crate) fn validate(self, optimizer: &'static str) -> Result<()> {
         match self {
             Decay::None => Ok(()),
             Decay::Coupled(l) | Decay::Decoupled(l) => {
@@ -161,18 +162,32 @@ pub fn adam_chain<B: Backend>(
 ) -> Result<Chain<B>> {
     validate_common("adam", betas, eps)?;
     decay.validate("adam")?;
+    Ok(decay_chain(
+        label,
+        maximize,
+        decay,
+        scale_by_adam(betas.0, betas.1, eps, amsgrad),
+    ))
+}
+
+/// The chain shape every moment-style optimizer shares: `[flip_sign] → [L2: add_decayed_weights]
+/// → core → [decoupled: add_decayed_weights] → scale_by_learning_rate`. Where the decay sits is
+/// the only difference between, e.g., Adam and AdamW. `decay` must have been validated.
+pub(crate) fn decay_chain<B: Backend>(
+    label: &str,
+    maximize: bool,
+    decay: Decay,
+    core: impl Transform<B> + 'static,
+) -> Chain<B> {
     let (coupled, decoupled) = match decay {
-        Decay::Coupled(l) if l > 0.0 => (Some(l), None),
-        Decay::Decoupled(l) if l > 0.0 => (None, Some(l)),
-        _ => (None, None),
+        Decay::None => (0.0, 0.0),
+        Decay::Coupled(l) => (l, 0.0),
+        Decay::Decoupled(l) => (0.0, l),
     };
-    let mut chain = Chain::new(label).then_if(maximize, flip_sign());
-    if let Some(l) = coupled {
-        chain = chain.then(add_decayed_weights(l));
-    }
-    chain = chain.then(scale_by_adam(betas.0, betas.1, eps, amsgrad));
-    if let Some(l) = decoupled {
-        chain = chain.then(add_decayed_weights(l));
-    }
-    Ok(chain.then(scale_by_learning_rate()))
+    Chain::new(label)
+        .then_if(maximize, flip_sign())
+        .then_if(coupled > 0.0, add_decayed_weights(coupled))
+        .then(core)
+        .then_if(decoupled > 0.0, add_decayed_weights(decoupled))
+        .then(scale_by_learning_rate())
 }

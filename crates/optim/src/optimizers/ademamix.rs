@@ -6,9 +6,9 @@
 use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
-use crate::optimizers::Decay;
+use crate::optimizers::{Decay, decay_chain};
 use crate::transform::Chain;
-use crate::transforms::{ScaleByAdemamix, add_decayed_weights, flip_sign, scale_by_learning_rate};
+use crate::transforms::ScaleByAdemamix;
 use crate::validate;
 
 /// AdEMAMix's hyper-parameters; build the chain with [`AdemamixConfig::build`].
@@ -61,33 +61,25 @@ impl AdemamixConfig {
                 ));
             }
         }
-        match self.decay {
-            Decay::None => Ok(()),
-            Decay::Coupled(l) | Decay::Decoupled(l) => {
-                validate::non_negative(NAME, "weight_decay", l)
-            }
-        }
+        self.decay.validate(NAME)
     }
 
     /// The validated chain: `[flip_sign] → [L2] → scale_by_ademamix → [decoupled decay] →
     /// scale_by_learning_rate`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         self.validate()?;
-        let mut chain = Chain::new("ademamix").then_if(self.maximize, flip_sign());
-        if let Decay::Coupled(l) = self.decay {
-            chain = chain.then_if(l > 0.0, add_decayed_weights(l));
-        }
-        chain = chain.then(ScaleByAdemamix {
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            beta3: self.betas.2,
-            alpha: self.alpha,
-            eps: self.eps,
-            warmup: self.warmup,
-        });
-        if let Decay::Decoupled(l) = self.decay {
-            chain = chain.then_if(l > 0.0, add_decayed_weights(l));
-        }
-        Ok(chain.then(scale_by_learning_rate()))
+        Ok(decay_chain(
+            "ademamix",
+            self.maximize,
+            self.decay,
+            ScaleByAdemamix {
+                beta1: self.betas.0,
+                beta2: self.betas.1,
+                beta3: self.betas.2,
+                alpha: self.alpha,
+                eps: self.eps,
+                warmup: self.warmup,
+            },
+        ))
     }
 }

@@ -5,9 +5,9 @@
 use burn::tensor::backend::Backend;
 
 use crate::error::Result;
-use crate::optimizers::Decay;
+use crate::optimizers::{Decay, decay_chain};
 use crate::transform::Chain;
-use crate::transforms::{ScaleByCame, add_decayed_weights, flip_sign, scale_by_learning_rate};
+use crate::transforms::ScaleByCame;
 use crate::validate;
 
 /// CAME's hyper-parameters; build the chain with [`CameConfig::build`].
@@ -47,33 +47,25 @@ impl CameConfig {
         validate::positive(NAME, "eps1", self.eps.0)?;
         validate::positive(NAME, "eps2", self.eps.1)?;
         validate::positive(NAME, "clip_threshold", self.clip_threshold)?;
-        match self.decay {
-            Decay::None => Ok(()),
-            Decay::Coupled(l) | Decay::Decoupled(l) => {
-                validate::non_negative(NAME, "weight_decay", l)
-            }
-        }
+        self.decay.validate(NAME)
     }
 
     /// The validated chain: `[flip_sign] → [L2] → scale_by_came → [decoupled decay] →
     /// scale_by_learning_rate`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         self.validate()?;
-        let mut chain = Chain::new("came").then_if(self.maximize, flip_sign());
-        if let Decay::Coupled(l) = self.decay {
-            chain = chain.then_if(l > 0.0, add_decayed_weights(l));
-        }
-        chain = chain.then(ScaleByCame {
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            beta3: self.betas.2,
-            eps1: self.eps.0,
-            eps2: self.eps.1,
-            clip_threshold: self.clip_threshold,
-        });
-        if let Decay::Decoupled(l) = self.decay {
-            chain = chain.then_if(l > 0.0, add_decayed_weights(l));
-        }
-        Ok(chain.then(scale_by_learning_rate()))
+        Ok(decay_chain(
+            "came",
+            self.maximize,
+            self.decay,
+            ScaleByCame {
+                beta1: self.betas.0,
+                beta2: self.betas.1,
+                beta3: self.betas.2,
+                eps1: self.eps.0,
+                eps2: self.eps.1,
+                clip_threshold: self.clip_threshold,
+            },
+        ))
     }
 }

@@ -12,8 +12,9 @@
 use burn::tensor::backend::Backend;
 
 use crate::error::Result;
+use crate::optimizers::{Decay, decay_chain};
 use crate::transform::Chain;
-use crate::transforms::{ScaleByLion, add_decayed_weights, flip_sign, scale_by_learning_rate};
+use crate::transforms::ScaleByLion;
 use crate::validate;
 
 /// Lion's hyper-parameters; build the chain with [`LionConfig::build`].
@@ -48,16 +49,14 @@ impl LionConfig {
     /// The validated chain: `[flip_sign] → scale_by_lion → [decay] → scale_by_learning_rate`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         self.validate()?;
-        Ok(Chain::new("lion")
-            .then_if(self.maximize, flip_sign())
-            .then(ScaleByLion {
+        Ok(decay_chain(
+            "lion",
+            self.maximize,
+            Decay::Decoupled(self.weight_decay),
+            ScaleByLion {
                 beta1: self.betas.0,
                 beta2: self.betas.1,
-            })
-            .then_if(
-                self.weight_decay > 0.0,
-                add_decayed_weights(self.weight_decay),
-            )
-            .then(scale_by_learning_rate()))
+            },
+        ))
     }
 }

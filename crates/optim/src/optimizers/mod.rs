@@ -16,6 +16,7 @@ mod shampoo;
 mod sophia;
 
 pub use adafactor::AdafactorConfig;
+pub(crate) use adam::decay_chain;
 pub use adam::{AdamConfig, AdamWConfig, Decay, adam_chain};
 pub use adam_mini::AdamMiniConfig;
 pub use adam8bit::Adam8bitConfig;

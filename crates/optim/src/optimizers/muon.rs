@@ -16,12 +16,10 @@ use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
 use crate::optimizer::ParamGroup;
-use crate::optimizers::AdamWConfig;
+use crate::optimizers::{AdamWConfig, Decay, decay_chain};
 use crate::select::Selector;
 use crate::transform::Chain;
-use crate::transforms::{
-    MuonScale, NsPrecision, ScaleByMuon, add_decayed_weights, flip_sign, scale_by_learning_rate,
-};
+use crate::transforms::{MuonScale, NsPrecision, ScaleByMuon};
 use crate::validate;
 
 /// Muon's hyper-parameters; build the chain with [`MuonConfig::build`].
@@ -93,9 +91,11 @@ impl MuonConfig {
     /// The validated chain: `[flip_sign] → scale_by_muon → [decay] → scale_by_learning_rate`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         self.validate()?;
-        Ok(Chain::new("muon")
-            .then_if(self.maximize, flip_sign())
-            .then(ScaleByMuon {
+        Ok(decay_chain(
+            "muon",
+            self.maximize,
+            Decay::Decoupled(self.weight_decay),
+            ScaleByMuon {
                 momentum: self.momentum,
                 nesterov: self.nesterov,
                 ns_coefficients: self.ns_coefficients,
@@ -103,12 +103,8 @@ impl MuonConfig {
                 eps: self.eps,
                 precision: self.precision,
                 scale: self.scale,
-            })
-            .then_if(
-                self.weight_decay > 0.0,
-                add_decayed_weights(self.weight_decay),
-            )
-            .then(scale_by_learning_rate()))
+            },
+        ))
     }
 
     /// The standard routing as parameter groups, first match wins: `"adamw"` for paths that

@@ -18,11 +18,9 @@
 use burn::tensor::backend::Backend;
 
 use crate::error::{OptimError, Result};
-use crate::optimizers::Decay;
+use crate::optimizers::{Decay, decay_chain};
 use crate::transform::Chain;
-use crate::transforms::{
-    ScaleBySophia, SophiaVariant, add_decayed_weights, flip_sign, scale_by_learning_rate,
-};
+use crate::transforms::{ScaleBySophia, SophiaVariant};
 use crate::validate;
 
 /// Sophia's hyper-parameters; build the chain with [`SophiaConfig::build`].
@@ -95,12 +93,7 @@ impl SophiaConfig {
                 ));
             }
         }
-        match self.decay {
-            Decay::None => Ok(()),
-            Decay::Coupled(l) | Decay::Decoupled(l) => {
-                validate::non_negative(NAME, "weight_decay", l)
-            }
-        }
+        self.decay.validate(NAME)
     }
 
     /// The validated chain: `[flip_sign] → [L2] → scale_by_sophia → [decoupled decay] →
@@ -115,24 +108,17 @@ impl SophiaConfig {
             SophiaVariant::G => "sophia_g",
             SophiaVariant::H => "sophia_h",
         };
-        let mut chain = Chain::new(label).then_if(self.maximize, flip_sign());
-        if let Decay::Coupled(l) = self.decay
-            && l > 0.0
-        {
-            chain = chain.then(add_decayed_weights(l));
-        }
-        chain = chain.then(ScaleBySophia {
-            variant: self.variant,
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            rho,
-            eps: self.eps,
-        });
-        if let Decay::Decoupled(l) = self.decay
-            && l > 0.0
-        {
-            chain = chain.then(add_decayed_weights(l));
-        }
-        Ok(chain.then(scale_by_learning_rate()))
+        Ok(decay_chain(
+            label,
+            self.maximize,
+            self.decay,
+            ScaleBySophia {
+                variant: self.variant,
+                beta1: self.betas.0,
+                beta2: self.betas.1,
+                rho,
+                eps: self.eps,
+            },
+        ))
     }
 }
