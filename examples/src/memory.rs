@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
     CameConfig, Chain, GradEntry, LambConfig, LionConfig, MarsConfig, MomentOptimizer, MuonConfig,
-    OptimError, ScheduleFreeConfig, ShampooConfig, SophiaConfig,
+    OptimError, ProdigyConfig, ScheduleFreeConfig, ShampooConfig, SoapConfig, SophiaConfig,
 };
 
 type B = NdArray<f32>;
@@ -72,6 +72,11 @@ pub fn optimizers() -> Result<Vec<(&'static str, Chain<B>)>, OptimError> {
             .build()?,
         ),
         (
+            "Prodigy (incl. 64 B of group state)",
+            ProdigyConfig::default().build()?,
+        ),
+        ("SOAP (every axis rotated)", SoapConfig::default().build()?),
+        (
             "Shampoo (Gupta form, unblocked)",
             ShampooConfig::gupta().build()?,
         ),
@@ -94,6 +99,7 @@ pub fn state_bytes(chain: Chain<B>, shape: &[usize]) -> Result<u64, OptimError> 
             param_shape: shape.to_vec(),
             grad_shape: shape.to_vec(),
             grad: Tensor::<B, 1>::zeros([n], &device),
+            param: Some(Tensor::<B, 1>::zeros([n], &device)),
         }],
     )?;
     opt.finish(prep);

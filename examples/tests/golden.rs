@@ -25,13 +25,15 @@ const IMPLEMENTED: &[&str] = &[
     "came",
     "mars",
     "adam-mini",
+    "soap",
+    "prodigy",
 ];
 
 #[test]
 fn every_implemented_case_passes_with_its_final_state() {
     let families: Vec<String> = IMPLEMENTED.iter().map(|f| f.to_string()).collect();
     let (results, summary) = run_dir(&default_cases_dir(), &families).unwrap();
-    assert!(summary.passed >= 33, "{summary}");
+    assert!(summary.passed >= 35, "{summary}");
     for r in &results {
         assert_eq!(r.status, Status::Pass, "{r}");
         assert!(r.state_compared > 0, "final state must be compared: {r}");
@@ -114,6 +116,23 @@ fn adafactor_conventions_are_not_interchangeable() {
     std::fs::write(dir.join("c.json"), case.to_string()).unwrap();
     let r = run_file(&dir.join("c.json"));
     assert!(matches!(r.status, Status::Fail(_)), "{r}");
+}
+
+/// SOAP's eigenbasis refresh (at t = 11) and Prodigy's distance estimate are visible in their
+/// cases: without the refresh, or with the estimate scaled by 1.5, they fail.
+#[test]
+fn soap_refresh_and_prodigy_estimate_are_checked() {
+    let dir = scratch("soap-prodigy");
+    let mut case = load("soap-default");
+    case["reference_args"]["precondition_frequency"] = Value::from(1000);
+    std::fs::write(dir.join("soap.json"), case.to_string()).unwrap();
+    let mut case = load("prodigy-default");
+    case["reference_args"]["d_coef"] = Value::from(1.5);
+    std::fs::write(dir.join("prodigy.json"), case.to_string()).unwrap();
+    for f in ["soap.json", "prodigy.json"] {
+        let r = run_file(&dir.join(f));
+        assert!(matches!(r.status, Status::Fail(_)), "{f}: {r}");
+    }
 }
 
 fn scratch(name: &str) -> PathBuf {

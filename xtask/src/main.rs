@@ -9,7 +9,7 @@
 use std::process::{Command, ExitCode};
 
 /// Families whose reference cases must all pass (`ci` runs them with `--strict`).
-const IMPLEMENTED_FAMILIES: &str = "adam,adamw,adafactor,adam8bit,adamw8bit,sophia,lamb,shampoo,lion,muon,ademamix,schedulefree-adamw,came,mars,adam-mini";
+const IMPLEMENTED_FAMILIES: &str = "adam,adamw,adafactor,adam8bit,adamw8bit,sophia,lamb,shampoo,lion,muon,ademamix,schedulefree-adamw,came,mars,adam-mini,soap,prodigy";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -75,6 +75,16 @@ pub enum OptimError {
         "cannot step in evaluation mode: call `train(model)` first (the parameters hold the evaluation view)"
     )]
     EvalMode,
+    /// A chain that reduces over its whole group (Prodigy) needs the parameter's value in
+    /// [`GradEntry::param`](crate::GradEntry::param), and it was not given.
+    #[error(
+        "parameter `{path}` is in a group whose chain reduces over all its tensors before the step (e.g. Prodigy); \
+         pass its current value in `GradEntry::param`"
+    )]
+    MissingParameterValue {
+        /// The parameter's path.
+        path: String,
+    },
     /// The same parameter path was given twice in one step.
     #[error("parameter path `{path}` appears more than once")]
     DuplicatePath {

@@ -8,9 +8,10 @@
 //! * [`optimizers`]: named optimizers as validated configs that build chains
 //!   ([`AdamConfig`], [`AdamWConfig`], [`AdafactorConfig`], [`Adam8bitConfig`],
 //!   [`SophiaConfig`], [`LambConfig`], [`ShampooConfig`], [`LionConfig`], [`MuonConfig`],
-//!   [`AdemamixConfig`], [`ScheduleFreeConfig`], [`CameConfig`], [`MarsConfig`], [`AdamMiniConfig`]).
+//!   [`AdemamixConfig`], [`ScheduleFreeConfig`], [`CameConfig`], [`MarsConfig`], [`AdamMiniConfig`],
+//!   [`SoapConfig`], [`ProdigyConfig`]).
 //! * [`quant`]: the blockwise 8-bit codec (bitsandbytes' dynamic maps and rounding rules);
-//!   [`curvature`]: Sophia's estimators; [`linalg`]: inverse matrix roots in tensor ops.
+//!   [`curvature`]: Sophia's estimators; [`linalg`]: inverse matrix roots in tensor ops, host eigen/QR.
 //! * [`MomentOptimizer`]: parameter groups ([`ParamGroup`], [`Selector`]), global-norm
 //!   clipping, the [`NonFinitePolicy`], the [`Observer`] hook, exact [`StateMemory`]
 //!   accounting and versioned [`OptimizerRecord`]s.
@@ -61,9 +62,10 @@ pub use optimizer::{
 pub use optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
     CameConfig, Decay, LambBiasCorrection, LambConfig, LambDecay, LionConfig, MarsConfig,
-    MuonConfig, ScheduleFreeConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    MuonConfig, ProdigyConfig, ScheduleFreeConfig, ShampooConfig, SoapConfig, SophiaConfig,
+    TrustRatio,
 };
-pub use record::{OptimizerRecord, RECORD_VERSION};
+pub use record::{GroupRecord, OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
 pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
-pub use transforms::{AdafactorConvention, BnbKernel, SophiaVariant};
+pub use transforms::{AdafactorConvention, BnbKernel, ProdigyDecay, SophiaVariant};

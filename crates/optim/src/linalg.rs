@@ -1,6 +1,8 @@
 //! Small dense linear algebra in burn tensor ops (so it runs on every backend, GPUs included):
 //! the inverse p-th root of a symmetric positive-definite matrix by the coupled Newton
 //! iteration (Guo & Higham 2006; the form used by Google's and pytorch_optimizer's Shampoo).
+//! Host-side (f64) eigen-decomposition and QR of small symmetric factors for eigenbasis
+//! methods (SOAP).
 
 use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 
@@ -130,4 +132,123 @@ fn dtype_of(d: DType) -> FloatDType {
         DType::BF16 => FloatDType::BF16,
         _ => FloatDType::F32,
     }
+}
+
+/// Eigen-decomposition of a symmetric `n × n` matrix on the host (row-major `a`, f64) by the
+/// cyclic Jacobi method: returns the eigenvalues in **descending** order and the matching
+/// eigenvectors as the columns of a row-major `n × n` matrix. Accurate to a few ulps of
+/// `‖A‖`; cost `O(n³)` per sweep (typically 6–10 sweeps), so meant for the small factors
+/// (≲ 1–2k) of eigenbasis methods (SOAP), computed rarely. Non-finite input gives non-finite
+/// output (the caller checks).
+pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(a.len(), n * n, "symmetric_eigen: a must hold n*n values");
+    let mut a = a.to_vec();
+    // Symmetrize (inputs built from f32 products can differ in the last bit).
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = 0.5 * (a[i * n + j] + a[j * n + i]);
+            a[i * n + j] = s;
+            a[j * n + i] = s;
+        }
+    }
+    let mut v = vec![0.0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let frob2: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..60 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum();
+        if off.is_nan() || off <= frob2 * 1e-32 {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
+    let values = order.iter().map(|&i| a[i * n + i]).collect();
+    let mut vectors = vec![0.0f64; n * n];
+    for (col, &src) in order.iter().enumerate() {
+        for k in 0..n {
+            vectors[k * n + col] = v[k * n + src];
+        }
+    }
+    (values, vectors)
+}
+
+/// The orthogonal factor `Q` of `A = QR` for a square row-major `n × n` matrix (Householder
+/// reflections, f64, host). Columns are determined up to sign (like LAPACK's); a rank-deficient
+/// `A` still gives an orthogonal `Q`.
+pub fn qr_orthogonal(a: &[f64], n: usize) -> Vec<f64> {
+    assert_eq!(a.len(), n * n, "qr_orthogonal: a must hold n*n values");
+    let mut r = a.to_vec();
+    let mut q = vec![0.0f64; n * n];
+    for i in 0..n {
+        q[i * n + i] = 1.0;
+    }
+    let mut v = vec![0.0f64; n];
+    for k in 0..n.saturating_sub(1) {
+        let m = n - k;
+        let norm = (0..m)
+            .map(|i| r[(k + i) * n + k].powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if norm == 0.0 {
+            continue;
+        }
+        let x0 = r[k * n + k];
+        let alpha = if x0 >= 0.0 { -norm } else { norm };
+        for i in 0..m {
+            v[i] = r[(k + i) * n + k];
+        }
+        v[0] -= alpha;
+        let vn = (0..m).map(|i| v[i] * v[i]).sum::<f64>().sqrt();
+        if vn == 0.0 {
+            continue;
+        }
+        for x in v.iter_mut().take(m) {
+            *x /= vn;
+        }
+        for j in 0..n {
+            let dot: f64 = (0..m).map(|i| v[i] * r[(k + i) * n + j]).sum();
+            for i in 0..m {
+                r[(k + i) * n + j] -= 2.0 * v[i] * dot;
+            }
+        }
+        for i in 0..n {
+            let dot: f64 = (0..m).map(|j| q[i * n + k + j] * v[j]).sum();
+            for j in 0..m {
+                q[i * n + k + j] -= 2.0 * dot * v[j];
+            }
+        }
+    }
+    q
 }

@@ -227,11 +227,14 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
         let param_shape = param.val().dims().to_vec();
         let grad_shape = grad.dims().to_vec();
         let n = grad_shape.iter().product::<usize>();
+        let value = param.val().inner();
+        let m = value.dims().iter().product::<usize>();
         self.entries.push(GradEntry {
             path: path.clone(),
             param_shape,
             grad_shape,
             grad: grad.reshape([n]),
+            param: Some(value.reshape([m])),
         });
         self.devices.insert(path, device);
     }

@@ -15,8 +15,8 @@ use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use crate::error::{OptimError, Result};
 use crate::observer::{Observer, ParamView};
 use crate::record::{
-    CodeRecord, MIN_RECORD_VERSION, OptimizerRecord, ParamRecord, RECORD_VERSION, TensorRecord,
-    TransformRecord,
+    CodeRecord, GroupRecord, MIN_RECORD_VERSION, OptimizerRecord, ParamRecord, RECORD_VERSION,
+    TensorRecord, TransformRecord,
 };
 use crate::select::Selector;
 use crate::stats::{code_values, overflow_safe_sumsq, read_scalars, tensor_values};
@@ -130,7 +130,24 @@ impl<B: Backend> MomentOptimizerBuilder<B> {
         if let Some(c) = self.max_grad_norm {
             validate::positive("optimizer", "max_grad_norm", c)?;
         }
+        for g in &self.groups {
+            if g.chain
+                .transforms()
+                .iter()
+                .skip(1)
+                .any(|t| t.group_sums() > 0)
+            {
+                return Err(OptimError::invalid(
+                    "param_group",
+                    "chain",
+                    g.chain.label(),
+                    "a chain whose group-reducing transform (e.g. Prodigy) comes first",
+                ));
+            }
+        }
+        let group_states = self.groups.iter().map(|g| g.chain.init_group()).collect();
         Ok(MomentOptimizer {
+            group_states,
             groups: self.groups,
             max_grad_norm: self.max_grad_norm,
             non_finite: self.non_finite,
@@ -178,6 +195,10 @@ pub struct GradEntry<B: Backend> {
     pub grad_shape: Vec<usize>,
     /// The gradient, flat.
     pub grad: Tensor<B, 1>,
+    /// The parameter's current value, flat. Only chains that reduce over their whole group
+    /// before stepping (Prodigy's `⟨g, θ0 − θ⟩`) need it; `None` is fine for every other chain
+    /// (and a step fails with [`OptimError::MissingParameterValue`] for those).
+    pub param: Option<Tensor<B, 1>>,
 }
 
 /// The outcome of [`MomentOptimizer::prepare`], consumed by `apply` and `finish`.
@@ -257,6 +278,8 @@ pub struct ParamMemory {
 #[derive(Clone)]
 pub struct MomentOptimizer<B: Backend> {
     groups: Vec<ParamGroup<B>>,
+    /// Group-level transform state (see [`Transform::group_sums`]), per group, per transform.
+    group_states: Vec<Vec<TransformState<B>>>,
     max_grad_norm: Option<f64>,
     non_finite: NonFinitePolicy,
     params: BTreeMap<String, ParamState<B>>,
@@ -326,6 +349,13 @@ impl<B: Backend> MomentOptimizer<B> {
     /// The chain states of a parameter, if it has been stepped.
     pub fn state(&self, path: &str) -> Option<&[TransformState<B>]> {
         self.params.get(path).map(|p| p.states.as_slice())
+    }
+
+    /// The group-level states of a group's chain (one per transform, empty for transforms
+    /// without one; e.g. Prodigy's `d`, `d_max`), if the group exists.
+    pub fn group_state(&self, group: &str) -> Option<&[TransformState<B>]> {
+        let i = self.groups.iter().position(|g| g.name == group)?;
+        Some(self.group_states[i].as_slice())
     }
 
     /// The constant tables (e.g. quantization maps) of the chain that updates a stepped
@@ -543,6 +573,35 @@ impl<B: Backend> MomentOptimizer<B> {
 
         // Shapes, groups and fresh state: into a scratch map, merged only on success.
         let fresh = self.fresh_states(&grads)?;
+        let fresh_group: HashMap<&str, usize> =
+            fresh.iter().map(|(p, s)| (p.as_str(), s.group)).collect();
+        let mut values: HashMap<String, Tensor<B, 1>> = HashMap::new();
+        for e in grads.iter_mut() {
+            let group = fresh_group
+                .get(e.path.as_str())
+                .copied()
+                .or_else(|| self.params.get(&e.path).map(|p| p.group));
+            if group.is_some_and(|g| self.groups[g].chain.has_group_phase()) {
+                match e.param.take() {
+                    Some(v) if v.dims()[0] == e.grad.dims()[0] => {
+                        values.insert(e.path.clone(), v);
+                    }
+                    Some(v) => {
+                        return Err(OptimError::ShapeMismatch {
+                            path: e.path.clone(),
+                            expected: e.param_shape.clone(),
+                            actual: v.dims().to_vec(),
+                        });
+                    }
+                    None => {
+                        return Err(OptimError::MissingParameterValue {
+                            path: e.path.clone(),
+                        });
+                    }
+                }
+            }
+            e.param = None;
+        }
 
         // Non-finite detection and norms: one reduction per tensor, one sync for all.
         let sumsq: Vec<f64> = read_scalars(
@@ -640,6 +699,7 @@ impl<B: Backend> MomentOptimizer<B> {
         }
         self.steps += 1;
         report.step = self.steps;
+        self.group_phase(lr, &entries, &values);
         let observe = match &self.observer {
             Some(o) => o.lock().map(|o| o.wants(self.steps)).unwrap_or(false),
             None => false,
@@ -650,6 +710,54 @@ impl<B: Backend> MomentOptimizer<B> {
             report,
             observe,
         })
+    }
+
+    /// The group phase of chains that reduce over all their tensors (see
+    /// [`Transform::group_sums`]): every tensor contributes its partial sums, one read-back for
+    /// all, then each group's transform folds its totals into its group state.
+    fn group_phase(
+        &mut self,
+        lr: f64,
+        entries: &[(String, Tensor<B, 1>)],
+        values: &HashMap<String, Tensor<B, 1>>,
+    ) {
+        for gi in 0..self.groups.len() {
+            let Some(t) = self.groups[gi].chain.transforms().first().cloned() else {
+                continue;
+            };
+            let k = t.group_sums();
+            if k == 0 {
+                continue;
+            }
+            let lr = lr * self.groups[gi].lr_mult;
+            let mut partials = Vec::new();
+            for (path, grad) in entries {
+                let (Some(ps), Some(param)) = (self.params.get_mut(path), values.get(path)) else {
+                    continue;
+                };
+                if ps.group != gi {
+                    continue;
+                }
+                let ctx = StepCtx {
+                    lr,
+                    param,
+                    shape: &ps.shape,
+                    path,
+                    group: &self.group_states[gi][0],
+                };
+                let p = t.contribute(&ctx, grad, &mut ps.states[0]);
+                debug_assert_eq!(p.len(), k);
+                partials.extend(p);
+            }
+            let vals = read_scalars(partials);
+            let mut sums = vec![0.0f64; k];
+            for chunk in vals.chunks(k) {
+                for (s, v) in sums.iter_mut().zip(chunk) {
+                    *s += v;
+                }
+            }
+            t.reduce(lr, &sums, &mut self.group_states[gi][0]);
+        }
     }
 
     /// Phase 2: update one parameter (flat) and return its new value. Parameters without a
@@ -668,14 +776,18 @@ impl<B: Backend> MomentOptimizer<B> {
         };
         let group = &self.groups[ps.group];
         let lr = prep.lr * group.lr_mult;
+        let empty = TransformState::empty();
         let ctx = StepCtx {
             lr,
             param: &param,
             shape: &ps.shape,
             path,
+            group: &empty,
         };
         let grad_seen = prep.observe.then(|| grad.clone());
-        let update = group.chain.update(&ctx, grad, &mut ps.states);
+        let update = group
+            .chain
+            .update(&ctx, grad, &mut ps.states, &self.group_states[ps.group]);
         let new = param.clone().add(update.clone());
         prep.report.params_updated += 1;
         if let (Some(grad), Some(obs)) = (grad_seen, &self.observer)
@@ -719,6 +831,7 @@ impl<B: Backend> MomentOptimizer<B> {
                     param_shape: p.shape.clone(),
                     grad_shape: p.shape.clone(),
                     grad: g.clone(),
+                    param: Some(p.value.clone()),
                 })
             })
             .collect::<Vec<_>>();
@@ -774,6 +887,13 @@ impl<B: Backend> MomentOptimizer<B> {
             mem.total_bytes += pm.total_bytes;
             mem.param_elements += pm.elements;
             mem.params.push(pm);
+        }
+        for st in self.group_states.iter().flatten() {
+            let names = st.counters.iter().map(|(n, _)| n);
+            for name in names.chain(st.scalars.iter().map(|(n, _)| n)) {
+                *mem.by_kind.entry(name.to_string()).or_default() += 8;
+                mem.total_bytes += 8;
+            }
         }
         mem
     }
@@ -831,11 +951,112 @@ impl<B: Backend> MomentOptimizer<B> {
                 },
             );
         }
+        let groups = self
+            .groups
+            .iter()
+            .zip(&self.group_states)
+            .filter(|(g, _)| g.chain.has_group_phase())
+            .map(|(g, states)| GroupRecord {
+                name: g.name.clone(),
+                transforms: g
+                    .chain
+                    .transforms()
+                    .iter()
+                    .zip(states)
+                    .filter(|(t, _)| t.group_sums() > 0)
+                    .map(|(t, st)| TransformRecord {
+                        name: t.name().to_string(),
+                        tensors: Vec::new(),
+                        codes: Vec::new(),
+                        counters: st
+                            .counters
+                            .iter()
+                            .map(|(n, v)| (n.to_string(), *v))
+                            .collect(),
+                        scalars: st
+                            .scalars
+                            .iter()
+                            .map(|(n, v)| (n.to_string(), *v))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
         OptimizerRecord {
             version: RECORD_VERSION,
             steps: self.steps,
             params: params.into_values().collect(),
+            groups,
         }
+    }
+
+    /// The group states a record holds, checked against this optimizer's chains; fresh
+    /// states for groups the record has no entry for.
+    fn restore_group_states(
+        &self,
+        record: &OptimizerRecord,
+    ) -> Result<Vec<Vec<TransformState<B>>>> {
+        let mut out: Vec<Vec<TransformState<B>>> =
+            self.groups.iter().map(|g| g.chain.init_group()).collect();
+        for gr in &record.groups {
+            let gi = self.group_index(&gr.name)?;
+            let chain = &self.groups[gi].chain;
+            let mut recs = gr.transforms.iter();
+            for (t, st) in chain.transforms().iter().zip(out[gi].iter_mut()) {
+                if t.group_sums() == 0 {
+                    continue;
+                }
+                let mismatch = |what: String| OptimError::RecordMismatch {
+                    reason: format!("group `{}`: {what}", gr.name),
+                };
+                let tr = recs
+                    .next()
+                    .ok_or_else(|| mismatch(format!("no group state for `{}`", t.name())))?;
+                if tr.name != t.name()
+                    || tr.counters.len() != st.counters.len()
+                    || tr.scalars.len() != st.scalars.len()
+                    || tr
+                        .counters
+                        .iter()
+                        .zip(&st.counters)
+                        .any(|(a, b)| a.0 != b.0)
+                    || tr.scalars.iter().zip(&st.scalars).any(|(a, b)| a.0 != b.0)
+                {
+                    return Err(mismatch(format!(
+                        "group state of `{}` does not match transform `{}`",
+                        tr.name,
+                        t.name()
+                    )));
+                }
+                for (c, r) in st.counters.iter_mut().zip(&tr.counters) {
+                    c.1 = r.1;
+                }
+                for (c, r) in st.scalars.iter_mut().zip(&tr.scalars) {
+                    c.1 = r.1;
+                }
+            }
+            if recs.next().is_some() {
+                return Err(OptimError::RecordMismatch {
+                    reason: format!("group `{}` has more group states than its chain", gr.name),
+                });
+            }
+        }
+        for g in &self.groups {
+            let has_params = record.params.iter().any(|p| p.group == g.name);
+            if g.chain.has_group_phase()
+                && has_params
+                && !record.groups.iter().any(|r| r.name == g.name)
+            {
+                return Err(OptimError::RecordMismatch {
+                    reason: format!(
+                        "group `{}` ({}) keeps group-level state, the record has none for it",
+                        g.name,
+                        g.chain.label()
+                    ),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Load a record, creating its tensors on `device` now. Everything is checked first
@@ -843,6 +1064,7 @@ impl<B: Backend> MomentOptimizer<B> {
     /// untouched.
     pub fn load_record(&mut self, record: OptimizerRecord, device: &B::Device) -> Result<()> {
         self.check_record(&record)?;
+        let group_states = self.restore_group_states(&record)?;
         let mut params = BTreeMap::new();
         for rec in &record.params {
             let group = self.group_index(&rec.group)?;
@@ -860,6 +1082,7 @@ impl<B: Backend> MomentOptimizer<B> {
             );
         }
         self.params = params;
+        self.group_states = group_states;
         self.pending.clear();
         self.steps = record.steps;
         Ok(())
@@ -870,6 +1093,7 @@ impl<B: Backend> MomentOptimizer<B> {
     /// values and shapes when each parameter is next stepped.
     pub fn load_record_lazy(&mut self, record: OptimizerRecord) -> Result<()> {
         self.check_record(&record)?;
+        self.group_states = self.restore_group_states(&record)?;
         self.params.clear();
         self.pending = record
             .params

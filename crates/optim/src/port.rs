@@ -13,13 +13,13 @@ use burn::tensor::backend::Backend;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
-    CameConfig, Decay, LambConfig, LambDecay, LionConfig, MarsConfig, MuonConfig,
-    ScheduleFreeConfig, ShampooConfig, SophiaConfig, TrustRatio,
+    CameConfig, Decay, LambConfig, LambDecay, LionConfig, MarsConfig, MuonConfig, ProdigyConfig,
+    ScheduleFreeConfig, ShampooConfig, SoapConfig, SophiaConfig, TrustRatio,
 };
 use crate::transform::Chain;
 use crate::transforms::BnbKernel;
 use crate::transforms::{Graft, ShampooMomentum, Statistics};
-use crate::transforms::{MuonScale, NsPrecision};
+use crate::transforms::{MuonScale, NsPrecision, ProdigyDecay};
 
 /// A constructor argument value (the JSON / Python subset configs use).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +73,8 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "pytorch_optimizer.CAME",
     "pytorch_optimizer.MARS",
     "pytorch_optimizer.AdamMini",
+    "pytorch_optimizer.Prodigy",
+    "pytorch_optimizer.SOAP",
 ];
 
 /// Choices a reference config cannot express: which code path of the reference to follow.
@@ -654,6 +656,84 @@ pub fn from_reference_with<B: Backend>(
                 num_query_groups: groups,
                 num_embeds: Some(a.uint("num_embeds", 2048)? as usize),
             };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.SOAP" => {
+            let d = SoapConfig::default();
+            let lr = a.float("lr", 3e-3)?;
+            match a.take("data_format") {
+                None | Some(ArgValue::Null) => {}
+                Some(ArgValue::Str(s)) if s == "channels_first" => {}
+                Some(v) => {
+                    return Err(OptimError::Unsupported {
+                        reason: format!(
+                            "SOAP data_format {v:?} is not implemented (channels_first is)"
+                        ),
+                    });
+                }
+            }
+            let config = SoapConfig {
+                betas: a.pair("betas", d.betas)?,
+                shampoo_beta: a.opt_float("shampoo_beta")?,
+                eps: a.float("eps", d.eps)?,
+                weight_decay: a.float("weight_decay", d.weight_decay)?,
+                precondition_frequency: a
+                    .uint("precondition_frequency", d.precondition_frequency)?,
+                max_precondition_dim: usize::try_from(
+                    a.uint("max_precondition_dim", d.max_precondition_dim as u64)?,
+                )
+                .map_err(|_| {
+                    OptimError::invalid("port", "max_precondition_dim", "too large", "a usize")
+                })?,
+                merge_dims: a.bool("merge_dims", d.merge_dims)?,
+                precondition_1d: a.bool("precondition_1d", d.precondition_1d)?,
+                correct_bias: a.bool("correct_bias", d.correct_bias)?,
+                normalize_gradient: a.bool("normalize_gradient", d.normalize_gradient)?,
+                maximize: a.bool("maximize", false)?,
+            };
+            Ported {
+                chain: config.build()?,
+                lr,
+            }
+        }
+        "pytorch_optimizer.Prodigy" => {
+            let d = ProdigyConfig::default();
+            let lr = a.float("lr", 1.0)?;
+            let wd = a.float("weight_decay", 0.0)?;
+            let decouple = a.bool("weight_decouple", true)?;
+            let fixed = a.bool("fixed_decay", false)?;
+            if !decouple && wd > 0.0 {
+                return Err(OptimError::Unsupported {
+                    reason: "Prodigy(weight_decouple=False): the reference adds λ·θ to the gradient after the moments \
+                             and d estimate have consumed it, so the decay has no effect; moment refuses rather than \
+                             silently do nothing (use weight_decouple=True)"
+                        .into(),
+                });
+            }
+            let config = ProdigyConfig {
+                betas: a.pair("betas", d.betas)?,
+                beta3: a.opt_float("beta3")?,
+                d0: a.float("d0", d.d0)?,
+                d_coef: a.float("d_coef", d.d_coef)?,
+                growth_rate: a.float("growth_rate", d.growth_rate)?,
+                decay: if fixed {
+                    ProdigyDecay::Fixed(wd)
+                } else {
+                    ProdigyDecay::Decoupled(wd)
+                },
+                bias_correction: a.bool("bias_correction", d.bias_correction)?,
+                safeguard_warmup: a.bool("safeguard_warmup", d.safeguard_warmup)?,
+                eps: match a.take("eps") {
+                    None => d.eps,
+                    Some(ArgValue::Null) => None,
+                    Some(v) => Some(as_f64(v).ok_or_else(|| bad("eps", v, "None or a number"))?),
+                },
+                maximize: a.bool("maximize", false)?,
+            };
+            a.ignore(&["foreach"]);
             Ported {
                 chain: config.build()?,
                 lr,

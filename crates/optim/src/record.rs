@@ -10,9 +10,10 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 /// Current record format version. Version 2 added `codes` (quantized state) and `scalars` to
-/// [`TransformRecord`]; version-1 records (no codes) still load through self-describing formats
-/// (JSON, MessagePack); burn's binary recorders cannot decode them.
-pub const RECORD_VERSION: u32 = 2;
+/// [`TransformRecord`], version 3 [`OptimizerRecord::groups`] (group-level state, e.g.
+/// Prodigy's `d`); older records still load through self-describing formats (JSON,
+/// MessagePack); burn's binary recorders cannot decode them.
+pub const RECORD_VERSION: u32 = 3;
 
 /// Oldest record format version this build reads.
 pub const MIN_RECORD_VERSION: u32 = 1;
@@ -26,6 +27,20 @@ pub struct OptimizerRecord {
     pub steps: u64,
     /// Per-parameter state, sorted by path.
     pub params: Vec<ParamRecord>,
+    /// Group-level state of the groups whose chains keep one, in group order (absent before
+    /// version 3).
+    #[serde(default)]
+    pub groups: Vec<GroupRecord>,
+}
+
+/// One group's group-level state (see `Transform::group_sums`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Group name.
+    pub name: String,
+    /// Group states of the chain's transforms that keep one, in chain order (counters and
+    /// scalars only).
+    pub transforms: Vec<TransformRecord>,
 }
 
 /// One parameter's state.

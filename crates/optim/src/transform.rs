@@ -30,6 +30,9 @@ pub struct StepCtx<'a, B: Backend> {
     pub shape: &'a [usize],
     /// The parameter's path, e.g. `blocks.0.attn.q.weight`.
     pub path: &'a str,
+    /// This transform's group-level state (see [`Transform::group_sums`]); empty for
+    /// transforms without one.
+    pub group: &'a TransformState<B>,
 }
 
 /// One named state tensor (e.g. `exp_avg`), stored flat with its logical shape.
@@ -227,6 +230,41 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
         None
     }
 
+    /// Number of per-tensor partial sums this transform reduces over *all* tensors of its group
+    /// before any of them updates (Prodigy's distance estimate); 0 (the default) for ordinary
+    /// per-tensor transforms. A transform with group sums must be the first of its chain: its
+    /// [`Transform::contribute`] sees the (clipped) gradient.
+    fn group_sums(&self) -> usize {
+        0
+    }
+
+    /// Fresh group-level state (host counters and scalars only), kept once per parameter
+    /// group, recorded with the optimizer and visible to every tensor's step as
+    /// [`StepCtx::group`]. Default: empty.
+    fn init_group(&self) -> TransformState<B> {
+        TransformState::empty()
+    }
+
+    /// Group phase 1, for each tensor of the group with a gradient, before any tensor updates:
+    /// advance the per-tensor state that does not depend on the group result and return this
+    /// tensor's [`Transform::group_sums`] partial sums (one-element tensors, read back together).
+    fn contribute(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        grad: &Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Vec<Tensor<B, 1>> {
+        let _ = (ctx, grad, state);
+        Vec::new()
+    }
+
+    /// Group phase 2, once per group and step: fold the group's totals (each partial sum added
+    /// over the group's tensors in path order, in f64) into the group state. `lr` is the group's
+    /// learning rate for this step.
+    fn reduce(&self, lr: f64, sums: &[f64], group: &mut TransformState<B>) {
+        let _ = (lr, sums, group);
+    }
+
     /// Transform `input` (flat, same length as the parameter) and advance `state`.
     fn update(
         &self,
@@ -291,17 +329,41 @@ impl<B: Backend> Chain<B> {
             .collect()
     }
 
-    /// Run the whole chain on `grad`; `states` must come from [`Chain::init`].
+    /// Fresh group-level state for every transform (see [`Transform::init_group`]).
+    pub fn init_group(&self) -> Vec<TransformState<B>> {
+        self.transforms.iter().map(|t| t.init_group()).collect()
+    }
+
+    /// Whether any transform reduces over the whole group ([`Transform::group_sums`]).
+    pub fn has_group_phase(&self) -> bool {
+        self.transforms.iter().any(|t| t.group_sums() > 0)
+    }
+
+    /// Run the whole chain on `grad`; `states` must come from [`Chain::init`] and
+    /// `group_states` from [`Chain::init_group`]. `ctx.group` is replaced by each transform's
+    /// own group state.
     pub fn update(
         &self,
         ctx: &StepCtx<'_, B>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
+        group_states: &[TransformState<B>],
     ) -> Tensor<B, 1> {
         debug_assert_eq!(states.len(), self.transforms.len());
+        debug_assert_eq!(group_states.len(), self.transforms.len());
         self.transforms
             .iter()
             .zip(states.iter_mut())
-            .fold(grad, |u, (t, s)| t.update(ctx, u, s))
+            .zip(group_states)
+            .fold(grad, |u, ((t, s), gs)| {
+                let ctx = StepCtx {
+                    lr: ctx.lr,
+                    param: ctx.param,
+                    shape: ctx.shape,
+                    path: ctx.path,
+                    group: gs,
+                };
+                t.update(&ctx, u, s)
+            })
     }
 }

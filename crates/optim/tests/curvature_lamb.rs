@@ -22,6 +22,7 @@ fn entry(path: &str, v: &[f32]) -> GradEntry<B> {
         param_shape: vec![v.len()],
         grad_shape: vec![v.len()],
         grad: flat(v),
+        param: None,
     }
 }
 
@@ -403,6 +404,7 @@ fn train(chain: Chain<B>, lr: f64, gnb: bool) -> (f32, f32) {
                 param_shape: vec![d, c],
                 grad_shape: vec![d, c],
                 grad: flat(&ghat),
+                param: None,
             }])
             .unwrap();
         }
@@ -485,6 +487,18 @@ fn each_optimizer_reduces_a_regression_loss() {
             "ademamix",
             moment_optim::AdemamixConfig::default().build().unwrap(),
             0.02,
+            false,
+        ),
+        (
+            "soap",
+            moment_optim::SoapConfig::default().build().unwrap(),
+            0.05,
+            false,
+        ),
+        (
+            "prodigy (lr 1: no tuning)",
+            moment_optim::ProdigyConfig::default().build().unwrap(),
+            1.0,
             false,
         ),
     ];

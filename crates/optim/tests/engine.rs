@@ -764,3 +764,87 @@ fn schedule_free_module_eval_train_modes() {
     let (_, res) = optim.try_step(1e-2, model, grads);
     assert!(res.is_ok());
 }
+
+/// Prodigy's group phase needs each parameter's value: the burn adaptor passes it, and a step
+/// through `ModuleOptimizer` equals the flat API's step on the same values and gradients.
+#[test]
+fn module_steps_feed_parameter_values_to_group_reductions() {
+    let device = Default::default();
+    AB::seed(&device, 11);
+    let mut model = net(&device);
+    let chain = || moment_optim::ProdigyConfig::default().build().unwrap();
+    let mut optim = MomentOptimizer::new(chain()).for_module::<Net<AB>, AB>();
+    let mut flat_opt = MomentOptimizer::<NdArray>::new(chain());
+    let x = Tensor::<AB, 2>::from_data(
+        TensorData::new(vec![0.5f32, -1.0, 2.0, 1.0, 0.0, -0.5], [2, 3]),
+        &device,
+    );
+    let flat_of = |t: Tensor<NdArray, 2>| {
+        let n = t.dims().iter().product::<usize>();
+        t.reshape([n])
+    };
+    let flat_of1 = |t: Tensor<NdArray, 1>| t;
+    for _ in 0..4 {
+        let h = model.blocks.iter().fold(x.clone(), |h, b| b.q.forward(h));
+        let loss = model.head.forward(h).powf_scalar(2.0).mean();
+        let back = loss.backward();
+        let mut flat: Vec<ParamTensor<NdArray>> = Vec::new();
+        let linears = model
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("blocks.{i}.q"), &b.q))
+            .chain(std::iter::once(("head".to_string(), &model.head)));
+        for (name, lin) in linears {
+            let w = lin.weight.val();
+            flat.push(ParamTensor {
+                path: format!("{name}.weight"),
+                shape: w.dims().to_vec(),
+                value: flat_of(w.clone().inner()),
+                grad: Some(flat_of(w.grad(&back).unwrap())),
+            });
+            let b = lin.bias.as_ref().unwrap().val();
+            flat.push(ParamTensor {
+                path: format!("{name}.bias"),
+                shape: b.dims().to_vec(),
+                value: flat_of1(b.clone().inner()),
+                grad: Some(flat_of1(b.grad(&back).unwrap())),
+            });
+        }
+        let grads = GradientsParams::from_grads(back, &model);
+        model = optim.step(1.0, model, grads);
+        assert!(optim.take_error().is_none());
+        flat_opt.step(1.0, &mut flat).unwrap();
+        let got = |p: &str| -> Vec<f32> {
+            let lin = if p.starts_with("head") {
+                &model.head
+            } else {
+                &model.blocks[usize::from(p.as_bytes()[7] - b'0')].q
+            };
+            let t = if p.ends_with("weight") {
+                flat_of(lin.weight.val().inner())
+            } else {
+                lin.bias.as_ref().unwrap().val().inner()
+            };
+            t.into_data().to_vec::<f32>().unwrap()
+        };
+        for f in &flat {
+            assert_eq!(
+                got(&f.path),
+                f.value.clone().into_data().to_vec::<f32>().unwrap(),
+                "{}",
+                f.path
+            );
+        }
+    }
+    let d = optim.engine().group_state("default").unwrap()[0]
+        .scalar("d")
+        .unwrap();
+    assert!(d > 1e-6, "d grew from d0: {d}");
+    assert_eq!(
+        d,
+        flat_opt.group_state("default").unwrap()[0]
+            .scalar("d")
+            .unwrap()
+    );
+}

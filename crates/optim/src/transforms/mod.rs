@@ -18,6 +18,8 @@
 //! | [`ScaleByCame`] | CAME: Adafactor's factored, clipped direction, momentum, confidence-scaled | `exp_avg`, `exp_avg_sq_row/col`, `exp_avg_res_row/col` (or `exp_avg_sq`) |
 //! | [`ScaleByMars`] | MARS-AdamW's descent step (variance-reduced for rank ≥ 2, AdamW for vectors) | `exp_avg`, `exp_avg_sq`, `last_grad`, `step` |
 //! | [`ScaleByAdamMini`] | Adam-mini's descent step: one second moment per path-chosen block | `m`, `v` or `v_mean`, `step` |
+//! | [`ScaleBySoap`] | SOAP's descent step: Adam in the eigenbasis of Shampoo's factors (host eigh/QR refreshes) | `exp_avg`, `exp_avg_sq`, `GG.i`, `Q.i`, `step` |
+//! | [`ScaleByProdigy`] | Prodigy's descent step: Adam scaled by a distance estimate `d` reduced over the whole group (engine group phase) | `p0`, `s`, `exp_avg`, `exp_avg_sq`, `step`; group: `d`, `d_max`, `d_numerator`, … |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
 mod adafactor;
@@ -31,8 +33,10 @@ mod lamb;
 mod lion;
 mod mars;
 mod muon;
+mod prodigy;
 mod schedule_free;
 mod shampoo;
+mod soap;
 mod sophia;
 
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
@@ -49,10 +53,12 @@ pub use lamb::{ScaleByLambMoments, ScaleByTrustRatio};
 pub use lion::ScaleByLion;
 pub use mars::ScaleByMars;
 pub use muon::{MuonScale, NsPrecision, ScaleByMuon, round_bf16};
+pub use prodigy::{ProdigyDecay, ScaleByProdigy};
 pub use schedule_free::ScaleByScheduleFree;
 pub use shampoo::{
     Graft, InitialRoot, ScaleByShampoo, ShampooMomentum, Statistics, merge_small_dims,
 };
+pub use soap::ScaleBySoap;
 pub use sophia::{ScaleBySophia, SophiaVariant};
 
 use burn::tensor::{Tensor, backend::Backend};
