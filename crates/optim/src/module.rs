@@ -227,7 +227,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
         let param_shape = param.val().dims().to_vec();
         let grad_shape = grad.dims().to_vec();
         let n = grad_shape.iter().product::<usize>();
-        let value = param.val().inner();
+        // On the gradient's device, where the step runs (multi-device steps move parameters).
+        let value = param.val().inner().to_device(&device);
         let m = value.dims().iter().product::<usize>();
         self.entries.push(GradEntry {
             path: path.clone(),

@@ -256,20 +256,28 @@ proptest! {
     /// the same trajectory and the same d (sums reduced over all tensors before any steps).
     #[test]
     fn prodigy_estimate_spans_the_group(
-        init in prop::collection::vec(-1.0f32..1.0, 4..12),
+        n in 4usize..12,
         seed in prop::collection::vec(-1.0f32..1.0, 12 * 10),
     ) {
-        let n = init.len();
-        // gradients of ½‖θ − 0.3‖² plus noise, so ⟨g, θ0 − θ⟩ grows and d moves
-        let grads: Vec<Vec<f32>> = (0..10).map(|t| (0..n).map(|i| seed[t * 12 + i]).collect()).collect();
+        // θ0 = 0, so θ holds its displacement exactly up to f32 rounding of the displacement
+        // itself (from |θ0| ≈ 1 an update of 1e-6 would lose ~3% of its bits, and the
+        // comparison would measure rounding, not the reduction). Positive random gradients
+        // (a consistent pull): ⟨g, θ0 − θ⟩ grows without cancellation and d moves.
+        let init = vec![0.0f32; n];
+        let grads: Vec<Vec<f32>> = (0..10)
+            .map(|t| (0..n).map(|i| 1.0 + seed[t * 12 + i]).collect())
+            .collect();
         let config = ProdigyConfig::default();
         let (whole, d_whole) = prodigy_run(&config, false, &init, &grads);
         let (split, d_split) = prodigy_run(&config, true, &init, &grads);
+        // Same up to f32 summation order inside the per-tensor partial sums; a missing
+        // tensor would change d by O(1).
+        prop_assert!(d_whole.last() > Some(&1e-6), "d must move: {d_whole:?}");
         for (a, b) in d_whole.iter().zip(&d_split) {
-            prop_assert!((a - b).abs() <= 1e-6 * a.abs(), "{d_whole:?} vs {d_split:?}");
+            prop_assert!((a - b).abs() <= 1e-5 * a.abs(), "{d_whole:?} vs {d_split:?}");
         }
         for (a, b) in whole.iter().zip(&split) {
-            prop_assert!((a - b).abs() <= 1e-6, "{whole:?} vs {split:?}");
+            prop_assert!((a - b).abs() <= 1e-5, "{whole:?} vs {split:?}");
         }
         // d never shrinks and starts at d0; with growth_rate 2 it at most doubles per step
         prop_assert!(d_whole.iter().all(|&d| d >= 1e-6));
@@ -412,5 +420,122 @@ impl moment_optim::Transform<B> for ArcTransform {
         state: &mut moment_optim::TransformState<B>,
     ) -> Tensor<B, 1> {
         self.0.update(ctx, input, state)
+    }
+}
+
+/// At a refresh the second moment follows its eigen-directions: with diagonal factors whose
+/// order flips, `Q` becomes the permutation and `v` is re-ordered along the axis.
+#[test]
+fn soap_refresh_reorders_the_second_moment_with_the_basis() {
+    let (m, n) = (3usize, 4usize);
+    // Rows are scaled unit vectors: GG_0 = diag(s²) exactly.
+    let grad = |s: [f32; 3]| -> Vec<f32> {
+        let mut g = vec![0.0f32; m * n];
+        for (i, si) in s.iter().enumerate() {
+            g[i * n + i] = *si;
+        }
+        g
+    };
+    let config = SoapConfig {
+        precondition_frequency: 4,
+        weight_decay: 0.0,
+        ..SoapConfig::default()
+    };
+    let mut opt = MomentOptimizer::new(config.build::<B>().unwrap());
+    let mut p = vec![shaped("w", &[m, n], &[0.1; 12])];
+    // Step 1: order (3, 2, 1) → Q_0 = I. Steps 2–4: row 2 dominates; step 5 (k = 4): zero
+    // gradient (v and GG only decay), then the refresh sees diag order (2, 0, 1) or similar.
+    let schedule = [
+        [3.0, 2.0, 1.0],
+        [0.5, 0.2, 6.0],
+        [0.5, 0.2, 6.0],
+        [0.5, 0.2, 6.0],
+    ];
+    for s in schedule {
+        p[0].grad = Some(flat(&grad(s)));
+        opt.step(0.01, &mut p).unwrap();
+    }
+    let st = &opt.state("w").unwrap()[0];
+    let v4 = values(st.tensor("exp_avg_sq").unwrap());
+    // Both factors are diagonal (GG_1 = diag(s0², s1², s2², 0)); their orders flip.
+    let order_of = |key: &str, d: usize| {
+        let gg = values(st.tensor(key).unwrap());
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&a, &b| gg[b * d + b].total_cmp(&gg[a * d + a]));
+        order
+    };
+    let (o0, o1) = (order_of("GG.0", m), order_of("GG.1", n));
+    assert_ne!(o0, vec![0, 1, 2], "the test needs the order to change");
+    p[0].grad = Some(flat(&[0.0; 12]));
+    opt.step(0.01, &mut p).unwrap();
+    let st = &opt.state("w").unwrap()[0];
+    let v5 = values(st.tensor("exp_avg_sq").unwrap());
+    for (key, order) in [("Q.0", &o0), ("Q.1", &o1)] {
+        let d = order.len();
+        let q = values(st.tensor(key).unwrap());
+        for (col, &src) in order.iter().enumerate() {
+            for r in 0..d {
+                let want = if r == src { 1.0 } else { 0.0 };
+                assert!((q[r * d + col].abs() - want).abs() < 1e-5, "{key} = {q:?}");
+            }
+        }
+    }
+    for r in 0..m {
+        for c in 0..n {
+            let want = 0.95 * v4[o0[r] * n + o1[c]];
+            let got = v5[r * n + c];
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1e-12),
+                "{v5:?} vs {v4:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn soap_handles_empty_and_scalar_parameters_and_its_options() {
+    let variants = [
+        SoapConfig::default(),
+        SoapConfig {
+            merge_dims: true,
+            precondition_1d: true,
+            normalize_gradient: true,
+            correct_bias: false,
+            maximize: true,
+            max_precondition_dim: 4,
+            ..SoapConfig::default()
+        },
+    ];
+    for config in variants {
+        let mut opt = MomentOptimizer::new(config.build::<B>().unwrap());
+        let mut params = vec![
+            shaped("empty", &[0, 5], &[]),
+            shaped("scalar", &[], &[0.5]),
+            shaped("vec", &[6], &[0.1, -0.2, 0.3, -0.4, 0.5, -0.6]),
+            shaped(
+                "t",
+                &[2, 3, 5],
+                &(0..30).map(|i| (i as f32).sin()).collect::<Vec<_>>(),
+            ),
+        ];
+        for step in 0..4 {
+            for p in params.iter_mut() {
+                let n: usize = p.shape.iter().product();
+                p.grad = Some(flat(
+                    &(0..n)
+                        .map(|i| ((i + step) as f32 * 0.7).cos())
+                        .collect::<Vec<_>>(),
+                ));
+            }
+            opt.step(0.01, &mut params).unwrap();
+        }
+        for p in &params {
+            assert!(values(&p.value).iter().all(|x| x.is_finite()), "{}", p.path);
+        }
+        // Every non-empty parameter moved after the first step.
+        assert_ne!(
+            values(&params[2].value),
+            vec![0.1, -0.2, 0.3, -0.4, 0.5, -0.6]
+        );
     }
 }

@@ -61,8 +61,9 @@ pub struct ScaleBySoap {
 impl ScaleBySoap {
     /// The shape the factors act on and, per axis, whether it is rotated.
     fn layout(&self, shape: &[usize]) -> (Vec<usize>, Vec<bool>) {
+        let empty = shape.contains(&0);
         if shape.len() == 1 {
-            let on = self.precondition_1d && shape[0] <= self.max_precondition_dim;
+            let on = self.precondition_1d && shape[0] <= self.max_precondition_dim && !empty;
             return (shape.to_vec(), vec![on]);
         }
         let dims = if self.merge_dims && shape.len() > 1 {
@@ -72,7 +73,7 @@ impl ScaleBySoap {
         };
         let on = dims
             .iter()
-            .map(|&d| d <= self.max_precondition_dim)
+            .map(|&d| d <= self.max_precondition_dim && !empty)
             .collect();
         (dims, on)
     }
@@ -281,7 +282,7 @@ impl<B: Backend> Transform<B> for ScaleBySoap {
         let den = v.clone().sqrt().add_scalar(self.eps as f32);
         let mp = project(m.clone(), &dims, &qs, false);
         let mut dir = project(mp.div(den), &dims, &qs, true);
-        if self.normalize_gradient {
+        if self.normalize_gradient && dir.dims()[0] > 0 {
             let rms = dir
                 .clone()
                 .square()
