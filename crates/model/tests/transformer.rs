@@ -75,6 +75,7 @@ fn presets_have_the_stated_sizes_and_readable_paths() {
     );
     let orig = TestModelConfig::original(1024);
     assert_eq!((orig.hidden, orig.layers), (768, 2));
+    assert_eq!(orig.num_params(), 18_878_208 + 2 * 768 * 1024);
     let paths: Vec<String> = params(&m).into_iter().map(|p| p.0).collect();
     for want in [
         "model.embed.weight",
