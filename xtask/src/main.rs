@@ -4,7 +4,9 @@
 //! * `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--strict]` — run reference cases.
 //! * `ci` — what CI runs: fmt check, clippy `-D warnings`, the test suite, strict golden for
 //!   the implemented families.
-//! * `bench` — not implemented yet (tracked by the fast-CPU-step issue); exits with an error.
+//! * `bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH]
+//!   [--quick]` — optimizer step times against the measured bandwidth (release build of
+//!   `moment-examples`' `bench`; see `docs/benchmarks.md`).
 
 use std::process::{Command, ExitCode};
 
@@ -19,20 +21,14 @@ fn main() -> ExitCode {
     match task.as_str() {
         "golden" => golden(rest),
         "ci" => ci(),
-        "bench" => {
-            eprintln!(
-                "xtask bench: not implemented yet — the benchmark harness (medians, bytes moved, \
-                 GB/s against measured bandwidth) is still to be built"
-            );
-            ExitCode::from(2)
-        }
+        "bench" => bench(rest),
         _ => usage(),
     }
 }
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench (not implemented yet)"
+        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH] [--quick]"
     );
     ExitCode::from(2)
 }
@@ -64,6 +60,26 @@ fn golden(rest: &[String]) -> ExitCode {
         "moment-examples",
         "--bin",
         "golden",
+        "--",
+    ]);
+    c.args(rest);
+    if run(c) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn bench(rest: &[String]) -> ExitCode {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "moment-examples",
+        "--bin",
+        "bench",
         "--",
     ]);
     c.args(rest);

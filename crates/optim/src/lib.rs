@@ -38,6 +38,7 @@
 
 pub mod curvature;
 pub mod error;
+pub mod fused;
 pub mod linalg;
 pub mod module;
 pub mod observer;

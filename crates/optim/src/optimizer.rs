@@ -182,6 +182,8 @@ pub struct StepReport {
     pub skipped: bool,
     /// Number of parameters updated.
     pub params_updated: usize,
+    /// How many of them took their chain's fused one-pass path ([`crate::fused`]).
+    pub params_fused: usize,
 }
 
 /// One gradient handed to [`MomentOptimizer::prepare`].
@@ -603,13 +605,25 @@ impl<B: Backend> MomentOptimizer<B> {
             e.param = None;
         }
 
-        // Non-finite detection and norms: one reduction per tensor, one sync for all.
-        let sumsq: Vec<f64> = read_scalars(
+        // Non-finite detection and norms: one reduction per tensor (read in place on CPU
+        // backends with a kernel, else tensor ops with one sync for all).
+        let host: Vec<Option<f64>> = grads
+            .iter()
+            .map(|e| crate::fused::sum_squares(&e.grad))
+            .collect();
+        let mut device = read_scalars(
             grads
                 .iter()
-                .map(|e| e.grad.clone().square().sum())
+                .zip(&host)
+                .filter(|(_, h)| h.is_none())
+                .map(|(e, _)| e.grad.clone().square().sum())
                 .collect(),
-        );
+        )
+        .into_iter();
+        let sumsq: Vec<f64> = host
+            .into_iter()
+            .map(|h| h.unwrap_or_else(|| device.next().unwrap_or(f64::NAN)))
+            .collect();
         let mut report = StepReport {
             step: self.steps,
             lr,
@@ -620,6 +634,7 @@ impl<B: Backend> MomentOptimizer<B> {
             non_finite_paths: Vec::new(),
             skipped: false,
             params_updated: 0,
+            params_fused: 0,
         };
         let mut total = 0.0f64;
         let mut entries: Vec<(String, Tensor<B, 1>)> = Vec::with_capacity(grads.len());
@@ -776,6 +791,19 @@ impl<B: Backend> MomentOptimizer<B> {
         };
         let group = &self.groups[ps.group];
         let lr = prep.lr * group.lr_mult;
+        // The one-pass path when the chain has one and no observer wants this step (observers
+        // see the composed path's update tensor; both give the same numbers).
+        let (param, grad) = match group.chain.fused() {
+            Some(f) if !prep.observe => match f.step(lr, param, grad, &mut ps.states) {
+                Ok(new) => {
+                    prep.report.params_updated += 1;
+                    prep.report.params_fused += 1;
+                    return new;
+                }
+                Err(back) => back,
+            },
+            _ => (param, grad),
+        };
         let empty = TransformState::empty();
         let ctx = StepCtx {
             lr,
@@ -850,7 +878,9 @@ impl<B: Backend> MomentOptimizer<B> {
         let mut order: Vec<usize> = (0..params.len()).collect();
         order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
         for i in order {
-            let value = params[i].value.clone();
+            // Moved out (not cloned) so a fused step can update the buffer in place.
+            let device = params[i].value.device();
+            let value = std::mem::replace(&mut params[i].value, Tensor::zeros([0], &device));
             params[i].value = self.apply(&mut prep, &params[i].path.clone(), value);
         }
         Ok(self.finish(prep))

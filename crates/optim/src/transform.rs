@@ -279,6 +279,7 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
 pub struct Chain<B: Backend> {
     label: String,
     transforms: Vec<Arc<dyn Transform<B>>>,
+    fused: Option<Arc<dyn crate::fused::FusedStep<B>>>,
 }
 
 impl<B: Backend> Chain<B> {
@@ -287,12 +288,33 @@ impl<B: Backend> Chain<B> {
         Self {
             label: label.into(),
             transforms: Vec::new(),
+            fused: None,
         }
+    }
+
+    /// Attach a one-pass implementation of this whole chain (see [`crate::fused`]); the
+    /// engine uses it where it applies. Adding transforms afterwards drops it.
+    pub fn with_fused(mut self, fused: impl crate::fused::FusedStep<B> + 'static) -> Self {
+        self.fused = Some(Arc::new(fused));
+        self
+    }
+
+    /// The chain's fused implementation, if any.
+    pub fn fused(&self) -> Option<&Arc<dyn crate::fused::FusedStep<B>>> {
+        self.fused.as_ref()
+    }
+
+    /// The same chain without its fused implementation (always composed; benchmarks and
+    /// tests compare the two).
+    pub fn composed(mut self) -> Self {
+        self.fused = None;
+        self
     }
 
     /// Append a transform.
     pub fn then(mut self, t: impl Transform<B> + 'static) -> Self {
         self.transforms.push(Arc::new(t));
+        self.fused = None;
         self
     }
 

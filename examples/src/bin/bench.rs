@@ -1,0 +1,451 @@
+//! `cargo xtask bench`: optimizer step time against the machine's measured streaming bandwidth.
+//!
+//! ```text
+//! cargo run --release -p moment-examples --bin bench -- [--optimizers all|LIST] [--sizes 1M,16M]
+//!     [--threads N] [--reps N] [--json PATH] [--quick]
+//! ```
+//!
+//! Backend: ndarray (CPU). For each optimizer and size: one flat f32 parameter of that size,
+//! random gradients, `reps` timed steps after two warm-up steps; median and minimum step time,
+//! the bytes the algorithm must move per parameter (its floor), effective GB/s
+//! (`bytes · n / median`), that as a % of the bandwidth measured in the same run with a kernel of
+//! the same access pattern, and the state bytes per parameter from the accounting API.
+//! Implementations: `moment-fused` (one pass, where the chain has one), `moment-composed`
+//! (the chain's tensor ops) and `burn-optim` (burn's own AdamW / Adam, where burn has it).
+//! Schema of `--json`: `docs/benchmarks.md`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Param;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{Distribution, Tensor};
+use moment_optim::{
+    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, LionConfig, MomentOptimizer, ParamTensor,
+    SophiaConfig,
+};
+use serde::Serialize;
+
+type B = NdArray<f32>;
+type AB = Autodiff<B>;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One result row (`--json` `results[]`).
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    optimizer: String,
+    #[serde(rename = "impl")]
+    implementation: String,
+    backend: String,
+    numel: usize,
+    median_ms: f64,
+    min_ms: f64,
+    bytes_per_param: f64,
+    gbps: f64,
+    pct_of_bandwidth: f64,
+    state_bytes_per_param: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    host: String,
+    git_rev: String,
+    threads: usize,
+    bandwidth_gbps: Vec<(String, f64)>,
+    results: Vec<Row>,
+}
+
+/// Streams read and written per element by an optimizer's minimal one-pass step (f32).
+fn pattern(optimizer: &str) -> (usize, usize) {
+    match optimizer {
+        // p, g, m, v read; p, m, v written
+        "adamw" | "adam" => (4, 3),
+        // p, g, m read; p, m written
+        "lion" => (3, 2),
+        // p, g, m, h read; p, m written
+        "sophia" => (4, 2),
+        // p, g read; p written (factored statistics are O(√n))
+        "adafactor" => (2, 1),
+        // p, g read, p written; the two u8 codes (¼ stream each) are not modelled
+        "adamw8bit" => (2, 1),
+        _ => (2, 1),
+    }
+}
+
+/// Bytes per parameter the optimizer's minimal pass moves.
+fn floor_bytes(optimizer: &str) -> f64 {
+    match optimizer {
+        "adamw8bit" => 4.0 * 3.0 + 4.0, // p r/w, g r, 2 codes r/w
+        _ => {
+            let (r, w) = pattern(optimizer);
+            4.0 * (r + w) as f64
+        }
+    }
+}
+
+fn chain(name: &str) -> Result<Chain<B>, Box<dyn std::error::Error>> {
+    Ok(match name {
+        "adamw" => AdamWConfig::default().build()?,
+        "adam" => moment_optim::AdamConfig::default().build()?,
+        "lion" => LionConfig::default().build()?,
+        "sophia" => SophiaConfig::g().build()?,
+        "adafactor" => AdafactorConfig::transformers().build()?,
+        "adamw8bit" => Adam8bitConfig::adamw().build()?,
+        other => return Err(format!("unknown optimizer `{other}`").into()),
+    })
+}
+
+fn parse_size(s: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('M' | 'm') => (&s[..s.len() - 1], 1usize << 20),
+        Some('K' | 'k') => (&s[..s.len() - 1], 1 << 10),
+        _ => (s, 1),
+    };
+    Ok(num.parse::<usize>()? * mult)
+}
+
+fn stats(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0])
+}
+
+/// Streaming bandwidth (GB/s) with `reads` read and `writes` written f32 streams of `n`
+/// elements each (the written streams are among the read ones, as in an optimizer step),
+/// split over `threads` scoped threads; median of `reps`. Each pattern has its own plain loop
+/// over zipped slices (vectorizable, trivial arithmetic).
+fn bandwidth(n: usize, reads: usize, writes: usize, threads: usize, reps: usize) -> f64 {
+    // (0, 1) = copy (dst ← src), (0, 2) = triad (a ← b + s·c): destinations write-only.
+    let buffers = match (reads, writes) {
+        (0, w) => w + 1,
+        (r, _) => r,
+    };
+    let mut bufs: Vec<Vec<f32>> = (0..buffers)
+        .map(|i| vec![1.0 + i as f32 * 1e-3; n])
+        .collect();
+    let chunk = n.div_ceil(threads);
+    let mut times = Vec::new();
+    for _ in 0..reps + 1 {
+        let t0 = Instant::now();
+        let mut per_thread: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
+        for b in bufs.iter_mut() {
+            for (t, c) in b.chunks_mut(chunk).enumerate() {
+                per_thread[t].push(c);
+            }
+        }
+        std::thread::scope(|s| {
+            for mut st in per_thread {
+                s.spawn(move || stream_kernel(&mut st, reads, writes));
+            }
+        });
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.remove(0);
+    let (median, _) = stats(times);
+    // copy and triad write a stream they do not read
+    let streams = match (reads, writes) {
+        (0, 1) => 2,
+        (0, 2) => 3,
+        (r, w) => r + w,
+    };
+    (streams * 4 * n) as f64 / median / 1e9
+}
+
+/// One pattern's loop (see [`bandwidth`]).
+fn stream_kernel(st: &mut [&mut [f32]], reads: usize, writes: usize) {
+    match (reads, writes) {
+        (0, 1) => {
+            let [a, b] = st else { return };
+            a.copy_from_slice(b);
+        }
+        (0, 2) => {
+            let [a, b, c] = st else { return };
+            for ((a, b), c) in a.iter_mut().zip(b.iter()).zip(c.iter()) {
+                *a = *b + 0.5 * *c;
+            }
+        }
+        (2, 1) => {
+            let [p, g] = st else { return };
+            for (p, g) in p.iter_mut().zip(g.iter()) {
+                *p -= 0.01 * *g;
+            }
+        }
+        (3, 2) => {
+            let [p, g, m] = st else { return };
+            for ((p, g), m) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
+                *m = 0.9 * *m + *g;
+                *p -= 0.01 * *m;
+            }
+        }
+        (4, 2) => {
+            let [p, g, m, h] = st else { return };
+            for (((p, g), m), h) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(h.iter()) {
+                *m = 0.9 * *m + *g;
+                *p -= 0.01 * *m * *h;
+            }
+        }
+        (4, 3) => {
+            let [p, g, m, v] = st else { return };
+            for (((p, g), m), v) in p
+                .iter_mut()
+                .zip(g.iter())
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
+                *m = 0.9 * *m + *g;
+                *v = 0.99 * *v + *g;
+                *p -= 0.01 * (*m + *v);
+            }
+        }
+        _ => {
+            for s in st.iter_mut().take(writes) {
+                for x in s.iter_mut() {
+                    *x *= 0.5;
+                }
+            }
+        }
+    }
+}
+
+mod flat {
+    use burn::module::{Module, Param};
+    use burn::tensor::{Tensor, backend::Backend};
+
+    /// A module holding one flat parameter, for burn's optimizers.
+    #[derive(Module, Debug)]
+    pub struct Flat<B: Backend> {
+        /// The parameter.
+        pub w: Param<Tensor<B, 1>>,
+    }
+}
+use flat::Flat;
+
+fn time_moment(
+    chain: Chain<B>,
+    n: usize,
+    reps: usize,
+) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    let mut opt = MomentOptimizer::new(chain);
+    let mut params = vec![ParamTensor {
+        path: "w".into(),
+        shape: vec![n],
+        value: Tensor::<B, 1>::random([n], Distribution::Normal(0.0, 0.5), &device),
+        grad: None,
+    }];
+    let grads: Vec<Tensor<B, 1>> = (0..3)
+        .map(|_| Tensor::random([n], Distribution::Normal(0.0, 1.0), &device))
+        .collect();
+    let mut times = Vec::new();
+    for step in 0..reps + 2 {
+        params[0].grad = Some(grads[step % grads.len()].clone());
+        let t0 = Instant::now();
+        opt.step(1e-3, &mut params)?;
+        // make sure the work is done (ndarray is synchronous; this also reads nothing big)
+        let _ = params[0].value.dims();
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok((times, opt.state_memory().bytes_per_param()))
+}
+
+fn time_burn(name: &str, n: usize, reps: usize) -> Option<Vec<f64>> {
+    let device = Default::default();
+    let mut module = Flat::<AB> {
+        w: Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)),
+    };
+    let grads: Vec<Tensor<B, 1>> = (0..3)
+        .map(|_| Tensor::random([n], Distribution::Normal(0.0, 1.0), &device))
+        .collect();
+    let mut times = Vec::new();
+    macro_rules! drive {
+        ($optim:expr) => {{
+            let mut optim = $optim;
+            for step in 0..reps + 2 {
+                let mut gp = GradientsParams::new();
+                gp.register(module.w.id, grads[step % grads.len()].clone());
+                let t0 = Instant::now();
+                module = optim.step(1e-3, module, gp);
+                let _ = module.w.val().dims();
+                if step >= 2 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+        }};
+    }
+    match name {
+        "adamw" => drive!(burn::optim::AdamWConfig::new().init::<AB, Flat<AB>>()),
+        "adam" => drive!(burn::optim::AdamConfig::new().init::<AB, Flat<AB>>()),
+        _ => return None,
+    }
+    Some(times)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut optimizers = "adamw,adam,lion,sophia,adafactor,adamw8bit".to_string();
+    let mut sizes = "1M,16M".to_string();
+    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut reps = 7usize;
+    let mut json: Option<String> = None;
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--optimizers" => optimizers = value()?,
+            "--sizes" => sizes = value()?,
+            "--threads" => threads = value()?.parse()?,
+            "--reps" => reps = value()?.parse::<usize>()?.max(1),
+            "--json" => json = Some(value()?),
+            "--backend" => {
+                let b = value()?;
+                if b != "ndarray" {
+                    return Err(format!(
+                        "--backend {b}: only ndarray is benchmarked so far (flex, wgpu and cuda are not wired yet)"
+                    )
+                    .into());
+                }
+            }
+            "--quick" => quick = true,
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+    if optimizers == "all" {
+        optimizers = "adamw,adam,lion,sophia,adafactor,adamw8bit".into();
+    }
+    if quick {
+        sizes = "1M".into();
+        reps = 3;
+    }
+    let threads = threads.max(1);
+    moment_optim::fused::set_threads(threads);
+    let sizes: Vec<usize> = sizes.split(',').map(parse_size).collect::<Result<_, _>>()?;
+    let names: Vec<&str> = optimizers.split(',').map(str::trim).collect();
+
+    // Bandwidth, over buffers far larger than the caches (≥ 16M f32 = 64 MiB per stream).
+    let bw_n = if quick { 1 << 22 } else { 1 << 24 };
+    let mut patterns: Vec<(usize, usize)> = vec![(0, 1), (0, 2)];
+    for n in &names {
+        let p = pattern(n);
+        if !patterns.contains(&p) {
+            patterns.push(p);
+        }
+    }
+    let bw: Vec<((usize, usize), f64)> = patterns
+        .iter()
+        .map(|&(r, w)| {
+            (
+                (r, w),
+                bandwidth(bw_n, r, w, threads, if quick { 2 } else { 5 }),
+            )
+        })
+        .collect();
+    let label = |(r, w): (usize, usize)| match (r, w) {
+        (0, 1) => "copy (1R 1W)".to_string(),
+        (0, 2) => "triad (2R 1W)".to_string(),
+        (r, w) => format!("{r}R {w}W (optimizer pattern)"),
+    };
+    println!(
+        "ndarray CPU, {threads} threads; streaming bandwidth ({} f32 per stream):",
+        bw_n
+    );
+    for (p, g) in &bw {
+        println!("  {:<20} {g:6.1} GB/s", label(*p));
+    }
+    println!();
+    println!(
+        "| optimizer | impl | numel | median ms | min ms | bytes/param (floor) | GB/s | % of bandwidth | state B/param |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for name in &names {
+            let bytes = floor_bytes(name);
+            let bw_of = bw
+                .iter()
+                .find(|(p, _)| *p == pattern(name))
+                .map_or(f64::NAN, |(_, g)| *g);
+            let base = chain(name)?;
+            let mut impls: Vec<(&str, Option<Chain<B>>)> = Vec::new();
+            if base.fused().is_some() {
+                impls.push(("moment-fused", Some(base.clone())));
+            }
+            impls.push(("moment-composed", Some(base.composed())));
+            if matches!(*name, "adamw" | "adam") {
+                impls.push(("burn-optim", None));
+            }
+            for (imp, ch) in impls {
+                let (times, state) = match ch {
+                    Some(c) => time_moment(c, n, reps)?,
+                    None => match time_burn(name, n, reps) {
+                        Some(t) => (t, 8.0),
+                        None => continue,
+                    },
+                };
+                let (median, min) = stats(times);
+                let gbps = bytes * n as f64 / median / 1e9;
+                let row = Row {
+                    optimizer: name.to_string(),
+                    implementation: imp.to_string(),
+                    backend: "ndarray".into(),
+                    numel: n,
+                    median_ms: median * 1e3,
+                    min_ms: min * 1e3,
+                    bytes_per_param: bytes,
+                    gbps,
+                    pct_of_bandwidth: 100.0 * gbps / bw_of,
+                    state_bytes_per_param: state,
+                };
+                println!(
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.3} |",
+                    row.optimizer,
+                    row.implementation,
+                    row.numel,
+                    row.median_ms,
+                    row.min_ms,
+                    row.bytes_per_param,
+                    row.gbps,
+                    row.pct_of_bandwidth,
+                    row.state_bytes_per_param
+                );
+                rows.push(row);
+            }
+        }
+    }
+    if let Some(path) = json {
+        let report = Report {
+            host: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|s| s.trim().to_string())
+                })
+                .unwrap_or_else(|| "unknown".into()),
+            git_rev: std::process::Command::new("git")
+                .args(["rev-parse", "--short", "HEAD"])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default(),
+            threads,
+            bandwidth_gbps: bw.iter().map(|(p, g)| (label(*p), *g)).collect(),
+            results: rows,
+        };
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("\nJSON written to {path}");
+    }
+    Ok(())
+}
