@@ -111,14 +111,17 @@ impl AdamScalars {
         wd_l2: f32,
         wd_dec: f32,
     ) {
-        let mut g = if MAXIMIZE { -g } else { g };
+        // × −1 like burn's `neg` (keeps a NaN's sign bit, unlike unary minus)
+        #[allow(clippy::neg_multiply)]
+        let mut g = if MAXIMIZE { g * -1.0 } else { g };
         if L2 {
             g += *p * wd_l2;
         }
         let m1 = *m + (g - *m) * self.one_minus_b1;
         let v1 = *v * self.b2 + g * g * self.one_minus_b2;
         let vu = if AMS {
-            let x = vmax.max(v1);
+            // burn's `max_pair`: `a < b ? b : a` (a NaN already in vmax stays)
+            let x = if *vmax < v1 { v1 } else { *vmax };
             *vmax = x;
             x
         } else {
@@ -231,6 +234,16 @@ mod cpu {
     //! run one pass over contiguous chunks on scoped threads, put them back.
 
     use std::any::Any;
+    use std::sync::Mutex;
+
+    /// One chunk's slices: parameter, gradient, exp_avg, exp_avg_sq, max_exp_avg_sq (or empty).
+    type Job<'a> = (
+        &'a mut [f32],
+        &'a [f32],
+        &'a mut [f32],
+        &'a mut [f32],
+        &'a mut [f32],
+    );
 
     use burn::backend::ndarray::{NdArrayTensor, SharedArray};
     use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
@@ -401,9 +414,16 @@ mod cpu {
         states: &mut [TransformState<B>],
     ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
         let n = param.dims()[0];
-        let st = &mut states[fused.adam_index];
         let k = if fused.amsgrad { 3 } else { 2 };
-        if st.tensors.len() != k || grad.dims()[0] != n {
+        const NAMES: [&str; 3] = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+        let Some(st) = states.get_mut(fused.adam_index) else {
+            return Err((param, grad));
+        };
+        let layout_ok = st.tensors.len() == k
+            && st.tensors.iter().zip(NAMES).all(|(t, name)| t.name == name)
+            && st.tensors.iter().all(|t| t.tensor.dims()[0] == n)
+            && st.counters.first().is_some_and(|c| c.0 == "step");
+        if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
         let mut p = match take(param) {
@@ -454,20 +474,34 @@ mod cpu {
             } else {
                 let chunk = n.div_ceil(nt);
                 let sc = &sc;
+                let xs_chunks: Vec<&mut [f32]> = if xs.is_empty() {
+                    (0..nt).map(|_| <&mut [f32]>::default()).collect()
+                } else {
+                    xs.chunks_mut(chunk).collect()
+                };
+                // One job per chunk; whoever takes a job runs it. This thread runs job 0 and
+                // any job whose thread the OS refused to start.
+                let jobs: Vec<Mutex<Option<Job<'_>>>> = ps
+                    .chunks_mut(chunk)
+                    .zip(gs.chunks(chunk))
+                    .zip(ms.chunks_mut(chunk))
+                    .zip(vs.chunks_mut(chunk))
+                    .zip(xs_chunks)
+                    .map(|((((p, g), m), v), x)| Mutex::new(Some((p, g, m, v, x))))
+                    .collect();
+                let run_job = |job: &Mutex<Option<Job<'_>>>| {
+                    let taken = job.lock().ok().and_then(|mut j| j.take());
+                    if let Some((p, g, m, v, x)) = taken {
+                        run_best(sc, p, g, m, v, x);
+                    }
+                };
                 std::thread::scope(|scope| {
-                    let mut xs_chunks: Vec<&mut [f32]> = if xs.is_empty() {
-                        (0..nt).map(|_| <&mut [f32]>::default()).collect()
-                    } else {
-                        xs.chunks_mut(chunk).collect()
-                    };
-                    for ((((pc, gc), mc), vc), xc) in ps
-                        .chunks_mut(chunk)
-                        .zip(gs.chunks(chunk))
-                        .zip(ms.chunks_mut(chunk))
-                        .zip(vs.chunks_mut(chunk))
-                        .zip(xs_chunks.drain(..))
-                    {
-                        scope.spawn(move || run_best(sc, pc, gc, mc, vc, xc));
+                    for job in jobs.iter().skip(1) {
+                        let _ =
+                            std::thread::Builder::new().spawn_scoped(scope, move || run_job(job));
+                    }
+                    for job in &jobs {
+                        run_job(job);
                     }
                 });
             }
