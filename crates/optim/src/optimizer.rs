@@ -478,15 +478,7 @@ impl<B: Backend> MomentOptimizer<B> {
     /// Shapes and non-finite values are checked as in a step (the non-finite policy applies:
     /// `SkipStep` ignores the whole call). On error nothing changes.
     pub fn update_curvature(&mut self, estimates: Vec<GradEntry<B>>) -> Result<usize> {
-        let mut estimates = estimates;
-        estimates.sort_by(|a, b| a.path.cmp(&b.path));
-        for w in estimates.windows(2) {
-            if w[0].path == w[1].path {
-                return Err(OptimError::DuplicatePath {
-                    path: w[0].path.clone(),
-                });
-            }
-        }
+        let mut estimates = sorted_by_path(estimates)?;
         let fresh = self.fresh_states(&estimates)?;
         // Count non-finite elements (a sum of |x| could overflow for finite values).
         let counts = read_scalars(
@@ -563,15 +555,7 @@ impl<B: Backend> MomentOptimizer<B> {
         {
             return Err(OptimError::InvalidLearningRate { lr: lr * g.lr_mult });
         }
-        let mut grads = grads;
-        grads.sort_by(|a, b| a.path.cmp(&b.path));
-        for w in grads.windows(2) {
-            if w[0].path == w[1].path {
-                return Err(OptimError::DuplicatePath {
-                    path: w[0].path.clone(),
-                });
-            }
-        }
+        let mut grads = sorted_by_path(grads)?;
 
         // Shapes, groups and fresh state: into a scratch map, merged only on success.
         let fresh = self.fresh_states(&grads)?;
@@ -1175,6 +1159,17 @@ impl<B: Backend> MomentOptimizer<B> {
         }
         Ok(())
     }
+}
+
+/// `entries` sorted by path; a path given twice is an error.
+fn sorted_by_path<B: Backend>(mut entries: Vec<GradEntry<B>>) -> Result<Vec<GradEntry<B>>> {
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(OptimError::DuplicatePath {
+            path: w[0].path.clone(),
+        });
+    }
+    Ok(entries)
 }
 
 /// Fill freshly initialised `states` from a record, checking names and shapes.
