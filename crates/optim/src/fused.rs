@@ -265,26 +265,16 @@ mod cpu {
         }
     }
 
-    /// The f32 array behind `t` (copied only when shared or borrowed), or `t` back.
+    /// The ndarray tensor behind `t`, or `t` back (another backend, or quantized).
     #[allow(clippy::result_large_err)]
-    fn take<B: Backend>(t: Tensor<B, 1>) -> Result<SharedArray<f32>, Tensor<B, 1>> {
+    fn as_ndarray<B: Backend>(t: Tensor<B, 1>) -> Result<NdArrayTensor, Tensor<B, 1>> {
         let prim = match t.into_primitive() {
             TensorPrimitive::Float(p) => p,
             q @ TensorPrimitive::QFloat(_) => return Err(Tensor::from_primitive(q)),
         };
         let any: Box<dyn Any> = Box::new(prim);
         match any.downcast::<NdArrayTensor>() {
-            Ok(nd) => match *nd {
-                NdArrayTensor::F32(storage) => {
-                    let arr = storage.into_owned();
-                    if arr.is_standard_layout() {
-                        Ok(arr)
-                    } else {
-                        Err(give(NdArrayTensor::from(arr)))
-                    }
-                }
-                other => Err(give(other)),
-            },
+            Ok(nd) => Ok(*nd),
             Err(any) => Err(Tensor::from_primitive(TensorPrimitive::Float(
                 *any.downcast::<B::FloatTensorPrimitive>()
                     .expect("a float primitive downcasts to its own type"),
@@ -292,23 +282,28 @@ mod cpu {
         }
     }
 
+    /// The f32 array behind `t` (copied only when shared or borrowed), or `t` back.
+    #[allow(clippy::result_large_err)]
+    fn take<B: Backend>(t: Tensor<B, 1>) -> Result<SharedArray<f32>, Tensor<B, 1>> {
+        match as_ndarray(t)? {
+            NdArrayTensor::F32(storage) => {
+                let arr = storage.into_owned();
+                if arr.is_standard_layout() {
+                    Ok(arr)
+                } else {
+                    Err(give(NdArrayTensor::from(arr)))
+                }
+            }
+            other => Err(give(other)),
+        }
+    }
+
     /// The ndarray f32 tensor behind `t`, not copied (for reading), or `t` back.
     #[allow(clippy::result_large_err)]
     fn peek<B: Backend>(t: Tensor<B, 1>) -> Result<NdArrayTensor, Tensor<B, 1>> {
-        let prim = match t.into_primitive() {
-            TensorPrimitive::Float(p) => p,
-            q @ TensorPrimitive::QFloat(_) => return Err(Tensor::from_primitive(q)),
-        };
-        let any: Box<dyn Any> = Box::new(prim);
-        match any.downcast::<NdArrayTensor>() {
-            Ok(nd) => match *nd {
-                NdArrayTensor::F32(ref s) if s.view().is_standard_layout() => Ok(*nd),
-                other => Err(give(other)),
-            },
-            Err(any) => Err(Tensor::from_primitive(TensorPrimitive::Float(
-                *any.downcast::<B::FloatTensorPrimitive>()
-                    .expect("a float primitive downcasts to its own type"),
-            ))),
+        match as_ndarray(t)? {
+            NdArrayTensor::F32(s) if s.view().is_standard_layout() => Ok(NdArrayTensor::F32(s)),
+            other => Err(give(other)),
         }
     }
 

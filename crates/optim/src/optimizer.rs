@@ -923,37 +923,7 @@ impl<B: Backend> MomentOptimizer<B> {
                 .iter()
                 .zip(&ps.states)
                 .filter(|(t, _)| t.stateful())
-                .map(|(t, st)| TransformRecord {
-                    name: t.name().to_string(),
-                    tensors: st
-                        .tensors
-                        .iter()
-                        .map(|s| TensorRecord {
-                            name: s.name.to_string(),
-                            shape: s.shape.clone(),
-                            values: tensor_values(&s.tensor),
-                        })
-                        .collect(),
-                    codes: st
-                        .codes
-                        .iter()
-                        .map(|c| CodeRecord {
-                            name: c.name.to_string(),
-                            shape: c.shape.clone(),
-                            values: code_values(&c.tensor),
-                        })
-                        .collect(),
-                    counters: st
-                        .counters
-                        .iter()
-                        .map(|(n, v)| (n.to_string(), *v))
-                        .collect(),
-                    scalars: st
-                        .scalars
-                        .iter()
-                        .map(|(n, v)| (n.to_string(), *v))
-                        .collect(),
-                })
+                .map(|(t, st)| transform_record(t.name(), st))
                 .collect();
             params.insert(
                 path.clone(),
@@ -978,21 +948,7 @@ impl<B: Backend> MomentOptimizer<B> {
                     .iter()
                     .zip(states)
                     .filter(|(t, _)| t.group_sums() > 0)
-                    .map(|(t, st)| TransformRecord {
-                        name: t.name().to_string(),
-                        tensors: Vec::new(),
-                        codes: Vec::new(),
-                        counters: st
-                            .counters
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), *v))
-                            .collect(),
-                        scalars: st
-                            .scalars
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), *v))
-                            .collect(),
-                    })
+                    .map(|(t, st)| transform_record(t.name(), st))
                     .collect(),
             })
             .collect();
@@ -1158,6 +1114,41 @@ impl<B: Backend> MomentOptimizer<B> {
             }
         }
         Ok(())
+    }
+}
+
+/// A transform's state as a record (exact values).
+fn transform_record<B: Backend>(name: &str, st: &TransformState<B>) -> TransformRecord {
+    TransformRecord {
+        name: name.to_string(),
+        tensors: st
+            .tensors
+            .iter()
+            .map(|s| TensorRecord {
+                name: s.name.to_string(),
+                shape: s.shape.clone(),
+                values: tensor_values(&s.tensor),
+            })
+            .collect(),
+        codes: st
+            .codes
+            .iter()
+            .map(|c| CodeRecord {
+                name: c.name.to_string(),
+                shape: c.shape.clone(),
+                values: code_values(&c.tensor),
+            })
+            .collect(),
+        counters: st
+            .counters
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect(),
+        scalars: st
+            .scalars
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect(),
     }
 }
 
