@@ -1,186 +1,132 @@
 //! # moment-monitor
 //!
-//! Watches an optimizer through moment-optim's [`Observer`] hook and keeps per-step records:
-//! loss-independent step facts (learning rate, global gradient norm before clipping, whether
-//! clipping engaged, non-finite counts, skipped steps) and, per parameter, the L2 norms of the
-//! gradient, the weight, the applied update and each state tensor, plus the update-to-weight
-//! ratio. Records can be written as JSON Lines.
+//! What the optimizer is doing, as data and as plots. A [`Monitor`] is a moment-optim
+//! [`Observer`](moment_optim::Observer): attach it to the optimizer and it turns every step into
+//! a [`StepRecord`]:
 //!
-//! Not implemented yet: per-layer aggregation, spike detection, CSV/TensorBoard sinks, plots
-//! and reports.
+//! * every step: loss (from the loop), learning rate per group, global gradient norm before
+//!   clipping, whether clipping engaged and the running clip rate, non-finite gradient counts
+//!   and the policy applied, skipped steps, step time and tokens/s, exact optimizer-state bytes
+//!   by kind, parameter and gradient bytes and the process's peak RSS (when the loop passes
+//!   the optimizer's accounting);
+//! * every `interval` steps, for the parameters a [`Selector`](moment_optim::Selector) picks:
+//!   gradient, weight and update L2 norms, update/weight ratio, cos(update, gradient), and
+//!   ‖s‖, ‖√s‖, min and max of every optimizer-state tensor (Sophia's win rate is one of its
+//!   state tensors), aggregated per layer ([`LayerKey`]);
+//! * spikes in the loss and the gradient norm (rolling robust z-score, [`SpikeConfig`]).
+//!
+//! Records go to sinks — [`JsonlSink`] (everything), [`CsvSink`] (flat scalars),
+//! [`TensorBoardSink`] (scalar event files), [`MemorySink`] — and to [`plot`] (dashboard,
+//! per-layer heatmap, multi-run overlay; PNG or SVG with an embedded font) and [`report`]
+//! (markdown and terminal summaries). [`replot`] redraws a saved run without re-training.
+//! With the `burn-train` feature (default), [`MonitorMetric`] shows the numbers in
+//! burn-train's dashboard.
+//!
+//! ```ignore
+//! let monitor = MonitorConfig::default().with_interval(10).build()?.shared();
+//! monitor.lock().unwrap().add_sink(JsonlSink::create("runs/a/metrics.jsonl")?);
+//! opt.set_observer(monitor.clone());
+//! for step in 0.. {
+//!     let loss = /* forward, backward */;
+//!     opt.step(lr, &mut params)?;
+//!     monitor.lock().unwrap().finish_step(
+//!         StepInfo::new().loss(loss).tokens(n).memory(opt.state_memory()),
+//!     )?;
+//! }
+//! monitor.lock().unwrap().flush()?;
+//! ```
 
-use std::io::Write;
+#[cfg(feature = "burn-train")]
+mod burn_train;
+mod error;
+mod monitor;
+pub mod plot;
+mod record;
+pub mod report;
+mod sink;
+mod spike;
+mod sys;
+pub mod tensorboard;
 
-use burn::tensor::backend::Backend;
-use moment_optim::stats::l2_norms;
-use moment_optim::{Observer, ParamView, StepReport};
+use std::path::{Path, PathBuf};
 
-/// Norms of one parameter at one step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamStats {
-    /// Parameter path.
-    pub path: String,
-    /// Group name.
-    pub group: String,
-    /// ‖g‖₂ of the gradient the optimizer consumed.
-    pub grad_norm: f64,
-    /// ‖θ‖₂ after the update.
-    pub weight_norm: f64,
-    /// ‖Δθ‖₂ of the applied update.
-    pub update_norm: f64,
-    /// ‖Δθ‖ / ‖θ‖ (0 when ‖θ‖ = 0).
-    pub update_to_weight: f64,
-    /// ‖s‖₂ of each state tensor, by state name.
-    pub state_norms: Vec<(String, f64)>,
+#[cfg(feature = "burn-train")]
+pub use burn_train::{MonitorMetric, MonitorQuantity};
+pub use error::MonitorError;
+pub use monitor::{LayerKey, Monitor, MonitorConfig, StepInfo, aggregate_layers};
+pub use plot::{LayerMetric, Run};
+pub use record::{
+    LayerStats, MemoryRecord, ParamStats, Spike, SpikeMetric, StateStats, StepRecord,
+};
+pub use report::Summary;
+pub use sink::{CSV_COLUMNS, CsvRow, CsvSink, JsonlSink, MemorySink, Sink, read_csv, read_jsonl};
+pub use spike::{SpikeCheck, SpikeConfig, SpikeDetector};
+pub use sys::peak_rss_bytes;
+pub use tensorboard::TensorBoardSink;
+
+/// File names inside a run directory.
+pub mod files {
+    /// Full records, one JSON object per line.
+    pub const METRICS_JSONL: &str = "metrics.jsonl";
+    /// Flat scalars.
+    pub const METRICS_CSV: &str = "metrics.csv";
+    /// Dashboard image.
+    pub const DASHBOARD_PNG: &str = "dashboard.png";
+    /// Dashboard as SVG.
+    pub const DASHBOARD_SVG: &str = "dashboard.svg";
+    /// Per-layer update/weight heatmap.
+    pub const LAYERS_PNG: &str = "layers.png";
+    /// Markdown report.
+    pub const REPORT_MD: &str = "report.md";
+    /// The summary as JSON.
+    pub const SUMMARY_JSON: &str = "summary.json";
 }
 
-/// One observed step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepRecord {
-    /// Step counter after the step.
-    pub step: u64,
-    /// Learning rate passed to the step.
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Whether clipping engaged.
-    pub clipped: bool,
-    /// Non-finite gradient elements seen.
-    pub non_finite: u64,
-    /// Whether the step was skipped.
-    pub skipped: bool,
-    /// Per-parameter statistics (empty on unobserved or skipped steps).
-    pub params: Vec<ParamStats>,
-}
-
-/// An [`Observer`] that records norms every `interval` steps.
-#[derive(Debug, Clone)]
-pub struct NormMonitor {
-    interval: u64,
-    pending: Vec<ParamStats>,
-    records: Vec<StepRecord>,
-}
-
-impl NormMonitor {
-    /// Record every `interval` steps (1 = every step; 0 is treated as 1).
-    pub fn new(interval: u64) -> Self {
-        Self {
-            interval: interval.max(1),
-            pending: Vec::new(),
-            records: Vec::new(),
-        }
-    }
-
-    /// Records so far.
-    pub fn records(&self) -> &[StepRecord] {
-        &self.records
-    }
-
-    /// Write every record as one JSON object per line.
-    pub fn write_jsonl(&self, mut out: impl Write) -> std::io::Result<()> {
-        for r in &self.records {
-            writeln!(out, "{}", record_json(r))?;
-        }
-        Ok(())
-    }
-}
-
-impl<B: Backend> Observer<B> for NormMonitor {
-    fn wants(&self, step: u64) -> bool {
-        step.is_multiple_of(self.interval) || step == 1
-    }
-
-    fn on_param(&mut self, v: &ParamView<'_, B>) {
-        let states: Vec<_> = v.state.iter().flat_map(|s| s.tensors.iter()).collect();
-        let mut tensors = vec![v.grad, v.param, v.update];
-        tensors.extend(states.iter().map(|t| &t.tensor));
-        let norms = l2_norms(&tensors);
-        let (grad_norm, weight_norm, update_norm) = (norms[0], norms[1], norms[2]);
-        self.pending.push(ParamStats {
-            path: v.path.to_string(),
-            group: v.group.to_string(),
-            grad_norm,
-            weight_norm,
-            update_norm,
-            update_to_weight: if weight_norm > 0.0 {
-                update_norm / weight_norm
-            } else {
-                0.0
-            },
-            state_norms: states
-                .iter()
-                .zip(&norms[3..])
-                .map(|(t, n)| (t.name.to_string(), *n))
-                .collect(),
-        });
-    }
-
-    fn on_step(&mut self, r: &StepReport) {
-        self.records.push(StepRecord {
-            step: r.step,
-            lr: r.lr,
-            grad_norm: r.grad_norm,
-            clipped: r.clipped,
-            non_finite: r.non_finite,
-            skipped: r.skipped,
-            params: std::mem::take(&mut self.pending),
-        });
-    }
-}
-
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:e}")
-    } else {
-        "null".to_string()
-    }
-}
-
-fn string(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn record_json(r: &StepRecord) -> String {
-    let params: Vec<String> = r
-        .params
-        .iter()
-        .map(|p| {
-            let states: Vec<String> = p
-                .state_norms
-                .iter()
-                .map(|(k, v)| format!("{}:{}", string(k), num(*v)))
-                .collect();
-            format!(
-                "{{\"path\":{},\"group\":{},\"grad_norm\":{},\"weight_norm\":{},\"update_norm\":{},\"update_to_weight\":{},\"state_norms\":{{{}}}}}",
-                string(&p.path),
-                string(&p.group),
-                num(p.grad_norm),
-                num(p.weight_norm),
-                num(p.update_norm),
-                num(p.update_to_weight),
-                states.join(",")
-            )
-        })
-        .collect();
-    format!(
-        "{{\"step\":{},\"lr\":{},\"grad_norm\":{},\"clipped\":{},\"non_finite\":{},\"skipped\":{},\"params\":[{}]}}",
-        r.step,
-        num(r.lr),
-        num(r.grad_norm),
-        r.clipped,
-        r.non_finite,
-        r.skipped,
-        params.join(",")
-    )
+/// Redraw a saved run from `dir/metrics.jsonl` without re-training: writes the dashboard (PNG
+/// and SVG), the per-layer heatmap, `report.md` and `summary.json` into `dir`. `floor` is a
+/// known lower bound on the loss. Returns the files written.
+pub fn replot(dir: impl AsRef<Path>, floor: Option<f64>) -> Result<Vec<PathBuf>, MonitorError> {
+    let dir = dir.as_ref();
+    let name = dir
+        .file_name()
+        .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned());
+    let run = Run::from_jsonl(name, dir.join(files::METRICS_JSONL))?;
+    let out = |f: &str| dir.join(f);
+    plot::dashboard(&run, out(files::DASHBOARD_PNG), (1400, 1000))?;
+    plot::dashboard(&run, out(files::DASHBOARD_SVG), (1400, 1000))?;
+    plot::layer_heatmap(
+        &run,
+        LayerMetric::UpdateToWeight,
+        out(files::LAYERS_PNG),
+        (1200, 600),
+    )?;
+    let summary = Summary::from_run(&run, floor);
+    let md = report::markdown(
+        &format!("Run {}", run.name),
+        std::slice::from_ref(&summary),
+        &[
+            ("Dashboard".into(), files::DASHBOARD_PNG.into()),
+            ("Update/weight per layer".into(), files::LAYERS_PNG.into()),
+        ],
+    );
+    let write = |f: &str, text: String| {
+        std::fs::write(out(f), text).map_err(|e| MonitorError::io(out(f), e))
+    };
+    write(files::REPORT_MD, md)?;
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| MonitorError::Parse {
+        path: out(files::SUMMARY_JSON),
+        line: 0,
+        reason: e.to_string(),
+    })?;
+    write(files::SUMMARY_JSON, json)?;
+    Ok([
+        files::DASHBOARD_PNG,
+        files::DASHBOARD_SVG,
+        files::LAYERS_PNG,
+        files::REPORT_MD,
+        files::SUMMARY_JSON,
+    ]
+    .iter()
+    .map(|f| out(f))
+    .collect())
 }

@@ -1,7 +1,7 @@
 //! Fused one-pass steps: a chain may carry a [`FusedStep`], an implementation of the *whole*
 //! chain that reads the parameter, gradient and state once and writes them once, in place when
 //! the buffers are uniquely owned. The engine uses it when it applies (backend and tensor
-//! supported, no observer wanting this step) and falls back to the composed chain otherwise.
+//! supported; an observed parameter is copied instead of updated in place) and falls back to the composed chain otherwise.
 //! A fused step must give the same numbers as the composed chain (the CPU kernels here repeat
 //! its f32 operations in the same order, so they are bitwise equal — tested) and leave the
 //! state in the same layout, so records and resumes do not depend on the path taken.

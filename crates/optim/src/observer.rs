@@ -40,7 +40,14 @@ pub trait Observer<B: Backend>: Send {
         true
     }
 
-    /// Called for every updated parameter of a wanted step, in traversal order (module field
+    /// Whether to observe parameter `path` (of logical `shape`) on a wanted step. Default: all.
+    /// Unwatched parameters cost nothing extra (and keep the fused path's in-place update).
+    fn wants_param(&self, path: &str, shape: &[usize]) -> bool {
+        let _ = (path, shape);
+        true
+    }
+
+    /// Called for every watched updated parameter of a wanted step, in traversal order (module field
     /// order for burn modules, path order for [`MomentOptimizer::step`](crate::MomentOptimizer::step)).
     fn on_param(&mut self, view: &ParamView<'_, B>);
 

@@ -184,6 +184,12 @@ pub struct StepReport {
     pub params_updated: usize,
     /// How many of them took their chain's fused one-pass path ([`crate::fused`]).
     pub params_fused: usize,
+    /// The global clipping threshold (`None` without clipping).
+    pub clip_threshold: Option<f64>,
+    /// The non-finite gradient policy in force.
+    pub policy: NonFinitePolicy,
+    /// Learning rate of each parameter group (`lr` × the group's multiplier), in group order.
+    pub group_lrs: Vec<(String, f64)>,
 }
 
 /// One gradient handed to [`MomentOptimizer::prepare`].
@@ -616,6 +622,13 @@ impl<B: Backend> MomentOptimizer<B> {
             clipped: false,
             non_finite: 0,
             non_finite_paths: Vec::new(),
+            clip_threshold: self.max_grad_norm,
+            policy: self.non_finite,
+            group_lrs: self
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), lr * g.lr_mult))
+                .collect(),
             skipped: false,
             params_updated: 0,
             params_fused: 0,
@@ -775,18 +788,32 @@ impl<B: Backend> MomentOptimizer<B> {
         };
         let group = &self.groups[ps.group];
         let lr = prep.lr * group.lr_mult;
-        // The one-pass path when the chain has one and no observer wants this step (observers
-        // see the composed path's update tensor; both give the same numbers).
+        let watch = prep.observe
+            && self.observer.as_ref().is_some_and(|o| {
+                o.lock()
+                    .map(|o| o.wants_param(path, &ps.shape))
+                    .unwrap_or(false)
+            });
+        // The one-pass path when the chain has one. A watched parameter keeps its old value
+        // and gradient alive (so the fused step copies instead of updating in place) and its
+        // update is recovered as `new − old`, exactly the update the composed path adds.
         let (param, grad) = match group.chain.fused() {
-            Some(f) if !prep.observe => match f.step(lr, param, grad, &mut ps.states) {
-                Ok(new) => {
-                    prep.report.params_updated += 1;
-                    prep.report.params_fused += 1;
-                    return new;
+            Some(f) => {
+                let seen = watch.then(|| (param.clone(), grad.clone()));
+                match f.step(lr, param, grad, &mut ps.states) {
+                    Ok(new) => {
+                        prep.report.params_updated += 1;
+                        prep.report.params_fused += 1;
+                        if let Some((old, grad)) = seen {
+                            let update = new.clone().sub(old);
+                            self.notify(prep, path, lr, &grad, &update, &new);
+                        }
+                        return new;
+                    }
+                    Err(back) => back,
                 }
-                Err(back) => back,
-            },
-            _ => (param, grad),
+            }
+            None => (param, grad),
         };
         let empty = TransformState::empty();
         let ctx = StepCtx {
@@ -796,28 +823,44 @@ impl<B: Backend> MomentOptimizer<B> {
             path,
             group: &empty,
         };
-        let grad_seen = prep.observe.then(|| grad.clone());
+        let grad_seen = watch.then(|| grad.clone());
         let update = group
             .chain
             .update(&ctx, grad, &mut ps.states, &self.group_states[ps.group]);
         let new = param.clone().add(update.clone());
         prep.report.params_updated += 1;
-        if let (Some(grad), Some(obs)) = (grad_seen, &self.observer)
-            && let Ok(mut obs) = obs.lock()
-        {
+        if let Some(grad) = grad_seen {
+            self.notify(prep, path, lr, &grad, &update, &new);
+        }
+        new
+    }
+
+    /// Hand one updated parameter to the observer.
+    fn notify(
+        &self,
+        prep: &PreparedStep<B>,
+        path: &str,
+        lr: f64,
+        grad: &Tensor<B, 1>,
+        update: &Tensor<B, 1>,
+        new: &Tensor<B, 1>,
+    ) {
+        let (Some(obs), Some(ps)) = (&self.observer, self.params.get(path)) else {
+            return;
+        };
+        if let Ok(mut obs) = obs.lock() {
             obs.on_param(&ParamView {
                 step: prep.report.step,
                 path,
-                group: &group.name,
+                group: &self.groups[ps.group].name,
                 shape: &ps.shape,
-                grad: &grad,
-                update: &update,
-                param: &new,
+                grad,
+                update,
+                param: new,
                 lr,
                 state: &ps.states,
             });
         }
-        new
     }
 
     /// Phase 3: close the step, notify the observer, keep and return the report.

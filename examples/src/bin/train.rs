@@ -1,23 +1,28 @@
-//! The README's main command (for now): train a small next-token model with a moment optimizer
-//! on a synthetic Markov corpus whose loss floor is known, and print the loss going down and
-//! the optimizer-state memory.
+//! Train the `tiny` test transformer with a moment optimizer under the monitor, on a synthetic
+//! Markov corpus whose loss floor is known, and write a run directory.
 //!
-//! `cargo run -p moment-examples --bin train [-- --optimizer adamw|adamw8bit|adafactor
-//!  --hidden H --steps N --seed S --jsonl PATH]`
+//! `cargo run --release -p moment-examples --bin train [-- --optimizer adamw|adamw8bit|adafactor
+//!  --steps N --seed S --interval K --out DIR]`
 //!
-//! Every optimizer uses the usual LLM grouping (no decay on vectors) and lr 1e-2; Adafactor is
-//! configured as HF `Trainer(optim="adafactor")` does (`scale_parameter=False,
-//! relative_step=False`, the given lr).
+//! Every optimizer uses the usual LLM grouping (no decay on vectors), global clipping at 1.0,
+//! lr 3e-3 with 20 warm-up steps and linear decay to 10%; Adafactor is configured as HF
+//! `Trainer(optim="adafactor")` does (`scale_parameter=False, relative_step=False`).
+//! `DIR` (default `runs/train-<optimizer>`) receives `metrics.jsonl`, `metrics.csv`, a
+//! TensorBoard event file, `dashboard.png/.svg`, `layers.png`, `report.md` and `summary.json`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
-use moment_model::{BigramLmConfig, MarkovCorpus, SplitMix64, sample_batch};
-use moment_monitor::NormMonitor;
+use moment_model::{
+    Corpus, MarkovConfig, MarkovCorpus, RowPrior, Split, TestModelConfig, TokenBatch,
+};
+use moment_monitor::{
+    CsvSink, JsonlSink, MonitorConfig, Run, StepInfo, Summary, TensorBoardSink, files, replot,
+    report,
+};
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, MomentOptimizer, NonFinitePolicy,
     OptimError, ParamGroup, Selector,
@@ -36,31 +41,41 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut steps = 300usize;
+    let mut steps = 200u64;
     let mut seed = 0u64;
-    let mut jsonl: Option<String> = None;
+    let mut interval = 1u64;
     let mut optimizer = "adamw".to_string();
-    let mut hidden = 64usize;
+    let mut out: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
-            "--steps" => steps = args.next().ok_or("--steps needs a value")?.parse()?,
-            "--seed" => seed = args.next().ok_or("--seed needs a value")?.parse()?,
-            "--jsonl" => jsonl = Some(args.next().ok_or("--jsonl needs a path")?),
-            "--optimizer" => optimizer = args.next().ok_or("--optimizer needs a name")?,
-            "--hidden" => hidden = args.next().ok_or("--hidden needs a value")?.parse()?,
+            "--steps" => steps = value()?.parse()?,
+            "--seed" => seed = value()?.parse()?,
+            "--interval" => interval = value()?.parse()?,
+            "--optimizer" => optimizer = value()?,
+            "--out" => out = Some(value()?.into()),
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/train-{optimizer}")));
 
     let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, seed);
-    let (vocab, batch, seq, lr) = (32, 16, 65, 1e-2);
-    let corpus = MarkovCorpus::new(vocab, 2.0, seed)?;
-    let floor = corpus.entropy_rate();
-    let mut model = BigramLmConfig { vocab, hidden }.init::<B>(&device)?;
+    let (vocab, batch, seq) = (64, 16, 32);
+    let corpus = MarkovCorpus::with_config(&MarkovConfig {
+        vocab,
+        order: 1,
+        prior: RowPrior::Dirichlet { concentration: 0.1 },
+        seed,
+    })?;
+    let floor = corpus.loss_floor();
+    let mut model = TestModelConfig {
+        seed,
+        ..TestModelConfig::tiny(vocab)
+    }
+    .init::<B>(&device)?;
 
-    // The usual LLM grouping: no decay on vectors (biases), decay elsewhere.
+    // The usual LLM grouping: no decay on vectors (norm weights), decay elsewhere.
     let (no_decay, decay) = chains(&optimizer, 0.1)?;
     let mut engine = MomentOptimizer::builder()
         .group(ParamGroup::new(
@@ -72,70 +87,80 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .clip_grad_norm(1.0)
         .non_finite(NonFinitePolicy::SkipStep)
         .build()?;
-    let monitor = Arc::new(Mutex::new(NormMonitor::new(50)));
+    let mut monitor = MonitorConfig::default().with_interval(interval).build()?;
+    monitor
+        .add_sink(JsonlSink::create(out.join(files::METRICS_JSONL))?)
+        .add_sink(CsvSink::create(out.join(files::METRICS_CSV))?)
+        .add_sink(TensorBoardSink::create(out.join("tensorboard"))?);
+    let monitor = monitor.shared();
     engine.set_observer(monitor.clone());
     let mut optim = engine.for_module::<_, B>();
 
     println!(
-        "training a {}-token model ({} params) with moment {optimizer}, lr {lr}, {steps} steps",
-        vocab,
-        burn::module::Module::num_params(&model)
+        "training the tiny test model ({} params) with moment {optimizer}, {steps} steps → {}",
+        model.num_params(),
+        out.display()
     );
-    println!("loss floor (entropy rate of the corpus): {floor:.4} nats/token");
-    let mut rng = SplitMix64::new(seed ^ 0x5eed);
-    // A fixed held-out set, evaluated without autodiff: the smooth curve to read.
-    let mut val_rng = SplitMix64::new(seed ^ 0xda7a);
-    let val = sample_batch::<NdArray>(&corpus, 64, seq, &mut val_rng, &device);
-    let val_loss = |m: &moment_model::BigramLm<B>| {
-        m.valid()
-            .loss(val.clone())
-            .map(|l| f64::from(l.into_scalar()))
-    };
-    let val0 = val_loss(&model)?;
-    let start = Instant::now();
-    let mut last = f64::NAN;
-    let mut last_val = val0;
-    for step in 1..=steps {
-        let tokens = sample_batch::<B>(&corpus, batch, seq, &mut rng, &device);
-        let loss = model.loss(tokens)?;
+    if let Some(f) = floor {
+        println!("loss floor (entropy rate of the corpus): {f:.4} nats/token");
+    }
+    for step in 0..steps {
+        let warm = (step as f64 + 1.0).min(20.0) / 20.0;
+        let lr = 3e-3 * warm * (1.0 - 0.9 * step as f64 / steps as f64);
+        let b = TokenBatch::from_corpus(&corpus as &dyn Corpus, Split::Train, step, batch, seq)?
+            .to_tensors::<B>(&device);
+        let loss = model
+            .forward(b.inputs, Some(b.targets))?
+            .loss
+            .ok_or("the model returned no loss")?;
         let value = f64::from(loss.clone().into_scalar());
-        last = value;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
         if let Some(e) = optim.take_error() {
             return Err(e.into());
         }
-        if step == 1 || step % 25 == 0 {
-            let r = optim.engine().last_report().cloned();
-            let v = val_loss(&model)?;
-            last_val = v;
+        let mut mon = monitor.lock().map_err(|_| "monitor lock poisoned")?;
+        mon.finish_step(
+            StepInfo::new()
+                .loss(value)
+                .tokens((batch * seq) as u64)
+                .memory(optim.engine().state_memory()),
+        )?;
+        if step == 0 || (step + 1) % 25 == 0 {
+            let r = mon.latest().ok_or("no record")?;
             println!(
-                "step {step:>4}  train {value:.4}  val {v:.4}  gap to floor {:+.4}  grad_norm {:.3}{}",
-                v - floor,
-                r.as_ref().map_or(f64::NAN, |r| r.grad_norm),
-                if r.is_some_and(|r| r.clipped) {
-                    " (clipped)"
-                } else {
-                    ""
-                }
+                "step {:>4}  loss {value:.4}  grad_norm {:.3}{}  update/weight {}",
+                r.step,
+                r.grad_norm,
+                if r.clipped { " (clipped)" } else { "" },
+                r.update_to_weight()
+                    .map_or_else(|| "–".into(), |u| format!("{u:.2e}"))
             );
         }
     }
-    let mem = optim.engine().state_memory();
-    println!(
-        "done in {:.1}s: val loss {val0:.4} -> {last_val:.4} (floor {floor:.4}, last train batch {last:.4}); optimizer state {} bytes ({:.2} B/param: {:?})",
-        start.elapsed().as_secs_f64(),
-        mem.total_bytes,
-        mem.bytes_per_param(),
-        mem.by_kind
-    );
-    if let Some(path) = jsonl {
-        let file = std::fs::File::create(&path)?;
-        monitor
-            .lock()
-            .map_err(|_| "monitor lock poisoned")?
-            .write_jsonl(std::io::BufWriter::new(file))?;
-        println!("monitor records written to {path}");
+    monitor
+        .lock()
+        .map_err(|_| "monitor lock poisoned")?
+        .flush()?;
+    let valid = model.valid();
+    let mut total = 0.0;
+    for i in 0..4 {
+        let b = TokenBatch::from_corpus(&corpus as &dyn Corpus, Split::Valid, i, batch, seq)?
+            .to_tensors::<NdArray>(&device);
+        total += f64::from(
+            valid
+                .forward(b.inputs, Some(b.targets))?
+                .loss
+                .ok_or("no loss")?
+                .into_scalar(),
+        );
+    }
+    println!("validation loss {:.4}", total / 4.0);
+    let written = replot(&out, floor)?;
+    let run = Run::from_jsonl(&optimizer, out.join(files::METRICS_JSONL))?;
+    print!("{}", report::text(&[Summary::from_run(&run, floor)]));
+    for f in written {
+        println!("wrote {}", f.display());
     }
     Ok(())
 }
