@@ -3,3 +3,4 @@
 
 pub mod golden;
 pub mod memory;
+pub mod model_bench;

@@ -731,3 +731,131 @@ pub fn overlay(
 ) -> Result<(), MonitorError> {
     render!(path.as_ref(), size, |root| draw_overlay(&root, runs, floor))
 }
+
+/// One bar of [`bar_chart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    /// Label under the bar.
+    pub label: String,
+    /// Legend entry (bars with the same one share a colour).
+    pub series: String,
+    /// Height.
+    pub value: f64,
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    bars: &[Bar],
+    hline: Option<(f64, &str)>,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let top = bars
+        .iter()
+        .map(|b| b.value)
+        .chain(hline.map(|h| h.0))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    if bars.is_empty() || top <= 0.0 {
+        return no_data(root, title);
+    }
+    let mut series: Vec<&str> = Vec::new();
+    for b in bars {
+        if !series.contains(&b.series.as_str()) {
+            series.push(&b.series);
+        }
+    }
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.6..bars.len() as f64 - 0.4, 0.0..top * 1.15)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .label_style((FONT, 11))
+        .x_labels(bars.len().max(2))
+        .x_label_formatter(&|x| {
+            let r = x.round();
+            if (x - r).abs() > 1e-6 || r < 0.0 {
+                return String::new();
+            }
+            labels.get(r as usize).cloned().unwrap_or_default()
+        })
+        .y_label_formatter(&|v| tick(*v))
+        .draw()
+        .map_err(err)?;
+    for (si, s) in series.iter().enumerate() {
+        let color = palette(si);
+        chart
+            .draw_series(
+                bars.iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.series == *s && b.value.is_finite())
+                    .map(|(i, b)| {
+                        Rectangle::new(
+                            [(i as f64 - 0.38, 0.0), (i as f64 + 0.38, b.value)],
+                            color.filled(),
+                        )
+                    }),
+            )
+            .map_err(err)?
+            .label(s.to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(
+            bars.iter()
+                .enumerate()
+                .filter(|(_, b)| b.value.is_finite())
+                .map(|(i, b)| {
+                    Text::new(
+                        tick(b.value),
+                        (i as f64 - 0.3, b.value + top * 0.05),
+                        (FONT, 11).into_font().color(&BLACK),
+                    )
+                }),
+        )
+        .map_err(err)?;
+    if let Some((y, name)) = hline {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(-0.6, y), (bars.len() as f64 - 0.4, y)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(name.to_string())
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 11))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// A bar chart (coloured by [`Bar::series`]) with an optional dashed reference line.
+pub fn bar_chart(
+    title: &str,
+    y_desc: &str,
+    bars: &[Bar],
+    hline: Option<(f64, &str)>,
+    path: impl AsRef<Path>,
+    size: (u32, u32),
+) -> Result<(), MonitorError> {
+    render!(path.as_ref(), size, |root| draw_bars(
+        &root, title, y_desc, bars, hline
+    ))
+}

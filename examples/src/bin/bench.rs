@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p moment-examples --bin bench -- [--optimizers all|LIST] [--sizes 1M,16M]
-//!     [--threads N] [--reps N] [--json PATH] [--quick]
+//!     [--threads N] [--reps N] [--json PATH] [--chart PATH] [--quick]
+//!     [--model tiny,small|none] [--model-optimizers LIST] [--batch B] [--seq S] [--model-reps N]
 //! ```
 //!
 //! Backend: ndarray (CPU). For each optimizer and size: one flat f32 parameter of that size,
@@ -12,7 +13,10 @@
 //! the same access pattern, and the state bytes per parameter from the accounting API.
 //! Implementations: `moment-fused` (one pass, where the chain has one), `moment-composed`
 //! (the chain's tensor ops) and `burn-optim` (burn's own AdamW / Adam, where burn has it).
-//! Schema of `--json`: `docs/benchmarks.md`.
+//! Model level (`--model`, default `tiny`): a training step of the test transformer split into
+//! forward, backward, optimizer and monitor time per optimizer ([`moment_examples::model_bench`]).
+//! `--chart` (default: the `--json` path with `.png`) draws each implementation's % of the
+//! measured bandwidth at the largest size. Schema of `--json`: `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,6 +25,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor};
+use moment_examples::model_bench::{ModelRow, time_model};
+use moment_monitor::plot::{Bar, bar_chart};
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, LionConfig, MomentOptimizer, ParamTensor,
     SophiaConfig,
@@ -63,6 +69,7 @@ struct Report {
     threads: usize,
     bandwidth_gbps: Vec<(String, f64)>,
     results: Vec<Row>,
+    model_results: Vec<ModelRow>,
 }
 
 /// Streams read and written per element by an optimizer's minimal one-pass step (f32).
@@ -299,7 +306,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut reps = 7usize;
     let mut json: Option<String> = None;
+    let mut chart: Option<String> = None;
     let mut quick = false;
+    let mut model = "tiny".to_string();
+    let mut model_optimizers = "adamw,lion,sophia,adafactor".to_string();
+    let (mut batch, mut seq, mut model_reps) = (8usize, 128usize, 20usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -309,6 +320,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--threads" => threads = value()?.parse()?,
             "--reps" => reps = value()?.parse::<usize>()?.max(1),
             "--json" => json = Some(value()?),
+            "--chart" => chart = Some(value()?),
+            "--model" => model = value()?,
+            "--model-optimizers" => model_optimizers = value()?,
+            "--batch" => batch = value()?.parse()?,
+            "--seq" => seq = value()?.parse()?,
+            "--model-reps" => model_reps = value()?.parse::<usize>()?.max(1),
             "--backend" => {
                 let b = value()?;
                 if b != "ndarray" {
@@ -328,6 +345,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if quick {
         sizes = "1M".into();
         reps = 3;
+        model_optimizers = "adamw".into();
+        model_reps = 10;
     }
     let threads = threads.max(1);
     moment_optim::fused::set_threads(threads);
@@ -424,6 +443,66 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    let mut model_rows = Vec::new();
+    if model != "none" {
+        println!(
+            "\nTraining step of the test model ({batch} × {seq} tokens, vocab 256), medians over {model_reps} steps; monitor cost = extra time per step (mean) with per-layer norms every step / every 10th step:\n"
+        );
+        println!(
+            "| model | params | optimizer | forward ms | backward ms | optimizer ms | tokens/s | monitor every step | monitor interval 10 |"
+        );
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for preset in model.split(',').map(str::trim) {
+            for opt in model_optimizers.split(',').map(str::trim) {
+                let r = time_model(preset, opt, batch, seq, model_reps)?;
+                println!(
+                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms ({:.1}%) | {:.2} ms ({:.1}%) |",
+                    r.preset,
+                    r.params,
+                    r.optimizer,
+                    r.forward_ms,
+                    r.backward_ms,
+                    r.optimizer_ms,
+                    r.tokens_per_s,
+                    r.monitor_every_step_ms,
+                    r.monitor_every_step_pct,
+                    r.monitor_interval10_ms,
+                    r.monitor_interval10_pct
+                );
+                model_rows.push(r);
+            }
+        }
+    }
+    let chart = chart.or_else(|| {
+        json.as_ref().map(|j| {
+            std::path::Path::new(j)
+                .with_extension("png")
+                .display()
+                .to_string()
+        })
+    });
+    if let (Some(path), Some(&n)) = (&chart, sizes.iter().max()) {
+        let bars: Vec<Bar> = rows
+            .iter()
+            .filter(|r| r.numel == n)
+            .map(|r| Bar {
+                label: r.optimizer.clone(),
+                series: r.implementation.clone(),
+                value: r.pct_of_bandwidth,
+            })
+            .collect();
+        bar_chart(
+            &format!(
+                "optimizer step, % of the streaming bandwidth of its access pattern ({n} f32, {threads} threads)"
+            ),
+            "% of bandwidth",
+            &bars,
+            Some((100.0, "measured bandwidth")),
+            path,
+            (1200, 600),
+        )?;
+        println!("\nChart written to {path}");
+    }
     if let Some(path) = json {
         let report = Report {
             host: std::fs::read_to_string("/proc/cpuinfo")
@@ -444,6 +523,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             threads,
             bandwidth_gbps: bw.iter().map(|(p, g)| (label(*p), *g)).collect(),
             results: rows,
+            model_results: model_rows,
         };
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("\nJSON written to {path}");
