@@ -6,9 +6,12 @@
 //! its f32 operations in the same order, so they are bitwise equal — tested) and leave the
 //! state in the same layout, so records and resumes do not depend on the path taken.
 //!
-//! Implemented: the Adam family (Adam/AdamW, amsgrad, maximize, coupled or decoupled decay) on
-//! burn's ndarray backend with f32 tensors (feature `ndarray`, default), multi-threaded over
-//! contiguous chunks. Everything else runs composed.
+//! Implemented on burn's ndarray backend with f32 tensors (feature `ndarray`, default),
+//! multi-threaded over contiguous chunks, AVX2 when the CPU has it: the Adam family
+//! ([`FusedAdam`]: Adam/AdamW, amsgrad, maximize, coupled or decoupled decay), Lion
+//! ([`FusedLion`]) and Sophia ([`FusedSophia`], both variants; its win rate is counted in the
+//! same pass). All share one driver: an element-wise [`Kernel`](cpu) over the parameter, the
+//! gradient and k state streams. Everything else runs composed.
 
 use std::fmt::Debug;
 
@@ -183,6 +186,323 @@ impl AdamScalars {
     }
 }
 
+/// One element-wise pass over a contiguous chunk: the parameter, the gradient and the state
+/// streams (same length). Returns a count the kernel keeps (Sophia's unclipped coordinates; 0
+/// otherwise), summed over chunks.
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+trait Kernel: Sync {
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64;
+}
+
+impl Kernel for AdamScalars {
+    #[inline(always)]
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+        match s {
+            [m, v] => AdamScalars::run(self, p, g, m, v, &mut []),
+            [m, v, x] => AdamScalars::run(self, p, g, m, v, x),
+            _ => {}
+        }
+        0
+    }
+}
+
+/// `sign` as burn-ndarray computes it: 0 for ±0, else ±1 by the sign bit (so a NaN gives ±1).
+#[inline(always)]
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+fn sign(x: f32) -> f32 {
+    if x == 0.0 {
+        0.0
+    } else if x.is_sign_positive() {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
+/// Lion's chain `[flip] → scale_by_lion → [decoupled] → −lr`, fused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedLion {
+    /// Index of `scale_by_lion` in the chain.
+    pub lion_index: usize,
+    /// Negate the gradient first.
+    pub maximize: bool,
+    /// Decoupled λ (0: none).
+    pub decoupled: f64,
+    /// β1 (interpolation for the sign).
+    pub beta1: f64,
+    /// β2 (momentum decay).
+    pub beta2: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+struct LionScalars {
+    maximize: bool,
+    b1: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    decoupled: Option<f32>,
+    neg_lr: f32,
+}
+
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+impl LionScalars {
+    #[inline(always)]
+    fn chunk<const MAXIMIZE: bool, const DECOUPLED: bool>(
+        &self,
+        ps: &mut [f32],
+        gs: &[f32],
+        ms: &mut [f32],
+    ) {
+        let wd = self.decoupled.unwrap_or(0.0);
+        for ((p, g), m) in ps.iter_mut().zip(gs).zip(ms.iter_mut()) {
+            #[allow(clippy::neg_multiply)]
+            let g = if MAXIMIZE { *g * -1.0 } else { *g };
+            let mut u = sign(*m * self.b1 + g * self.one_minus_b1);
+            *m = *m * self.b2 + g * self.one_minus_b2;
+            if DECOUPLED {
+                u += *p * wd;
+            }
+            *p += u * self.neg_lr;
+        }
+    }
+}
+
+impl Kernel for LionScalars {
+    #[inline(always)]
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+        if let [m] = s {
+            match (self.maximize, self.decoupled.is_some()) {
+                (false, false) => self.chunk::<false, false>(p, g, m),
+                (false, true) => self.chunk::<false, true>(p, g, m),
+                (true, false) => self.chunk::<true, false>(p, g, m),
+                (true, true) => self.chunk::<true, true>(p, g, m),
+            }
+        }
+        0
+    }
+}
+
+impl<B: Backend> FusedStep<B> for FusedLion {
+    fn name(&self) -> &'static str {
+        "fused_lion"
+    }
+
+    fn step(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        #[cfg(feature = "ndarray")]
+        {
+            let sc = LionScalars {
+                maximize: self.maximize,
+                b1: self.beta1 as f32,
+                one_minus_b1: (1.0 - self.beta1) as f32,
+                b2: self.beta2 as f32,
+                one_minus_b2: (1.0 - self.beta2) as f32,
+                decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
+                neg_lr: -(lr as f32),
+            };
+            let Some(st) = states.get_mut(self.lion_index) else {
+                return Err((param, grad));
+            };
+            let ok = st.tensors.len() == 1 && st.counters.is_empty();
+            if !ok {
+                return Err((param, grad));
+            }
+            cpu::one_pass(param, grad, st, &["exp_avg"], |_| sc).map(|(p, _)| p)
+        }
+        #[cfg(not(feature = "ndarray"))]
+        {
+            let _ = (lr, states);
+            Err((param, grad))
+        }
+    }
+}
+
+/// Sophia's chain `[flip] → [L2] → scale_by_sophia → [decoupled] → −lr`, fused (the curvature
+/// update stays a separate step, as in the composed path).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedSophia {
+    /// Index of `scale_by_sophia` in the chain.
+    pub sophia_index: usize,
+    /// Negate the gradient first.
+    pub maximize: bool,
+    /// Coupled L2 λ (0: none).
+    pub coupled: f64,
+    /// Decoupled λ (0: none).
+    pub decoupled: f64,
+    /// Sophia-H (`true`: lerp momentum, `max(h, ε)` denominator, clip at ρ) or Sophia-G.
+    pub variant_h: bool,
+    /// β1.
+    pub beta1: f64,
+    /// ρ (Sophia-G: ρ·batch size, as the transform holds it).
+    pub rho: f64,
+    /// ε.
+    pub eps: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+struct SophiaScalars {
+    maximize: bool,
+    variant_h: bool,
+    coupled: Option<f32>,
+    decoupled: Option<f32>,
+    b1: f32,
+    w: f32,
+    rho: f32,
+    eps: f32,
+    clip: f32,
+    neg_lr: f32,
+}
+
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+impl SophiaScalars {
+    #[inline(always)]
+    fn chunk<const MAXIMIZE: bool, const L2: bool, const DECOUPLED: bool, const H: bool>(
+        &self,
+        ps: &mut [f32],
+        gs: &[f32],
+        ms: &mut [f32],
+        hs: &[f32],
+    ) -> u64 {
+        let (wd_l2, wd_dec, c) = (
+            self.coupled.unwrap_or(0.0),
+            self.decoupled.unwrap_or(0.0),
+            self.clip,
+        );
+        let mut win = 0u64;
+        for (((p, g), m), h) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(hs) {
+            #[allow(clippy::neg_multiply)]
+            let mut g = if MAXIMIZE { *g * -1.0 } else { *g };
+            if L2 {
+                g += *p * wd_l2;
+            }
+            let (m1, den) = if H {
+                // lerp(m, g, w) as `transforms::lerp` rounds it; clamp_min(h, ε)
+                let m1 = if self.w.abs() < 0.5 {
+                    *m + (g - *m) * self.w
+                } else {
+                    g - (g - *m) * (1.0 - self.w)
+                };
+                (m1, if *h < self.eps { self.eps } else { *h })
+            } else {
+                (*m * self.b1 + g * self.w, *h * self.rho + self.eps)
+            };
+            // clamp(−c, c) as burn-ndarray computes it here (its SIMD min/max keep a NaN)
+            let u = m1 / den;
+            let u = if u < -c {
+                -c
+            } else if u > c {
+                c
+            } else {
+                u
+            };
+            win += u64::from(u.abs() < c);
+            *m = m1;
+            let mut u = u;
+            if DECOUPLED {
+                u += *p * wd_dec;
+            }
+            *p += u * self.neg_lr;
+        }
+        win
+    }
+}
+
+impl Kernel for SophiaScalars {
+    #[inline(always)]
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+        let [m, h] = s else { return 0 };
+        macro_rules! pick {
+            ($($a:literal $b:literal $c:literal $d:literal),*) => {
+                match (self.maximize, self.coupled.is_some(), self.decoupled.is_some(), self.variant_h) {
+                    $(($a, $b, $c, $d) => self.chunk::<$a, $b, $c, $d>(p, g, m, h),)*
+                }
+            };
+        }
+        pick!(
+            false false false false, false false false true, false false true false,
+            false false true true, false true false false, false true false true,
+            false true true false, false true true true, true false false false,
+            true false false true, true false true false, true false true true,
+            true true false false, true true false true, true true true false,
+            true true true true
+        )
+    }
+}
+
+impl<B: Backend> FusedStep<B> for FusedSophia {
+    fn name(&self) -> &'static str {
+        "fused_sophia"
+    }
+
+    fn step(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        #[cfg(feature = "ndarray")]
+        {
+            let w = (1.0 - self.beta1) as f32;
+            let sc = SophiaScalars {
+                maximize: self.maximize,
+                variant_h: self.variant_h,
+                coupled: (self.coupled > 0.0).then_some(self.coupled as f32),
+                decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
+                b1: self.beta1 as f32,
+                w,
+                rho: self.rho as f32,
+                eps: self.eps as f32,
+                clip: if self.variant_h { self.rho as f32 } else { 1.0 },
+                neg_lr: -(lr as f32),
+            };
+            let Some(st) = states.get_mut(self.sophia_index) else {
+                return Err((param, grad));
+            };
+            let names: [&str; 2] = if self.variant_h {
+                ["momentum", "hessian_moment"]
+            } else {
+                ["exp_avg", "hessian"]
+            };
+            let ok = st.tensors.len() == 3
+                && st.tensors[2].name == "win_rate"
+                && st.tensors[2].tensor.dims()[0] == 1
+                && st.counters.first().is_some_and(|c| c.0 == "step");
+            if !ok {
+                return Err((param, grad));
+            }
+            let n = param.dims()[0];
+            let (p, win) = cpu::one_pass(param, grad, st, &names, |st| {
+                st.counters[0].1 = st.counters[0].1.saturating_add(1);
+                sc
+            })?;
+            if n > 0 {
+                // `mean` of the 0/1 mask as burn-ndarray computes it (exact count below 2^24).
+                let rate = win as f32 / n as f32;
+                let device = st.tensors[2].tensor.device();
+                st.tensors[2].tensor = Tensor::from_data(
+                    burn::tensor::TensorData::new(vec![rate], [1]),
+                    &device,
+                );
+            }
+            Ok(p)
+        }
+        #[cfg(not(feature = "ndarray"))]
+        {
+            let _ = (lr, states);
+            Err((param, grad))
+        }
+    }
+}
+
 impl FusedAdam {
     #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
     fn scalars(&self, lr: f64, t: u64) -> AdamScalars {
@@ -218,7 +538,25 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
     ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
         #[cfg(feature = "ndarray")]
         {
-            cpu::adam(self, lr, param, grad, states)
+            let names: &[&str] = if self.amsgrad {
+                &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+            } else {
+                &["exp_avg", "exp_avg_sq"]
+            };
+            let Some(st) = states.get_mut(self.adam_index) else {
+                return Err((param, grad));
+            };
+            let ok = st.tensors.len() == names.len()
+                && st.counters.first().is_some_and(|c| c.0 == "step");
+            if !ok {
+                return Err((param, grad));
+            }
+            cpu::one_pass(param, grad, st, names, |st| {
+                let t = st.counters[0].1.saturating_add(1);
+                st.counters[0].1 = t;
+                self.scalars(lr, t)
+            })
+            .map(|(p, _)| p)
         }
         #[cfg(not(feature = "ndarray"))]
         {
@@ -235,27 +573,22 @@ mod cpu {
 
     use std::any::Any;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// One chunk's slices: parameter, gradient, exp_avg, exp_avg_sq, max_exp_avg_sq (or empty).
-    type Job<'a> = (
-        &'a mut [f32],
-        &'a [f32],
-        &'a mut [f32],
-        &'a mut [f32],
-        &'a mut [f32],
-    );
+    /// One chunk's slices: parameter, gradient, state streams.
+    type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
 
     use burn::backend::ndarray::{NdArrayTensor, SharedArray};
     use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
 
-    use super::FusedAdam;
+    use super::Kernel;
     use crate::transform::TransformState;
 
     /// Below this many elements one thread does the whole tensor.
     const PARALLEL_MIN: usize = 1 << 15;
 
     fn threads() -> usize {
-        match super::THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        match super::THREADS.load(Ordering::Relaxed) {
             0 => std::env::var("MOMENT_THREADS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -363,61 +696,46 @@ mod cpu {
         }))
     }
 
-    /// [`AdamScalars::run`] compiled for AVX2 when the CPU has it (8-wide `sqrt`/`div`; the
-    /// same IEEE operations in the same order, no FMA contraction — results are unchanged).
-    fn run_best(
-        sc: &super::AdamScalars,
-        ps: &mut [f32],
-        gs: &[f32],
-        ms: &mut [f32],
-        vs: &mut [f32],
-        xs: &mut [f32],
-    ) {
+    /// `k.run` compiled for AVX2 when the CPU has it (8-wide `sqrt`/`div`; the same IEEE
+    /// operations in the same order, no FMA contraction — results are unchanged).
+    fn run_best<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
                 // calling a `#[target_feature(enable = "avx2")]` function.
                 #[allow(unsafe_code)]
-                unsafe {
-                    run_avx2(sc, ps, gs, ms, vs, xs)
-                };
-                return;
+                return unsafe { run_avx2(k, p, g, s) };
             }
         }
-        sc.run(ps, gs, ms, vs, xs);
+        k.run(p, g, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn run_avx2(
-        sc: &super::AdamScalars,
-        ps: &mut [f32],
-        gs: &[f32],
-        ms: &mut [f32],
-        vs: &mut [f32],
-        xs: &mut [f32],
-    ) {
-        sc.run(ps, gs, ms, vs, xs);
+    fn run_avx2<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+        k.run(p, g, s)
     }
 
-    pub(super) fn adam<B: Backend>(
-        fused: &FusedAdam,
-        lr: f64,
+    /// The one-pass driver: check that `st`'s first tensors are `names` with the parameter's
+    /// length, take the parameter and those state buffers out (no copy when uniquely owned),
+    /// borrow the gradient's, call `make` (which may advance counters and gives the kernel; only
+    /// reached when nothing can fail any more), run the kernel over contiguous chunks on scoped
+    /// threads and put everything back. Returns the new parameter and the kernel's count, or the
+    /// inputs unchanged (and `st` untouched) when the backend, dtype or layout does not fit.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    pub(super) fn one_pass<B: Backend, K: Kernel>(
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        st: &mut TransformState<B>,
+        names: &[&str],
+        make: impl FnOnce(&mut TransformState<B>) -> K,
+    ) -> Result<(Tensor<B, 1>, u64), (Tensor<B, 1>, Tensor<B, 1>)> {
         let n = param.dims()[0];
-        let k = if fused.amsgrad { 3 } else { 2 };
-        const NAMES: [&str; 3] = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
-        let Some(st) = states.get_mut(fused.adam_index) else {
-            return Err((param, grad));
-        };
-        let layout_ok = st.tensors.len() == k
-            && st.tensors.iter().zip(NAMES).all(|(t, name)| t.name == name)
-            && st.tensors.iter().all(|t| t.tensor.dims()[0] == n)
-            && st.counters.first().is_some_and(|c| c.0 == "step");
+        let k = names.len();
+        let layout_ok = st.tensors.len() >= k
+            && st.tensors.iter().zip(names).all(|(t, name)| t.name == *name)
+            && st.tensors[..k].iter().all(|t| t.tensor.dims()[0] == n);
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
@@ -431,24 +749,23 @@ mod cpu {
             Err(g) => return Err((back(p), g)),
         };
         let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
-        let mut moments: Vec<SharedArray<f32>> = Vec::with_capacity(k);
+        let mut streams: Vec<SharedArray<f32>> = Vec::with_capacity(k);
         for i in 0..k {
             let t = std::mem::replace(&mut st.tensors[i].tensor, empty());
             match take(t) {
-                Ok(a) => moments.push(a),
+                Ok(a) => streams.push(a),
                 Err(t) => {
                     // Put everything back as it was.
                     st.tensors[i].tensor = t;
-                    for (j, a) in moments.into_iter().enumerate() {
+                    for (j, a) in streams.into_iter().enumerate() {
                         st.tensors[j].tensor = back(a);
                     }
                     return Err((back(p), give(g)));
                 }
             }
         }
-        let t = st.counters[0].1.saturating_add(1);
-        st.counters[0].1 = t;
-        let sc = fused.scalars(lr, t);
+        let kernel = make(st);
+        let count;
         {
             let NdArrayTensor::F32(gst) = &g else {
                 unreachable!("peek only returns f32 tensors")
@@ -456,42 +773,40 @@ mod cpu {
             let gview = gst.view();
             let gs = gview.as_slice().expect("standard layout checked in peek");
             let ps = p.as_slice_mut().expect("standard layout checked in take");
-            let mut it = moments.iter_mut();
-            let ms = it.next().and_then(|a| a.as_slice_mut()).expect("exp_avg");
-            let vs = it
-                .next()
-                .and_then(|a| a.as_slice_mut())
-                .expect("exp_avg_sq");
-            let xs: &mut [f32] = it.next().and_then(|a| a.as_slice_mut()).unwrap_or(&mut []);
+            let mut ss: Vec<&mut [f32]> = streams
+                .iter_mut()
+                .map(|a| a.as_slice_mut().expect("standard layout checked in take"))
+                .collect();
             let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
             if nt <= 1 {
-                run_best(&sc, ps, gs, ms, vs, xs);
+                count = run_best(&kernel, ps, gs, &mut ss);
             } else {
                 let chunk = n.div_ceil(nt);
-                let sc = &sc;
-                let xs_chunks: Vec<&mut [f32]> = if xs.is_empty() {
-                    (0..nt).map(|_| <&mut [f32]>::default()).collect()
-                } else {
-                    xs.chunks_mut(chunk).collect()
-                };
+                let kernel = &kernel;
+                let mut per_job: Vec<Vec<&mut [f32]>> = (0..nt).map(|_| Vec::new()).collect();
+                for s in ss {
+                    for (j, c) in s.chunks_mut(chunk).enumerate() {
+                        per_job[j].push(c);
+                    }
+                }
                 // One job per chunk; whoever takes a job runs it. This thread runs job 0 and
                 // any job whose thread the OS refused to start.
                 let jobs: Vec<Mutex<Option<Job<'_>>>> = ps
                     .chunks_mut(chunk)
                     .zip(gs.chunks(chunk))
-                    .zip(ms.chunks_mut(chunk))
-                    .zip(vs.chunks_mut(chunk))
-                    .zip(xs_chunks)
-                    .map(|((((p, g), m), v), x)| Mutex::new(Some((p, g, m, v, x))))
+                    .zip(per_job)
+                    .map(|((p, g), s)| Mutex::new(Some((p, g, s))))
                     .collect();
+                let total = AtomicU64::new(0);
                 let run_job = |job: &Mutex<Option<Job<'_>>>| {
                     let taken = job.lock().ok().and_then(|mut j| j.take());
-                    if let Some((p, g, m, v, x)) = taken {
-                        run_best(sc, p, g, m, v, x);
+                    if let Some((p, g, mut s)) = taken {
+                        total.fetch_add(run_best(kernel, p, g, &mut s), Ordering::Relaxed);
                     }
                 };
                 std::thread::scope(|scope| {
                     for job in jobs.iter().skip(1) {
+                        let run_job = &run_job;
                         let _ =
                             std::thread::Builder::new().spawn_scoped(scope, move || run_job(job));
                     }
@@ -499,12 +814,13 @@ mod cpu {
                         run_job(job);
                     }
                 });
+                count = total.into_inner();
             }
         }
-        for (i, a) in moments.into_iter().enumerate() {
+        for (i, a) in streams.into_iter().enumerate() {
             st.tensors[i].tensor = back(a);
         }
         drop(g);
-        Ok(back(p))
+        Ok((back(p), count))
     }
 }

@@ -8,6 +8,18 @@ use common::{B, flat, values};
 use moment_optim::{AdamConfig, AdamWConfig, Chain, MomentOptimizer, ParamTensor};
 
 fn run(chain: Chain<B>, n: usize, steps: usize, keep_alias: bool) -> (Vec<f32>, String) {
+    run_with_curvature(chain, n, steps, keep_alias, false)
+}
+
+/// As [`run`]; with `curvature`, a Hessian-like estimate (positive, varied) is handed to the
+/// optimizer before every second step (Sophia's curvature update, composed in both paths).
+fn run_with_curvature(
+    chain: Chain<B>,
+    n: usize,
+    steps: usize,
+    keep_alias: bool,
+    curvature: bool,
+) -> (Vec<f32>, String) {
     let expect_fused = usize::from(chain.fused().is_some());
     // Host-generated data (burn's global RNG is shared between concurrently running tests).
     let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ n as u64;
@@ -38,7 +50,18 @@ fn run(chain: Chain<B>, n: usize, steps: usize, keep_alias: bool) -> (Vec<f32>, 
     }];
     let before = values(&init);
     let mut aliases = Vec::new();
-    for g in grads {
+    for (k, g) in grads.into_iter().enumerate() {
+        if curvature && k % 2 == 1 {
+            let est = flat(&(0..n).map(|_| next(3.0).abs()).collect::<Vec<_>>());
+            opt.update_curvature(vec![moment_optim::GradEntry {
+                path: "w".into(),
+                param_shape: vec![n],
+                grad_shape: vec![n],
+                grad: est,
+                param: None,
+            }])
+            .unwrap();
+        }
         if keep_alias {
             aliases.push((p[0].value.clone(), values(&p[0].value)));
         }
@@ -161,4 +184,104 @@ fn fused_threads_setting_does_not_change_results() {
     let (three, _) = run(chain, 200_000, 3, false);
     moment_optim::fused::set_threads(0);
     assert_eq!(one, three);
+}
+
+#[test]
+fn fused_lion_is_bitwise_the_composed_chain() {
+    use moment_optim::LionConfig;
+    for maximize in [false, true] {
+        for weight_decay in [0.0, 0.1] {
+            let chain: Chain<B> = LionConfig {
+                maximize,
+                weight_decay,
+                ..LionConfig::default()
+            }
+            .build()
+            .unwrap();
+            let name = format!("maximize={maximize} wd={weight_decay}");
+            assert!(chain.fused().is_some(), "{name}");
+            for n in [1000usize, 100_000] {
+                let (fused, rf) = run(chain.clone(), n, 5, false);
+                let (composed, rc) = run(chain.clone().composed(), n, 5, false);
+                assert_eq!(bits(&fused), bits(&composed), "{name}, n = {n}");
+                assert_eq!(rf, rc, "{name}: records differ");
+                let (aliased, _) = run(chain.clone(), n, 5, true);
+                assert_eq!(bits(&aliased), bits(&composed), "{name}, aliased");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_sophia_is_bitwise_the_composed_chain_including_its_win_rate() {
+    use moment_optim::{Decay, SophiaConfig};
+    for h in [false, true] {
+        for maximize in [false, true] {
+            for decay in [Decay::None, Decay::Coupled(0.05), Decay::Decoupled(0.1)] {
+                let base = if h { SophiaConfig::h() } else { SophiaConfig::g() };
+                let chain: Chain<B> = SophiaConfig {
+                    maximize,
+                    decay,
+                    ..base
+                }
+                .build()
+                .unwrap();
+                let name = format!("H={h} maximize={maximize} {decay:?}");
+                assert!(chain.fused().is_some(), "{name}");
+                for n in [1000usize, 100_000] {
+                    let (fused, rf) = run_with_curvature(chain.clone(), n, 6, false, true);
+                    let (composed, rc) =
+                        run_with_curvature(chain.clone().composed(), n, 6, false, true);
+                    assert_eq!(bits(&fused), bits(&composed), "{name}, n = {n}");
+                    // The records hold the moments, the curvature and the win rate.
+                    assert!(rf.contains("win_rate"));
+                    assert_eq!(rf, rc, "{name}: records differ");
+                }
+            }
+        }
+    }
+}
+
+/// Lion and Sophia on non-finite gradients under `Propagate`: the same bits, NaN aside.
+#[test]
+fn fused_lion_and_sophia_match_composed_on_non_finite_gradients() {
+    use moment_optim::{LionConfig, NonFinitePolicy, ParamGroup, Selector, SophiaConfig};
+    let g = [1.0f32, f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 3e38, 1e-40];
+    let chains: Vec<Chain<B>> = vec![
+        LionConfig {
+            weight_decay: 0.1,
+            ..LionConfig::default()
+        }
+        .build()
+        .unwrap(),
+        SophiaConfig::g().build().unwrap(),
+        SophiaConfig {
+            maximize: true,
+            ..SophiaConfig::h()
+        }
+        .build()
+        .unwrap(),
+    ];
+    for chain in chains {
+        let mut out = Vec::new();
+        for c in [chain.clone(), chain.clone().composed()] {
+            let mut opt = MomentOptimizer::builder()
+                .group(ParamGroup::new("all", Selector::All, c))
+                .non_finite(NonFinitePolicy::Propagate)
+                .build()
+                .unwrap();
+            let mut p = vec![ParamTensor {
+                path: "w".into(),
+                shape: vec![g.len()],
+                value: flat(&[0.5, -0.5, 1.0, -1.0, 0.0, 2.0, 1e30, -1e-30]),
+                grad: None,
+            }];
+            for _ in 0..3 {
+                p[0].grad = Some(flat(&g));
+                opt.step(1e-2, &mut p).unwrap();
+            }
+            out.push((bits(&values(&p[0].value)), serde_json::to_string(&opt.to_record()).unwrap()));
+        }
+        assert_eq!(out[0].0, out[1].0, "{}", chain.label());
+    }
 }

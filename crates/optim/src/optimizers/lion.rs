@@ -57,6 +57,13 @@ impl LionConfig {
                 beta1: self.betas.0,
                 beta2: self.betas.1,
             },
-        ))
+        )
+        .with_fused(crate::fused::FusedLion {
+            lion_index: usize::from(self.maximize),
+            maximize: self.maximize,
+            decoupled: self.weight_decay,
+            beta1: self.betas.0,
+            beta2: self.betas.1,
+        }))
     }
 }

@@ -108,6 +108,11 @@ impl SophiaConfig {
             SophiaVariant::G => "sophia_g",
             SophiaVariant::H => "sophia_h",
         };
+        let (coupled, decoupled) = match self.decay {
+            Decay::None => (0.0, 0.0),
+            Decay::Coupled(l) => (l, 0.0),
+            Decay::Decoupled(l) => (0.0, l),
+        };
         Ok(decay_chain(
             label,
             self.maximize,
@@ -119,6 +124,16 @@ impl SophiaConfig {
                 rho,
                 eps: self.eps,
             },
-        ))
+        )
+        .with_fused(crate::fused::FusedSophia {
+            sophia_index: usize::from(self.maximize) + usize::from(coupled > 0.0),
+            maximize: self.maximize,
+            coupled,
+            decoupled,
+            variant_h: self.variant == SophiaVariant::H,
+            beta1: self.betas.0,
+            rho,
+            eps: self.eps,
+        }))
     }
 }
