@@ -488,12 +488,54 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
                 // `mean` of the 0/1 mask as burn-ndarray computes it (exact count below 2^24).
                 let rate = win as f32 / n as f32;
                 let device = st.tensors[2].tensor.device();
-                st.tensors[2].tensor = Tensor::from_data(
-                    burn::tensor::TensorData::new(vec![rate], [1]),
-                    &device,
-                );
+                st.tensors[2].tensor =
+                    Tensor::from_data(burn::tensor::TensorData::new(vec![rate], [1]), &device);
             }
             Ok(p)
+        }
+        #[cfg(not(feature = "ndarray"))]
+        {
+            let _ = (lr, states);
+            Err((param, grad))
+        }
+    }
+}
+
+/// 8-bit blockwise Adam/AdamW with bitsandbytes' CUDA-kernel semantics
+/// (`scale_by_adam_8bit → flip_sign`, quantized state), fused: per block, decode both moments,
+/// update them and the parameter, take the new block max-abs and re-encode (exact nearest
+/// code, sign fix for `state1`) — one pass over the parameter, gradient and the two `u8` code
+/// streams. Parameters below `min_8bit_size` (32-bit state) and the CPU-kernel mode run
+/// composed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdam8bit {
+    /// The transform (its `kernel` must be [`BnbKernel::Cuda`](crate::BnbKernel::Cuda)).
+    pub transform: crate::transforms::ScaleByAdam8bit,
+}
+
+impl<B: Backend> FusedStep<B> for FusedAdam8bit {
+    fn name(&self) -> &'static str {
+        "fused_adam8bit"
+    }
+
+    fn step(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        #[cfg(feature = "ndarray")]
+        {
+            let t = &self.transform;
+            let n = param.dims()[0];
+            if t.kernel != crate::BnbKernel::Cuda || n < t.min_8bit_size || n == 0 {
+                return Err((param, grad));
+            }
+            let Some(st) = states.first_mut() else {
+                return Err((param, grad));
+            };
+            cpu::adam8bit(t, lr, param, grad, st)
         }
         #[cfg(not(feature = "ndarray"))]
         {
@@ -734,7 +776,11 @@ mod cpu {
         let n = param.dims()[0];
         let k = names.len();
         let layout_ok = st.tensors.len() >= k
-            && st.tensors.iter().zip(names).all(|(t, name)| t.name == *name)
+            && st
+                .tensors
+                .iter()
+                .zip(names)
+                .all(|(t, name)| t.name == *name)
             && st.tensors[..k].iter().all(|t| t.tensor.dims()[0] == n);
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
@@ -822,5 +868,274 @@ mod cpu {
         }
         drop(g);
         Ok((back(p), count))
+    }
+
+    /// Per-step constants of the 8-bit kernel, rounded as the composed transform rounds them.
+    struct Adam8Scalars {
+        b1: f32,
+        one_minus_b1: f32,
+        b2: f32,
+        one_minus_b2: f32,
+        eps_c2: f32,
+        step_size: f32,
+        keep: Option<f32>,
+        block: usize,
+    }
+
+    impl Adam8Scalars {
+        /// Whole blocks: `a1`/`a2` hold one max-abs per block of `ps`.
+        #[allow(clippy::too_many_arguments)]
+        fn blocks(
+            &self,
+            ps: &mut [f32],
+            gs: &[f32],
+            c1: &mut [u8],
+            c2: &mut [u8],
+            a1: &mut [f32],
+            a2: &mut [f32],
+        ) {
+            use crate::quant::{QuantMap, Rounding, encode_one};
+            let (map1, map2) = (QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned());
+            let (v1, v2) = (map1.values(), map2.values());
+            let mut mb = vec![0.0f32; self.block];
+            let mut vb = vec![0.0f32; self.block];
+            let it = ps
+                .chunks_mut(self.block)
+                .zip(gs.chunks(self.block))
+                .zip(c1.chunks_mut(self.block))
+                .zip(c2.chunks_mut(self.block))
+                .zip(a1.iter_mut().zip(a2.iter_mut()));
+            for ((((p, g), c1), c2), (a1, a2)) in it {
+                let (old1, old2) = (*a1, *a2);
+                let (mut n1, mut n2) = (0.0f32, 0.0f32);
+                for i in 0..p.len() {
+                    let skip = !g[i].is_finite();
+                    let g = if skip { 0.0 } else { g[i] };
+                    let m_old = v1[c1[i] as usize] * old1;
+                    let v_old = v2[c2[i] as usize] * old2;
+                    let (mut m, mut v) = (
+                        m_old * self.b1 + g * self.one_minus_b1,
+                        v_old * self.b2 + g * self.one_minus_b2 * g,
+                    );
+                    if skip {
+                        (m, v) = (0.0, 0.0);
+                    }
+                    let delta = m / (v.sqrt() + self.eps_c2) * self.step_size;
+                    #[allow(clippy::neg_multiply)]
+                    let mut descent = match self.keep {
+                        Some(keep) => p[i] - (p[i] + delta) * keep,
+                        None => delta * -1.0,
+                    };
+                    if skip {
+                        descent = 0.0;
+                    }
+                    #[allow(clippy::neg_multiply)]
+                    {
+                        p[i] += descent * -1.0;
+                    }
+                    mb[i] = m;
+                    vb[i] = v;
+                    // max-abs ignoring NaN, as `block_absmax`
+                    n1 = n1.max(m.abs());
+                    n2 = n2.max(v.abs());
+                }
+                *a1 = n1;
+                *a2 = n2;
+                for i in 0..p.len() {
+                    c1[i] = encode_one(map1, mb[i], n1, Rounding::Nearest, true);
+                    c2[i] = encode_one(map2, vb[i], n2, Rounding::Nearest, false);
+                }
+            }
+        }
+    }
+
+    /// The `u8` array behind an int tensor (copied only when shared), or the tensor back.
+    #[allow(clippy::result_large_err)]
+    fn take_u8<B: Backend>(
+        t: Tensor<B, 1, burn::tensor::Int>,
+    ) -> Result<SharedArray<u8>, Tensor<B, 1, burn::tensor::Int>> {
+        let any: Box<dyn Any> = Box::new(t.into_primitive());
+        let nd = match any.downcast::<NdArrayTensor>() {
+            Ok(nd) => *nd,
+            Err(any) => {
+                return Err(Tensor::from_primitive(
+                    *any.downcast::<B::IntTensorPrimitive>()
+                        .expect("an int primitive downcasts to its own type"),
+                ));
+            }
+        };
+        match nd {
+            NdArrayTensor::U8(storage) => {
+                let arr = storage.into_owned();
+                if arr.is_standard_layout() {
+                    Ok(arr)
+                } else {
+                    Err(give_int(NdArrayTensor::from(arr)))
+                }
+            }
+            other => Err(give_int(other)),
+        }
+    }
+
+    fn give_int<B: Backend>(nd: NdArrayTensor) -> Tensor<B, 1, burn::tensor::Int> {
+        let any: Box<dyn Any> = Box::new(nd);
+        Tensor::from_primitive(
+            *any.downcast::<B::IntTensorPrimitive>()
+                .expect("only called after B's int primitive was an NdArrayTensor"),
+        )
+    }
+
+    /// [`super::FusedAdam8bit`] on ndarray: everything taken out of the tensors, blocks split
+    /// over threads, put back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    pub(super) fn adam8bit<B: Backend>(
+        t: &crate::transforms::ScaleByAdam8bit,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        let n = param.dims()[0];
+        let block = t.block_size;
+        let nb = crate::quant::num_blocks(n, block);
+        let layout_ok = st.tensors.len() == 2
+            && st.tensors[0].name == "absmax1"
+            && st.tensors[1].name == "absmax2"
+            && st.tensors.iter().all(|x| x.tensor.dims()[0] == nb)
+            && st.codes.len() == 2
+            && st.codes[0].name == "state1"
+            && st.codes[1].name == "state2"
+            && st.codes.iter().all(|c| c.tensor.dims()[0] == n)
+            && st.counters.first().is_some_and(|c| c.0 == "step")
+            && block > 0;
+        if !layout_ok || grad.dims()[0] != n {
+            return Err((param, grad));
+        }
+        let mut p = match take(param) {
+            Ok(a) => a,
+            Err(p) => return Err((p, grad)),
+        };
+        let g = match peek(grad) {
+            Ok(nd) => nd,
+            Err(g) => return Err((back(p), g)),
+        };
+        let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
+        let empty_int = || Tensor::<B, 1, burn::tensor::Int>::zeros([0], &Default::default());
+        let mut absmax: Vec<SharedArray<f32>> = Vec::with_capacity(2);
+        for i in 0..2 {
+            match take(std::mem::replace(&mut st.tensors[i].tensor, empty())) {
+                Ok(a) => absmax.push(a),
+                Err(x) => {
+                    st.tensors[i].tensor = x;
+                    for (j, a) in absmax.into_iter().enumerate() {
+                        st.tensors[j].tensor = back(a);
+                    }
+                    return Err((back(p), give(g)));
+                }
+            }
+        }
+        let mut codes: Vec<SharedArray<u8>> = Vec::with_capacity(2);
+        for i in 0..2 {
+            match take_u8(std::mem::replace(&mut st.codes[i].tensor, empty_int())) {
+                Ok(a) => codes.push(a),
+                Err(x) => {
+                    st.codes[i].tensor = x;
+                    for (j, a) in codes.into_iter().enumerate() {
+                        st.codes[j].tensor = give_int(NdArrayTensor::from(a));
+                    }
+                    for (j, a) in absmax.into_iter().enumerate() {
+                        st.tensors[j].tensor = back(a);
+                    }
+                    return Err((back(p), give(g)));
+                }
+            }
+        }
+        // Nothing can fail from here on.
+        let step = st.counters[0].1.saturating_add(1);
+        st.counters[0].1 = step;
+        let ti = i32::try_from(step).unwrap_or(i32::MAX);
+        let c1 = 1.0 - t.beta1.powi(ti);
+        let c2 = (1.0 - t.beta2.powi(ti)).sqrt();
+        let (b1, b2) = (t.beta1 as f32, t.beta2 as f32);
+        let sc = Adam8Scalars {
+            b1,
+            one_minus_b1: 1.0 - b1,
+            b2,
+            one_minus_b2: 1.0 - b2,
+            eps_c2: (c2 * t.eps) as f32,
+            step_size: -(lr * c2 / c1) as f32,
+            keep: (t.weight_decay > 0.0).then(|| (1.0 - lr * t.weight_decay) as f32),
+            block,
+        };
+        {
+            let NdArrayTensor::F32(gst) = &g else {
+                unreachable!("peek only returns f32 tensors")
+            };
+            let gview = gst.view();
+            let gs = gview.as_slice().expect("standard layout checked in peek");
+            let ps = p.as_slice_mut().expect("standard layout checked in take");
+            let [a1, a2] = &mut absmax[..] else {
+                unreachable!("two absmax tensors taken above")
+            };
+            let [k1, k2] = &mut codes[..] else {
+                unreachable!("two code tensors taken above")
+            };
+            let a1 = a1.as_slice_mut().expect("standard layout checked in take");
+            let a2 = a2.as_slice_mut().expect("standard layout checked in take");
+            let k1 = k1
+                .as_slice_mut()
+                .expect("standard layout checked in take_u8");
+            let k2 = k2
+                .as_slice_mut()
+                .expect("standard layout checked in take_u8");
+            let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
+            if nt <= 1 {
+                sc.blocks(ps, gs, k1, k2, a1, a2);
+            } else {
+                let per = nb.div_ceil(nt);
+                let chunk = per * block;
+                let sc = &sc;
+                type Job8<'a> = (
+                    &'a mut [f32],
+                    &'a [f32],
+                    &'a mut [u8],
+                    &'a mut [u8],
+                    &'a mut [f32],
+                    &'a mut [f32],
+                );
+                let jobs: Vec<Mutex<Option<Job8<'_>>>> = ps
+                    .chunks_mut(chunk)
+                    .zip(gs.chunks(chunk))
+                    .zip(k1.chunks_mut(chunk))
+                    .zip(k2.chunks_mut(chunk))
+                    .zip(a1.chunks_mut(per).zip(a2.chunks_mut(per)))
+                    .map(|((((p, g), c1), c2), (a1, a2))| Mutex::new(Some((p, g, c1, c2, a1, a2))))
+                    .collect();
+                let run_job = |job: &Mutex<Option<Job8<'_>>>| {
+                    let taken = job.lock().ok().and_then(|mut j| j.take());
+                    if let Some((p, g, c1, c2, a1, a2)) = taken {
+                        sc.blocks(p, g, c1, c2, a1, a2);
+                    }
+                };
+                std::thread::scope(|scope| {
+                    for job in jobs.iter().skip(1) {
+                        let run_job = &run_job;
+                        let _ =
+                            std::thread::Builder::new().spawn_scoped(scope, move || run_job(job));
+                    }
+                    for job in &jobs {
+                        run_job(job);
+                    }
+                });
+            }
+        }
+        for (i, a) in absmax.into_iter().enumerate() {
+            st.tensors[i].tensor = back(a);
+        }
+        for (i, a) in codes.into_iter().enumerate() {
+            st.codes[i].tensor = give_int(NdArrayTensor::from(a));
+        }
+        drop(g);
+        Ok(back(p))
     }
 }

@@ -48,7 +48,29 @@ pub struct QuantMap {
     values: [f32; 256],
     signed: bool,
     lut: OnceLockLut,
+    buckets: OnceLockBuckets,
 }
+
+/// Lazily built bucket table of [`QuantMap::nearest_fast`] (not part of the map's identity).
+#[derive(Debug, Clone, Default)]
+struct OnceLockBuckets(OnceLock<Vec<u16>>);
+
+impl PartialEq for OnceLockBuckets {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A bucket whose values do not all share one code.
+const MIXED: u16 = 256;
+/// Mantissa bits below the bucket index of [`QuantMap::nearest_fast`] (23 − 12).
+const BUCKET_SHIFT: u32 = 11;
+/// Buckets per exponent (2^12).
+const BUCKETS_PER_EXPONENT: usize = 1 << 12;
+/// Smallest biased exponent in the table (2^-40).
+const BUCKET_MIN_EXPONENT: u32 = 127 - 40;
+/// Exponents in the table (2^-40 … 2^0, i.e. magnitudes below 2).
+const BUCKET_EXPONENTS: usize = 41;
 
 /// The lazily built CPU lookup table (not part of the map's identity).
 #[derive(Debug, Clone, Default)]
@@ -107,6 +129,7 @@ impl QuantMap {
             values,
             signed,
             lut: OnceLockLut::default(),
+            buckets: OnceLockBuckets::default(),
         }
     }
 
@@ -133,6 +156,7 @@ impl QuantMap {
     }
 
     /// The value of `code`.
+    #[inline]
     pub fn decode(&self, code: u8) -> f32 {
         self.values[code as usize]
     }
@@ -144,19 +168,16 @@ impl QuantMap {
         let mut lower = if self.signed { -1.0f32 } else { 0.0 };
         let mut upper = 1.0f32;
         let mut val = c[pivot];
-        let mut step = 64;
-        while step > 0 {
-            if x > val {
-                lower_pivot = pivot;
-                lower = val;
-                pivot += step;
-            } else {
-                upper_pivot = pivot;
-                upper = val;
-                pivot -= step;
-            }
-            val = c[pivot];
-            step >>= 1;
+        // Branch-free (selects, not jumps: the comparisons are data-dependent and would
+        // mispredict half the time); the same steps as the kernel's loop.
+        for step in [64usize, 32, 16, 8, 4, 2, 1] {
+            let gt = x > val;
+            lower_pivot = if gt { pivot } else { lower_pivot };
+            lower = if gt { val } else { lower };
+            upper_pivot = if gt { upper_pivot } else { pivot };
+            upper = if gt { upper } else { val };
+            pivot = if gt { pivot + step } else { pivot - step };
+            val = c[pivot & 255];
         }
         let code = if x > val {
             if x > (upper + val) * 0.5 {
@@ -172,6 +193,44 @@ impl QuantMap {
         code as u8
     }
 
+    /// [`QuantMap::nearest`], faster: a table over sign, exponent and the top 12 mantissa bits
+    /// of `x` for `2^-40 ≤ |x| < 2` answers directly when all floats in a bucket get one code —
+    /// the binary search is monotone in `x`, so a bucket whose two ends agree is uniform — and
+    /// the search runs only for buckets that straddle a decision point (about 1% near the
+    /// densest codes) and for values outside that range.
+    #[inline]
+    pub fn nearest_fast(&self, x: f32) -> u8 {
+        let table = self.buckets.0.get_or_init(|| {
+            (0..2 * BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT)
+                .map(|i| {
+                    let sign = (i / (BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT)) as u32;
+                    let rest = i % (BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT);
+                    let exp = (rest / BUCKETS_PER_EXPONENT) as u32 + BUCKET_MIN_EXPONENT;
+                    let top = (rest % BUCKETS_PER_EXPONENT) as u32;
+                    let base = sign << 31 | exp << 23 | top << BUCKET_SHIFT;
+                    let (a, b) = (
+                        f32::from_bits(base),
+                        f32::from_bits(base | ((1 << BUCKET_SHIFT) - 1)),
+                    );
+                    let (ca, cb) = (self.nearest(a), self.nearest(b));
+                    if ca == cb { u16::from(ca) } else { MIXED }
+                })
+                .collect()
+        });
+        let bits = x.to_bits();
+        let exp = (bits >> 23) & 0xFF;
+        if !(BUCKET_MIN_EXPONENT..BUCKET_MIN_EXPONENT + BUCKET_EXPONENTS as u32).contains(&exp) {
+            return self.nearest(x);
+        }
+        let i = (bits >> 31) as usize * BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT
+            + (exp - BUCKET_MIN_EXPONENT) as usize * BUCKETS_PER_EXPONENT
+            + ((bits & 0x7F_FFFF) >> BUCKET_SHIFT) as usize;
+        match table[i] {
+            MIXED => self.nearest(x),
+            c => c as u8,
+        }
+    }
+
     /// The nearest code with the first moment's sign kept (the CUDA kernel's fix-up: a code
     /// whose value has the other sign than `x` moves one step towards `x`). Note −0.0 counts as
     /// negative, as `signbit` does: it lands on the smallest negative code, not on 0.
@@ -180,6 +239,7 @@ impl QuantMap {
     }
 
     /// The kernel's sign fix of `code` for the unquantized value `v`.
+    #[inline]
     fn fix_sign(&self, code: u8, v: f32) -> u8 {
         if self.decode(code).is_sign_negative() != v.is_sign_negative() {
             if v > 0.0 {
@@ -261,11 +321,12 @@ fn check_block(block: usize) -> Result<()> {
 }
 
 /// One element's code in a block of max-abs `a` (see [`Rounding`]).
+#[inline]
 pub fn encode_one(map: &QuantMap, v: f32, a: f32, rounding: Rounding, keep_sign: bool) -> u8 {
     match rounding {
         Rounding::Nearest => {
             let y = if a > 0.0 { v / a } else { 0.0 };
-            let code = map.nearest(y);
+            let code = map.nearest_fast(y);
             // The kernel tests the sign of the unquantized value (−0.0 included).
             if keep_sign {
                 map.fix_sign(code, v)

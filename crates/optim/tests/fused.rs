@@ -218,7 +218,11 @@ fn fused_sophia_is_bitwise_the_composed_chain_including_its_win_rate() {
     for h in [false, true] {
         for maximize in [false, true] {
             for decay in [Decay::None, Decay::Coupled(0.05), Decay::Decoupled(0.1)] {
-                let base = if h { SophiaConfig::h() } else { SophiaConfig::g() };
+                let base = if h {
+                    SophiaConfig::h()
+                } else {
+                    SophiaConfig::g()
+                };
                 let chain: Chain<B> = SophiaConfig {
                     maximize,
                     decay,
@@ -246,7 +250,16 @@ fn fused_sophia_is_bitwise_the_composed_chain_including_its_win_rate() {
 #[test]
 fn fused_lion_and_sophia_match_composed_on_non_finite_gradients() {
     use moment_optim::{LionConfig, NonFinitePolicy, ParamGroup, Selector, SophiaConfig};
-    let g = [1.0f32, f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 3e38, 1e-40];
+    let g = [
+        1.0f32,
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        0.0,
+        -0.0,
+        3e38,
+        1e-40,
+    ];
     let chains: Vec<Chain<B>> = vec![
         LionConfig {
             weight_decay: 0.1,
@@ -280,8 +293,102 @@ fn fused_lion_and_sophia_match_composed_on_non_finite_gradients() {
                 p[0].grad = Some(flat(&g));
                 opt.step(1e-2, &mut p).unwrap();
             }
-            out.push((bits(&values(&p[0].value)), serde_json::to_string(&opt.to_record()).unwrap()));
+            out.push((
+                bits(&values(&p[0].value)),
+                serde_json::to_string(&opt.to_record()).unwrap(),
+            ));
         }
         assert_eq!(out[0].0, out[1].0, "{}", chain.label());
     }
+}
+
+#[test]
+fn fused_adam8bit_is_bitwise_the_composed_chain_codes_included() {
+    use moment_optim::{Adam8bitConfig, BnbKernel};
+    for (name, cfg) in [
+        ("adam8bit", Adam8bitConfig::default()),
+        ("adamw8bit", Adam8bitConfig::adamw()),
+    ] {
+        let chain: Chain<B> = cfg.build().unwrap();
+        assert!(chain.fused().is_some(), "{name}");
+        // Partial last blocks; one thread and several.
+        for n in [4096 + 37usize, 100_000 + 13] {
+            let (fused, rf) = run(chain.clone(), n, 5, false);
+            let (composed, rc) = run(chain.clone().composed(), n, 5, false);
+            assert_eq!(bits(&fused), bits(&composed), "{name}, n = {n}");
+            assert!(rf.contains("state1"));
+            assert_eq!(rf, rc, "{name}: records (codes, absmax) differ");
+            let (aliased, _) = run(chain.clone(), n, 5, true);
+            assert_eq!(bits(&aliased), bits(&composed), "{name}, aliased");
+        }
+    }
+    // bnb's CPU mode and tensors under min_8bit_size stay composed.
+    let cpu: Chain<B> = Adam8bitConfig {
+        kernel: BnbKernel::Cpu,
+        ..Adam8bitConfig::default()
+    }
+    .build()
+    .unwrap();
+    assert!(cpu.fused().is_none());
+    let (_, _) = run_expect(Adam8bitConfig::default().build().unwrap(), 1000, 0);
+}
+
+/// [`run`] asserting how many parameters took the fused path each step.
+fn run_expect(chain: Chain<B>, n: usize, fused: usize) -> (Vec<f32>, u64) {
+    let mut opt = MomentOptimizer::new(chain);
+    let mut p = vec![ParamTensor {
+        path: "w".into(),
+        shape: vec![n],
+        value: flat(&vec![0.5; n]),
+        grad: None,
+    }];
+    p[0].grad = Some(flat(&vec![0.1; n]));
+    let r = opt.step(1e-2, &mut p).unwrap();
+    assert_eq!(r.params_fused, fused);
+    (values(&p[0].value), r.step)
+}
+
+/// 8-bit Adam on non-finite gradients under `Propagate` (CUDA semantics: state zeroed and the
+/// parameter untouched at those elements): the same bits and the same codes.
+#[test]
+fn fused_adam8bit_matches_composed_on_non_finite_gradients() {
+    use moment_optim::{Adam8bitConfig, NonFinitePolicy, ParamGroup, Selector};
+    let n = 5000;
+    let g: Vec<f32> = (0..n)
+        .map(|i| match i % 97 {
+            3 => f32::NAN,
+            5 => f32::INFINITY,
+            7 => -f32::INFINITY,
+            _ => ((i * 31 % 17) as f32 - 8.0) * 0.1,
+        })
+        .collect();
+    let chain: Chain<B> = Adam8bitConfig::adamw().build().unwrap();
+    let mut out = Vec::new();
+    for c in [chain.clone(), chain.composed()] {
+        let mut opt = MomentOptimizer::builder()
+            .group(ParamGroup::new("all", Selector::All, c))
+            .non_finite(NonFinitePolicy::Propagate)
+            .build()
+            .unwrap();
+        let mut p = vec![ParamTensor {
+            path: "w".into(),
+            shape: vec![n],
+            value: flat(
+                &(0..n)
+                    .map(|i| (i % 13) as f32 * 0.1 - 0.6)
+                    .collect::<Vec<_>>(),
+            ),
+            grad: None,
+        }];
+        for _ in 0..3 {
+            p[0].grad = Some(flat(&g));
+            opt.step(1e-2, &mut p).unwrap();
+        }
+        out.push((
+            bits(&values(&p[0].value)),
+            serde_json::to_string(&opt.to_record()).unwrap(),
+        ));
+    }
+    assert_eq!(out[0].0, out[1].0);
+    assert_eq!(out[0].1, out[1].1);
 }

@@ -314,3 +314,42 @@ fn bad_block_sizes_and_absmax_are_errors() {
     assert!(dequantize_blockwise(map, &[1, 2], &[], 256).is_err());
     assert!(dequantize_blockwise(map, &[1, 2], &[1.0], 0).is_err());
 }
+
+/// The bucketed `nearest_fast` is `nearest`: at 16 points of every range of the top 16 bits,
+/// at both ends and the middle of every table bucket, for both maps; and `nearest` is monotone along an ascending sweep
+/// (the property the bucket table relies on).
+#[test]
+fn nearest_fast_equals_nearest() {
+    for map in [QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned()] {
+        for hi in 0u32..1 << 16 {
+            for lo in (0u32..16).map(|k| k * 0x1111) {
+                let x = f32::from_bits(hi << 16 | lo);
+                assert_eq!(
+                    map.nearest_fast(x),
+                    map.nearest(x),
+                    "x = {x:e} ({:#x})",
+                    x.to_bits()
+                );
+            }
+        }
+        // Both ends and the middle of every 2^11-float bucket with magnitudes 2^-40 … 2.
+        for sign in [0u32, 1] {
+            for exp in 87u32..128 {
+                for top in 0u32..4096 {
+                    let base = sign << 31 | exp << 23 | top << 11;
+                    for lo in [0u32, 0x3FF, 0x7FF] {
+                        let x = f32::from_bits(base | lo);
+                        assert_eq!(map.nearest_fast(x), map.nearest(x), "x = {x:e}");
+                    }
+                }
+            }
+        }
+        let mut prev = 0u8;
+        for i in 0..=2_000_000u32 {
+            let x = -1.0 + 2.0 * (i as f64 / 2_000_000.0);
+            let c = map.nearest(x as f32);
+            assert!(c >= prev, "nearest not monotone at {x}");
+            prev = c;
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p moment-examples --bin bench -- [--optimizers all|LIST] [--sizes 1M,16M]
-//!     [--threads N] [--reps N] [--json PATH] [--chart PATH] [--quick]
+//!     [--threads N] [--reps N] [--json PATH] [--chart PATH] [--quick] [--impls LIST]
 //!     [--model tiny,small|none] [--model-optimizers LIST] [--batch B] [--seq S] [--model-reps N]
 //! ```
 //!
@@ -307,6 +307,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut reps = 7usize;
     let mut json: Option<String> = None;
     let mut chart: Option<String> = None;
+    let mut impl_filter = "moment-fused,moment-composed,burn-optim".to_string();
     let mut quick = false;
     let mut model = "tiny".to_string();
     let mut model_optimizers = "adamw,lion,sophia,adafactor".to_string();
@@ -321,6 +322,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--reps" => reps = value()?.parse::<usize>()?.max(1),
             "--json" => json = Some(value()?),
             "--chart" => chart = Some(value()?),
+            "--impls" => impl_filter = value()?,
             "--model" => model = value()?,
             "--model-optimizers" => model_optimizers = value()?,
             "--batch" => batch = value()?.parse()?,
@@ -406,6 +408,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 impls.push(("burn-optim", None));
             }
             for (imp, ch) in impls {
+                if !impl_filter.split(',').any(|f| f.trim() == imp) {
+                    continue;
+                }
                 let (times, state) = match ch {
                     Some(c) => time_moment(c, n, reps)?,
                     None => match time_burn(name, n, reps) {

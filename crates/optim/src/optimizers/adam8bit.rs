@@ -104,6 +104,11 @@ impl Adam8bitConfig {
     /// The validated chain: `scale_by_adam_8bit → flip_sign`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         let t = self.transform()?;
-        Ok(Chain::new("adam8bit").then(t).then(flip_sign()))
+        let chain = Chain::new("adam8bit").then(t).then(flip_sign());
+        Ok(if t.kernel == BnbKernel::Cuda {
+            chain.with_fused(crate::fused::FusedAdam8bit { transform: t })
+        } else {
+            chain
+        })
     }
 }
