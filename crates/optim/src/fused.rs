@@ -1064,7 +1064,7 @@ mod cpu {
             one_minus_b2: 1.0 - b2,
             eps_c2: (c2 * t.eps) as f32,
             step_size: -(lr * c2 / c1) as f32,
-            keep: (t.weight_decay > 0.0).then(|| (1.0 - lr * t.weight_decay) as f32),
+            keep: (t.weight_decay > 0.0).then_some((1.0 - lr * t.weight_decay) as f32),
             block,
         };
         {
