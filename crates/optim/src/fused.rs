@@ -10,8 +10,9 @@
 //! multi-threaded over contiguous chunks, AVX2 when the CPU has it: the Adam family
 //! ([`FusedAdam`]: Adam/AdamW, amsgrad, maximize, coupled or decoupled decay), Lion
 //! ([`FusedLion`]) and Sophia ([`FusedSophia`], both variants; its win rate is counted in the
-//! same pass). All share one driver: an element-wise [`Kernel`](cpu) over the parameter, the
-//! gradient and k state streams. Everything else runs composed.
+//! same pass) share one driver: an element-wise kernel over the parameter, the gradient and k
+//! state streams. 8-bit Adam/AdamW with CUDA-kernel semantics ([`FusedAdam8bit`]) works block
+//! by block (decode, update, new max-abs, re-encode). Everything else runs composed.
 
 use std::fmt::Debug;
 
