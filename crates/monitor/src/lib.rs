@@ -61,7 +61,7 @@ pub use record::{
 pub use report::Summary;
 pub use sink::{CSV_COLUMNS, CsvRow, CsvSink, JsonlSink, MemorySink, Sink, read_csv, read_jsonl};
 pub use spike::{SpikeCheck, SpikeConfig, SpikeDetector};
-pub use sys::peak_rss_bytes;
+pub use sys::{peak_rss_bytes, rss_bytes};
 pub use tensorboard::TensorBoardSink;
 
 /// File names inside a run directory.

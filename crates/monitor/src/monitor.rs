@@ -139,6 +139,8 @@ impl MonitorConfig {
 pub struct StepInfo {
     /// Training loss of the step.
     pub loss: Option<f64>,
+    /// Validation loss, when the loop evaluated at this step.
+    pub val_loss: Option<f64>,
     /// Tokens processed.
     pub tokens: Option<u64>,
     /// Wall time of the whole step (default: time since the previous step finished).
@@ -156,6 +158,12 @@ impl StepInfo {
     /// The step's loss.
     pub fn loss(mut self, loss: f64) -> Self {
         self.loss = Some(loss);
+        self
+    }
+
+    /// A validation loss measured after the step.
+    pub fn val_loss(mut self, loss: f64) -> Self {
+        self.val_loss = Some(loss);
         self
     }
 
@@ -317,6 +325,7 @@ impl Monitor {
         rec.tokens = info.tokens;
         rec.tokens_per_s = info.tokens.filter(|_| dt > 0.0).map(|t| t as f64 / dt);
         rec.loss = info.loss;
+        rec.val_loss = info.val_loss;
         if let Some(mem) = info.memory {
             let param_bytes = mem.param_elements * self.float_bytes;
             rec.memory = Some(MemoryRecord {
@@ -326,6 +335,7 @@ impl Monitor {
                 param_bytes,
                 grad_bytes: param_bytes,
                 peak_rss_bytes: crate::sys::peak_rss_bytes(),
+                rss_bytes: crate::sys::rss_bytes(),
             });
         }
         if !rec.skipped {
@@ -533,6 +543,7 @@ impl<B: Backend> Observer<B> for Monitor {
             tokens: None,
             tokens_per_s: None,
             loss: None,
+            val_loss: None,
             lr: r.lr,
             group_lrs: r.group_lrs.iter().cloned().collect(),
             grad_norm: r.grad_norm,

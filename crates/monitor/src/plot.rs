@@ -684,6 +684,12 @@ fn draw_overlay<DB: DrawingBackend>(
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    // Validation loss when the runs have it (smooth, comparable), else the training loss.
+    let use_val = runs
+        .iter()
+        .any(|r| r.records.iter().any(|x| x.val_loss.is_some()));
+    let pick = |r: &StepRecord| if use_val { r.val_loss } else { r.loss };
+    let what = if use_val { "validation loss" } else { "loss" };
     for (area, by_time) in [(left, false), (right, true)] {
         let series = runs
             .iter()
@@ -695,7 +701,7 @@ fn draw_overlay<DB: DrawingBackend>(
                     .iter()
                     .filter_map(|r| {
                         let x = if by_time { r.wall_s } else { r.step as f64 };
-                        finite(r.loss).map(|l| (x, l))
+                        finite(pick(r)).map(|l| (x, l))
                     })
                     .collect(),
                 color: palette(i),
@@ -704,13 +710,9 @@ fn draw_overlay<DB: DrawingBackend>(
         line_panel(
             &area,
             &Panel {
-                title: if by_time {
-                    "loss vs wall time"
-                } else {
-                    "loss vs step"
-                },
+                title: &format!("{what} vs {}", if by_time { "wall time" } else { "step" }),
                 x_desc: if by_time { "seconds" } else { "step" },
-                y_desc: "loss",
+                y_desc: what,
                 series,
                 hline: floor.map(|f| (f, format!("floor {f:.4}"))),
                 markers: Vec::new(),

@@ -104,8 +104,11 @@ pub struct MemoryRecord {
     pub param_bytes: u64,
     /// Bytes of their gradients (one gradient per parameter, same element type).
     pub grad_bytes: u64,
-    /// Peak resident set size of the process (Linux `VmHWM`; `None` elsewhere).
+    /// Peak resident set size of the process so far (Linux `VmHWM`; `None` elsewhere).
     pub peak_rss_bytes: Option<u64>,
+    /// Resident set size at the end of the step (Linux `VmRSS`; `None` elsewhere).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
 }
 
 /// Which series a spike was found in.
@@ -152,6 +155,9 @@ pub struct StepRecord {
     pub tokens_per_s: Option<f64>,
     /// Training loss, when given.
     pub loss: Option<f64>,
+    /// Validation loss, on the steps the loop evaluated.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
     /// Learning rate passed to the step.
     #[serde(deserialize_with = "nan_if_null")]
     pub lr: f64,

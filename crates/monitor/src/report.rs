@@ -23,9 +23,15 @@ pub struct Summary {
     pub final_loss: Option<f64>,
     /// Lowest [`LOSS_WINDOW`]-step moving average of the loss.
     pub best_loss: Option<f64>,
+    /// Last validation loss recorded.
+    #[serde(default)]
+    pub final_val_loss: Option<f64>,
+    /// Lowest validation loss recorded.
+    #[serde(default)]
+    pub best_val_loss: Option<f64>,
     /// A known lower bound on the loss, when given.
     pub loss_floor: Option<f64>,
-    /// `final_loss − loss_floor`.
+    /// `final_val_loss − loss_floor` when validated, else `final_loss − loss_floor`.
     pub gap_to_floor: Option<f64>,
     /// Wall time of the run (seconds, to the last record).
     pub wall_s: f64,
@@ -33,7 +39,8 @@ pub struct Summary {
     pub steps_per_s: Option<f64>,
     /// Mean tokens per second over the steps that report tokens.
     pub tokens_per_s: Option<f64>,
-    /// Largest peak resident set size seen.
+    /// Largest resident set size sampled at the end of the run's steps (the run's own peak
+    /// even when several runs share a process); the process's peak mark when not sampled.
     pub peak_rss_bytes: Option<u64>,
     /// Optimizer-state bytes at the last record with accounting.
     pub state_bytes: Option<u64>,
@@ -69,6 +76,12 @@ impl Summary {
         } else {
             final_loss
         };
+        let vals: Vec<f64> = recs
+            .iter()
+            .filter_map(|r| r.val_loss.filter(|l| l.is_finite()))
+            .collect();
+        let final_val_loss = vals.last().copied();
+        let best_val_loss = vals.iter().copied().reduce(f64::min);
         let wall_s = recs.last().map_or(0.0, |r| r.wall_s);
         let tps: Vec<f64> = recs.iter().filter_map(|r| r.tokens_per_s).collect();
         let mem = recs.iter().rev().find_map(|r| r.memory.as_ref());
@@ -84,15 +97,22 @@ impl Summary {
             steps: recs.len() as u64,
             final_loss,
             best_loss,
+            final_val_loss,
+            best_val_loss,
             loss_floor: floor,
-            gap_to_floor: final_loss.zip(floor).map(|(l, f)| l - f),
+            gap_to_floor: final_val_loss.or(final_loss).zip(floor).map(|(l, f)| l - f),
             wall_s,
             steps_per_s: (wall_s > 0.0).then(|| recs.len() as f64 / wall_s),
             tokens_per_s: (!tps.is_empty()).then(|| mean(&tps)),
             peak_rss_bytes: recs
                 .iter()
-                .filter_map(|r| r.memory.as_ref().and_then(|m| m.peak_rss_bytes))
-                .max(),
+                .filter_map(|r| r.memory.as_ref().and_then(|m| m.rss_bytes))
+                .max()
+                .or_else(|| {
+                    recs.iter()
+                        .filter_map(|r| r.memory.as_ref().and_then(|m| m.peak_rss_bytes))
+                        .max()
+                }),
             state_bytes: mem.map(|m| m.state_bytes),
             state_by_kind: mem.map(|m| m.state_by_kind.clone()).unwrap_or_default(),
             state_bytes_per_param: mem
@@ -122,11 +142,13 @@ fn mib(b: Option<u64>) -> String {
     )
 }
 
-const HEADER: [&str; 13] = [
+const HEADER: [&str; 15] = [
     "run",
     "steps",
     "final loss",
     "best loss",
+    "final val",
+    "best val",
     "gap to floor",
     "time s",
     "steps/s",
@@ -144,6 +166,8 @@ fn row(s: &Summary) -> Vec<String> {
         s.steps.to_string(),
         opt(s.final_loss, 4),
         opt(s.best_loss, 4),
+        opt(s.final_val_loss, 4),
+        opt(s.best_val_loss, 4),
         opt(s.gap_to_floor, 4),
         format!("{:.1}", s.wall_s),
         opt(s.steps_per_s, 2),
@@ -171,8 +195,9 @@ pub fn markdown(title: &str, summaries: &[Summary], plots: &[(String, String)]) 
     }
     let _ = writeln!(
         o,
-        "\nFinal loss: mean of the last {LOSS_WINDOW} steps; best loss: lowest {LOSS_WINDOW}-step \
-         moving average.\n"
+        "\nFinal loss: mean of the last {LOSS_WINDOW} training steps; best loss: lowest \
+         {LOSS_WINDOW}-step moving average; val: held-out loss where the loop evaluated; gap to \
+         floor uses the final validation loss when there is one.\n"
     );
     let _ = writeln!(o, "## Optimizer state by kind (bytes)\n");
     let _ = writeln!(o, "| run | kind | bytes |\n| --- | --- | ---: |");

@@ -1,0 +1,131 @@
+//! End to end: `moment compare` on a very short schedule writes a complete, sane run directory;
+//! the binary's errors are one line and a non-zero exit.
+
+use std::path::Path;
+use std::process::Command;
+
+use moment_examples::compare::{RunConfig, compare, replot_dirs};
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("moment-cmp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn compare_writes_a_complete_run_directory_with_decreasing_losses() {
+    let out = tmp("e2e");
+    let cfg = RunConfig {
+        steps: 24,
+        eval_every: 8,
+        progress: false,
+        ..RunConfig::default()
+    };
+    let names = vec!["adamw".to_string(), "lion".to_string()];
+    let summaries = compare(&cfg, &names, &out).unwrap();
+    assert_eq!(summaries.len(), 2);
+    for f in ["overlay.png", "overlay.svg", "report.md", "summary.json"] {
+        assert!(out.join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    for n in &names {
+        for f in ["metrics.jsonl", "metrics.csv", "dashboard.png"] {
+            assert!(
+                out.join(n).join(f).metadata().unwrap().len() > 100,
+                "{n}/{f}"
+            );
+        }
+        let recs = moment_monitor::read_jsonl(out.join(n).join("metrics.jsonl")).unwrap();
+        assert_eq!(recs.len(), 24);
+        let losses: Vec<f64> = recs.iter().map(|r| r.loss.unwrap()).collect();
+        assert!(losses.iter().all(|l| l.is_finite()));
+        let head: f64 = losses[..4].iter().sum::<f64>() / 4.0;
+        let tail: f64 = losses[20..].iter().sum::<f64>() / 4.0;
+        assert!(tail < head - 0.1, "{n}: training loss {head} -> {tail}");
+        let vals: Vec<f64> = recs.iter().filter_map(|r| r.val_loss).collect();
+        assert_eq!(vals.len(), 3, "validation at steps 8, 16, 24");
+        assert!(vals[2] < vals[0], "{n}: validation {vals:?}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        for key in [
+            "optimizer",
+            "final_val_loss",
+            "best_val_loss",
+            "loss_floor",
+            "steps",
+            "steps_per_s",
+            "state_bytes",
+            "state_bytes_per_param",
+            "peak_rss_bytes",
+            "spikes",
+            "clip_rate",
+        ] {
+            assert!(row.get(key).is_some(), "summary.json lacks {key}: {row}");
+        }
+        let floor = row["loss_floor"].as_f64().unwrap();
+        let best = row["best_val_loss"].as_f64().unwrap();
+        assert!(
+            best > floor,
+            "validation {best} below the entropy floor {floor}"
+        );
+    }
+    // AdamW keeps 8 B/param of moments; Lion 4.
+    assert!((rows[0]["state_bytes_per_param"].as_f64().unwrap() - 8.0).abs() < 0.1);
+    assert!((rows[1]["state_bytes_per_param"].as_f64().unwrap() - 4.0).abs() < 0.1);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| adamw | 24 |") && md.contains("| lion | 24 |"),
+        "{md}"
+    );
+
+    // Re-plotting the saved comparison needs no training.
+    std::fs::remove_file(out.join("overlay.png")).unwrap();
+    replot_dirs(std::slice::from_ref(&out), None).unwrap();
+    assert!(out.join("overlay.png").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn moment(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_moment"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_errors_are_one_clear_line() {
+    let dir = tmp("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (args, needle) in [
+        (
+            vec!["compare", "--optimizers", "adamw,nope"],
+            "unknown optimizer `nope`",
+        ),
+        (vec!["train", "--optimizer", "adamw", "lr=-1"], "lr"),
+        (vec!["train", "--optimizer", "adamw", "bogus=1"], "bogus"),
+        (
+            vec!["compare", "--text", "/nonexistent/file.txt"],
+            "/nonexistent/file.txt",
+        ),
+        (vec!["compare", "--backend", "cuda"], "--backend cuda"),
+        (vec!["plot", "/nonexistent-run"], "/nonexistent-run"),
+        (vec!["frobnicate"], "unknown command"),
+    ] {
+        let (ok, err) = moment(&args, &dir);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.starts_with("moment: "), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let (ok, _) = moment(&["list"], &dir);
+    assert!(ok);
+    let _ = std::fs::remove_dir_all(&dir);
+}
