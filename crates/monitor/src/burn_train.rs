@@ -44,7 +44,8 @@ impl MonitorQuantity {
     fn name(self) -> &'static str {
         match self {
             MonitorQuantity::GradNorm => "Grad Norm",
-            MonitorQuantity::UpdateToWeight => "Update/Weight",
+            // burn-train's file logger uses the name as a file name: no path separators.
+            MonitorQuantity::UpdateToWeight => "Update to Weight",
             MonitorQuantity::ClipRate => "Clip Rate",
             MonitorQuantity::StateMemory => "Optimizer State",
             MonitorQuantity::NonFinite => "Non-finite Grads",

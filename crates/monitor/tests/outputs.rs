@@ -384,4 +384,16 @@ fn burn_train_metric_reads_the_monitor() {
         .unwrap();
     assert!((ratio.value().current() - want).abs() < 1e-12 && want > 0.0);
     assert_eq!(metric.name().as_str(), "Grad Norm");
+    // burn-train writes `<dir>/train/epoch-N/<name>.log`: a separator in a name aborts training.
+    for q in [
+        MonitorQuantity::GradNorm,
+        MonitorQuantity::UpdateToWeight,
+        MonitorQuantity::ClipRate,
+        MonitorQuantity::StateMemory,
+        MonitorQuantity::NonFinite,
+        MonitorQuantity::Spikes,
+    ] {
+        let name = MonitorMetric::new(mon.clone(), q).name();
+        assert!(!name.contains(['/', '\\']) && !name.is_empty(), "{name}");
+    }
 }
