@@ -621,8 +621,10 @@ mod cpu {
     /// One chunk's slices: parameter, gradient, state streams.
     type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
 
+    #[cfg(feature = "flex")]
+    use burn::backend::flex::FlexTensor;
     use burn::backend::ndarray::{NdArrayTensor, SharedArray};
-    use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+    use burn::tensor::{Int, Tensor, TensorPrimitive, backend::Backend};
 
     use super::Kernel;
     use crate::transform::TransformState;
@@ -641,68 +643,204 @@ mod cpu {
         }
     }
 
-    /// The ndarray tensor behind `t`, or `t` back (another backend, or quantized).
+    /// A float primitive as `Any`, or `t` back (quantized).
     #[allow(clippy::result_large_err)]
-    fn as_ndarray<B: Backend>(t: Tensor<B, 1>) -> Result<NdArrayTensor, Tensor<B, 1>> {
-        let prim = match t.into_primitive() {
-            TensorPrimitive::Float(p) => p,
-            q @ TensorPrimitive::QFloat(_) => return Err(Tensor::from_primitive(q)),
-        };
-        let any: Box<dyn Any> = Box::new(prim);
-        match any.downcast::<NdArrayTensor>() {
-            Ok(nd) => Ok(*nd),
-            Err(any) => Err(Tensor::from_primitive(TensorPrimitive::Float(
-                *any.downcast::<B::FloatTensorPrimitive>()
-                    .expect("a float primitive downcasts to its own type"),
-            ))),
+    fn float_any<B: Backend>(t: Tensor<B, 1>) -> Result<Box<dyn Any>, Tensor<B, 1>> {
+        match t.into_primitive() {
+            TensorPrimitive::Float(p) => Ok(Box::new(p)),
+            q @ TensorPrimitive::QFloat(_) => Err(Tensor::from_primitive(q)),
         }
     }
 
-    /// The f32 array behind `t` (copied only when shared or borrowed), or `t` back.
-    #[allow(clippy::result_large_err)]
-    fn take<B: Backend>(t: Tensor<B, 1>) -> Result<SharedArray<f32>, Tensor<B, 1>> {
-        match as_ndarray(t)? {
-            NdArrayTensor::F32(storage) => {
-                let arr = storage.into_owned();
-                if arr.is_standard_layout() {
-                    Ok(arr)
-                } else {
-                    Err(give(NdArrayTensor::from(arr)))
-                }
-            }
-            other => Err(give(other)),
-        }
-    }
-
-    /// The ndarray f32 tensor behind `t`, not copied (for reading), or `t` back.
-    #[allow(clippy::result_large_err)]
-    fn peek<B: Backend>(t: Tensor<B, 1>) -> Result<NdArrayTensor, Tensor<B, 1>> {
-        match as_ndarray(t)? {
-            NdArrayTensor::F32(s) if s.view().is_standard_layout() => Ok(NdArrayTensor::F32(s)),
-            other => Err(give(other)),
-        }
-    }
-
-    /// Wrap an ndarray tensor as a tensor of `B` (only called when `B` is ndarray).
-    fn give<B: Backend>(nd: NdArrayTensor) -> Tensor<B, 1> {
-        let any: Box<dyn Any> = Box::new(nd);
+    /// A primitive of `B`'s float type (as `Any`) back into a tensor.
+    fn float_back<B: Backend>(any: Box<dyn Any>) -> Tensor<B, 1> {
         Tensor::from_primitive(TensorPrimitive::Float(
             *any.downcast::<B::FloatTensorPrimitive>()
-                .expect("only called after B's float primitive was an NdArrayTensor"),
+                .expect("only called with B's own float primitive"),
         ))
     }
 
-    fn back<B: Backend>(a: SharedArray<f32>) -> Tensor<B, 1> {
-        give(NdArrayTensor::from(a))
+    /// A primitive of `B`'s int type (as `Any`) back into a tensor.
+    fn int_back<B: Backend>(any: Box<dyn Any>) -> Tensor<B, 1, Int> {
+        Tensor::from_primitive(
+            *any.downcast::<B::IntTensorPrimitive>()
+                .expect("only called with B's own int primitive"),
+        )
+    }
+
+    /// Whether a flex tensor is a plain contiguous buffer of exactly its elements.
+    #[cfg(feature = "flex")]
+    fn flex_plain(t: &FlexTensor, dtype: burn::tensor::DType) -> bool {
+        let n = t.layout().num_elements();
+        t.dtype() == dtype
+            && t.layout().contiguous_offsets() == Some((0, n))
+            && t.bytes().len() == n * dtype.size()
+    }
+
+    /// A host buffer of `T` taken out of a tensor of a supported CPU backend (copied only when
+    /// shared), written in place and put back.
+    pub(super) enum Buf<T> {
+        /// burn-ndarray storage.
+        Nd(SharedArray<T>),
+        /// burn-flex storage (copy-on-write on first mutable access).
+        #[cfg(feature = "flex")]
+        Flex(FlexTensor),
+    }
+
+    impl Buf<f32> {
+        /// The f32 buffer behind `t`, or `t` back (another backend, dtype or layout).
+        #[allow(clippy::result_large_err)]
+        fn take<B: Backend>(t: Tensor<B, 1>) -> Result<Self, Tensor<B, 1>> {
+            let any = float_any(t)?;
+            let any = match any.downcast::<NdArrayTensor>() {
+                Ok(nd) => {
+                    return match *nd {
+                        NdArrayTensor::F32(storage) => {
+                            let arr = storage.into_owned();
+                            if arr.is_standard_layout() {
+                                Ok(Buf::Nd(arr))
+                            } else {
+                                Err(float_back::<B>(Box::new(NdArrayTensor::from(arr))))
+                            }
+                        }
+                        other => Err(float_back::<B>(Box::new(other))),
+                    };
+                }
+                Err(any) => any,
+            };
+            #[cfg(feature = "flex")]
+            let any = match any.downcast::<FlexTensor>() {
+                Ok(ft) if flex_plain(&ft, burn::tensor::DType::F32) => return Ok(Buf::Flex(*ft)),
+                Ok(ft) => return Err(float_back::<B>(ft)),
+                Err(any) => any,
+            };
+            Err(float_back::<B>(any))
+        }
+
+        fn slice_mut(&mut self) -> &mut [f32] {
+            match self {
+                Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
+                #[cfg(feature = "flex")]
+                Buf::Flex(t) => t.storage_mut::<f32>(),
+            }
+        }
+
+        fn back<B: Backend>(self) -> Tensor<B, 1> {
+            match self {
+                Buf::Nd(a) => float_back::<B>(Box::new(NdArrayTensor::from(a))),
+                #[cfg(feature = "flex")]
+                Buf::Flex(t) => float_back::<B>(Box::new(t)),
+            }
+        }
+    }
+
+    impl Buf<u8> {
+        /// The u8 buffer behind an int tensor, or the tensor back.
+        #[allow(clippy::result_large_err)]
+        fn take<B: Backend>(t: Tensor<B, 1, Int>) -> Result<Self, Tensor<B, 1, Int>> {
+            let any: Box<dyn Any> = Box::new(t.into_primitive());
+            let any = match any.downcast::<NdArrayTensor>() {
+                Ok(nd) => {
+                    return match *nd {
+                        NdArrayTensor::U8(storage) => {
+                            let arr = storage.into_owned();
+                            if arr.is_standard_layout() {
+                                Ok(Buf::Nd(arr))
+                            } else {
+                                Err(int_back::<B>(Box::new(NdArrayTensor::from(arr))))
+                            }
+                        }
+                        other => Err(int_back::<B>(Box::new(other))),
+                    };
+                }
+                Err(any) => any,
+            };
+            #[cfg(feature = "flex")]
+            let any = match any.downcast::<FlexTensor>() {
+                Ok(ft) if flex_plain(&ft, burn::tensor::DType::U8) => return Ok(Buf::Flex(*ft)),
+                Ok(ft) => return Err(int_back::<B>(ft)),
+                Err(any) => any,
+            };
+            Err(int_back::<B>(any))
+        }
+
+        fn slice_mut(&mut self) -> &mut [u8] {
+            match self {
+                Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
+                #[cfg(feature = "flex")]
+                Buf::Flex(t) => t.storage_mut::<u8>(),
+            }
+        }
+
+        fn back<B: Backend>(self) -> Tensor<B, 1, Int> {
+            match self {
+                Buf::Nd(a) => int_back::<B>(Box::new(NdArrayTensor::from(a))),
+                #[cfg(feature = "flex")]
+                Buf::Flex(t) => int_back::<B>(Box::new(t)),
+            }
+        }
+    }
+
+    /// A gradient borrowed for reading (never copied).
+    pub(super) enum View {
+        Nd(NdArrayTensor),
+        #[cfg(feature = "flex")]
+        Flex(FlexTensor),
+    }
+
+    impl View {
+        /// The f32 tensor behind `t` with a plain contiguous layout, or `t` back.
+        #[allow(clippy::result_large_err)]
+        fn peek<B: Backend>(t: Tensor<B, 1>) -> Result<Self, Tensor<B, 1>> {
+            let any = float_any(t)?;
+            let any = match any.downcast::<NdArrayTensor>() {
+                Ok(nd) => {
+                    return match *nd {
+                        NdArrayTensor::F32(s) if s.view().is_standard_layout() => {
+                            Ok(View::Nd(NdArrayTensor::F32(s)))
+                        }
+                        other => Err(float_back::<B>(Box::new(other))),
+                    };
+                }
+                Err(any) => any,
+            };
+            #[cfg(feature = "flex")]
+            let any = match any.downcast::<FlexTensor>() {
+                Ok(ft) if flex_plain(&ft, burn::tensor::DType::F32) => return Ok(View::Flex(*ft)),
+                Ok(ft) => return Err(float_back::<B>(ft)),
+                Err(any) => any,
+            };
+            Err(float_back::<B>(any))
+        }
+
+        /// Run `f` on the values.
+        fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
+            match self {
+                View::Nd(NdArrayTensor::F32(s)) => {
+                    let v = s.view();
+                    f(v.as_slice().expect("standard layout checked in peek"))
+                }
+                View::Nd(_) => unreachable!("peek only keeps f32 tensors"),
+                #[cfg(feature = "flex")]
+                View::Flex(t) => f(t.storage::<f32>()),
+            }
+        }
+
+        fn back<B: Backend>(self) -> Tensor<B, 1> {
+            match self {
+                View::Nd(nd) => float_back::<B>(Box::new(nd)),
+                #[cfg(feature = "flex")]
+                View::Flex(t) => float_back::<B>(Box::new(t)),
+            }
+        }
     }
 
     pub(super) fn sum_squares<B: Backend>(t: &Tensor<B, 1>) -> Option<f64> {
-        let nd = peek(t.clone()).ok()?;
-        let NdArrayTensor::F32(s) = &nd else {
-            return None;
-        };
-        let view = s.view();
-        let xs = view.as_slice()?;
+        let view = View::peek(t.clone()).ok()?;
+        Some(view.with(sum_squares_slice))
+    }
+
+    fn sum_squares_slice(xs: &[f32]) -> f64 {
         let part = |c: &[f32]| -> f64 {
             // Eight f32 lanes per block of 256 (vectorizes), block totals added in f64. A block
             // whose f32 sum overflows gives +Inf; the engine then tells overflow from NaN/Inf
@@ -724,10 +862,10 @@ mod cpu {
         let n = xs.len();
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
         if nt <= 1 {
-            return Some(part(xs));
+            return part(xs);
         }
         let chunk = n.div_ceil(nt);
-        Some(std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let handles: Vec<_> = xs
                 .chunks(chunk)
                 .map(|c| scope.spawn(move || part(c)))
@@ -736,7 +874,7 @@ mod cpu {
                 .into_iter()
                 .map(|h| h.join().unwrap_or(f64::NAN))
                 .sum()
-        }))
+        })
     }
 
     /// `k.run` compiled for AVX2 when the CPU has it (8-wide `sqrt`/`div`; the same IEEE
@@ -786,44 +924,36 @@ mod cpu {
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
-        let mut p = match take(param) {
+        let mut p = match Buf::<f32>::take(param) {
             Ok(a) => a,
             Err(p) => return Err((p, grad)),
         };
         // The gradient is only read: borrow its buffer (no copy even when shared).
-        let g = match peek(grad) {
-            Ok(nd) => nd,
-            Err(g) => return Err((back(p), g)),
+        let g = match View::peek(grad) {
+            Ok(v) => v,
+            Err(g) => return Err((p.back(), g)),
         };
         let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
-        let mut streams: Vec<SharedArray<f32>> = Vec::with_capacity(k);
+        let mut streams: Vec<Buf<f32>> = Vec::with_capacity(k);
         for i in 0..k {
             let t = std::mem::replace(&mut st.tensors[i].tensor, empty());
-            match take(t) {
+            match Buf::<f32>::take(t) {
                 Ok(a) => streams.push(a),
                 Err(t) => {
                     // Put everything back as it was.
                     st.tensors[i].tensor = t;
                     for (j, a) in streams.into_iter().enumerate() {
-                        st.tensors[j].tensor = back(a);
+                        st.tensors[j].tensor = a.back();
                     }
-                    return Err((back(p), give(g)));
+                    return Err((p.back(), g.back()));
                 }
             }
         }
         let kernel = make(st);
-        let count;
-        {
-            let NdArrayTensor::F32(gst) = &g else {
-                unreachable!("peek only returns f32 tensors")
-            };
-            let gview = gst.view();
-            let gs = gview.as_slice().expect("standard layout checked in peek");
-            let ps = p.as_slice_mut().expect("standard layout checked in take");
-            let mut ss: Vec<&mut [f32]> = streams
-                .iter_mut()
-                .map(|a| a.as_slice_mut().expect("standard layout checked in take"))
-                .collect();
+        let count = g.with(|gs| {
+            let count;
+            let ps = p.slice_mut();
+            let mut ss: Vec<&mut [f32]> = streams.iter_mut().map(Buf::<f32>::slice_mut).collect();
             let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
             if nt <= 1 {
                 count = run_best(&kernel, ps, gs, &mut ss);
@@ -863,12 +993,13 @@ mod cpu {
                 });
                 count = total.into_inner();
             }
-        }
+            count
+        });
         for (i, a) in streams.into_iter().enumerate() {
-            st.tensors[i].tensor = back(a);
+            st.tensors[i].tensor = a.back();
         }
         drop(g);
-        Ok((back(p), count))
+        Ok((p.back(), count))
     }
 
     /// Per-step constants of the 8-bit kernel, rounded as the composed transform rounds them.
@@ -950,42 +1081,6 @@ mod cpu {
         }
     }
 
-    /// The `u8` array behind an int tensor (copied only when shared), or the tensor back.
-    #[allow(clippy::result_large_err)]
-    fn take_u8<B: Backend>(
-        t: Tensor<B, 1, burn::tensor::Int>,
-    ) -> Result<SharedArray<u8>, Tensor<B, 1, burn::tensor::Int>> {
-        let any: Box<dyn Any> = Box::new(t.into_primitive());
-        let nd = match any.downcast::<NdArrayTensor>() {
-            Ok(nd) => *nd,
-            Err(any) => {
-                return Err(Tensor::from_primitive(
-                    *any.downcast::<B::IntTensorPrimitive>()
-                        .expect("an int primitive downcasts to its own type"),
-                ));
-            }
-        };
-        match nd {
-            NdArrayTensor::U8(storage) => {
-                let arr = storage.into_owned();
-                if arr.is_standard_layout() {
-                    Ok(arr)
-                } else {
-                    Err(give_int(NdArrayTensor::from(arr)))
-                }
-            }
-            other => Err(give_int(other)),
-        }
-    }
-
-    fn give_int<B: Backend>(nd: NdArrayTensor) -> Tensor<B, 1, burn::tensor::Int> {
-        let any: Box<dyn Any> = Box::new(nd);
-        Tensor::from_primitive(
-            *any.downcast::<B::IntTensorPrimitive>()
-                .expect("only called after B's int primitive was an NdArrayTensor"),
-        )
-    }
-
     /// [`super::FusedAdam8bit`] on ndarray: everything taken out of the tensors, blocks split
     /// over threads, put back.
     #[allow(clippy::result_large_err, clippy::type_complexity)]
@@ -1012,42 +1107,42 @@ mod cpu {
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
-        let mut p = match take(param) {
+        let mut p = match Buf::<f32>::take(param) {
             Ok(a) => a,
             Err(p) => return Err((p, grad)),
         };
-        let g = match peek(grad) {
-            Ok(nd) => nd,
-            Err(g) => return Err((back(p), g)),
+        let g = match View::peek(grad) {
+            Ok(v) => v,
+            Err(g) => return Err((p.back(), g)),
         };
         let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
-        let empty_int = || Tensor::<B, 1, burn::tensor::Int>::zeros([0], &Default::default());
-        let mut absmax: Vec<SharedArray<f32>> = Vec::with_capacity(2);
+        let empty_int = || Tensor::<B, 1, Int>::zeros([0], &Default::default());
+        let mut absmax: Vec<Buf<f32>> = Vec::with_capacity(2);
         for i in 0..2 {
-            match take(std::mem::replace(&mut st.tensors[i].tensor, empty())) {
+            match Buf::<f32>::take(std::mem::replace(&mut st.tensors[i].tensor, empty())) {
                 Ok(a) => absmax.push(a),
                 Err(x) => {
                     st.tensors[i].tensor = x;
                     for (j, a) in absmax.into_iter().enumerate() {
-                        st.tensors[j].tensor = back(a);
+                        st.tensors[j].tensor = a.back();
                     }
-                    return Err((back(p), give(g)));
+                    return Err((p.back(), g.back()));
                 }
             }
         }
-        let mut codes: Vec<SharedArray<u8>> = Vec::with_capacity(2);
+        let mut codes: Vec<Buf<u8>> = Vec::with_capacity(2);
         for i in 0..2 {
-            match take_u8(std::mem::replace(&mut st.codes[i].tensor, empty_int())) {
+            match Buf::<u8>::take(std::mem::replace(&mut st.codes[i].tensor, empty_int())) {
                 Ok(a) => codes.push(a),
                 Err(x) => {
                     st.codes[i].tensor = x;
                     for (j, a) in codes.into_iter().enumerate() {
-                        st.codes[j].tensor = give_int(NdArrayTensor::from(a));
+                        st.codes[j].tensor = a.back();
                     }
                     for (j, a) in absmax.into_iter().enumerate() {
-                        st.tensors[j].tensor = back(a);
+                        st.tensors[j].tensor = a.back();
                     }
-                    return Err((back(p), give(g)));
+                    return Err((p.back(), g.back()));
                 }
             }
         }
@@ -1068,27 +1163,16 @@ mod cpu {
             keep: (t.weight_decay > 0.0).then_some((1.0 - lr * t.weight_decay) as f32),
             block,
         };
-        {
-            let NdArrayTensor::F32(gst) = &g else {
-                unreachable!("peek only returns f32 tensors")
-            };
-            let gview = gst.view();
-            let gs = gview.as_slice().expect("standard layout checked in peek");
-            let ps = p.as_slice_mut().expect("standard layout checked in take");
+        g.with(|gs| {
+            let ps = p.slice_mut();
             let [a1, a2] = &mut absmax[..] else {
                 unreachable!("two absmax tensors taken above")
             };
             let [k1, k2] = &mut codes[..] else {
                 unreachable!("two code tensors taken above")
             };
-            let a1 = a1.as_slice_mut().expect("standard layout checked in take");
-            let a2 = a2.as_slice_mut().expect("standard layout checked in take");
-            let k1 = k1
-                .as_slice_mut()
-                .expect("standard layout checked in take_u8");
-            let k2 = k2
-                .as_slice_mut()
-                .expect("standard layout checked in take_u8");
+            let (a1, a2) = (a1.slice_mut(), a2.slice_mut());
+            let (k1, k2) = (k1.slice_mut(), k2.slice_mut());
             let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
             if nt <= 1 {
                 sc.blocks(ps, gs, k1, k2, a1, a2);
@@ -1129,14 +1213,14 @@ mod cpu {
                     }
                 });
             }
-        }
+        });
         for (i, a) in absmax.into_iter().enumerate() {
-            st.tensors[i].tensor = back(a);
+            st.tensors[i].tensor = a.back();
         }
         for (i, a) in codes.into_iter().enumerate() {
-            st.codes[i].tensor = give_int(NdArrayTensor::from(a));
+            st.codes[i].tensor = a.back();
         }
         drop(g);
-        Ok(back(p))
+        Ok(p.back())
     }
 }

@@ -24,6 +24,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use moment_examples::model_bench::{ModelRow, time_model};
 use moment_monitor::plot::{Bar, bar_chart};
@@ -34,7 +35,6 @@ use moment_optim::{
 use serde::Serialize;
 
 type B = NdArray<f32>;
-type AB = Autodiff<B>;
 
 fn main() -> ExitCode {
     match run() {
@@ -101,7 +101,7 @@ fn floor_bytes(optimizer: &str) -> f64 {
     }
 }
 
-fn chain(name: &str) -> Result<Chain<B>, Box<dyn std::error::Error>> {
+fn chain<Bk: Backend>(name: &str) -> Result<Chain<Bk>, Box<dyn std::error::Error>> {
     Ok(match name {
         "adamw" => AdamWConfig::default().build()?,
         "adam" => moment_optim::AdamConfig::default().build()?,
@@ -238,8 +238,8 @@ mod flat {
 }
 use flat::Flat;
 
-fn time_moment(
-    chain: Chain<B>,
+fn time_moment<Bk: Backend>(
+    chain: Chain<Bk>,
     n: usize,
     reps: usize,
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
@@ -248,10 +248,10 @@ fn time_moment(
     let mut params = vec![ParamTensor {
         path: "w".into(),
         shape: vec![n],
-        value: Tensor::<B, 1>::random([n], Distribution::Normal(0.0, 0.5), &device),
+        value: Tensor::<Bk, 1>::random([n], Distribution::Normal(0.0, 0.5), &device),
         grad: None,
     }];
-    let grads: Vec<Tensor<B, 1>> = (0..3)
+    let grads: Vec<Tensor<Bk, 1>> = (0..3)
         .map(|_| Tensor::random([n], Distribution::Normal(0.0, 1.0), &device))
         .collect();
     let mut times = Vec::new();
@@ -268,12 +268,12 @@ fn time_moment(
     Ok((times, opt.state_memory().bytes_per_param()))
 }
 
-fn time_burn(name: &str, n: usize, reps: usize) -> Option<Vec<f64>> {
+fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>> {
     let device = Default::default();
-    let mut module = Flat::<AB> {
+    let mut module = Flat::<Autodiff<Bk>> {
         w: Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)),
     };
-    let grads: Vec<Tensor<B, 1>> = (0..3)
+    let grads: Vec<Tensor<Bk, 1>> = (0..3)
         .map(|_| Tensor::random([n], Distribution::Normal(0.0, 1.0), &device))
         .collect();
     let mut times = Vec::new();
@@ -293,8 +293,10 @@ fn time_burn(name: &str, n: usize, reps: usize) -> Option<Vec<f64>> {
         }};
     }
     match name {
-        "adamw" => drive!(burn::optim::AdamWConfig::new().init::<AB, Flat<AB>>()),
-        "adam" => drive!(burn::optim::AdamConfig::new().init::<AB, Flat<AB>>()),
+        "adamw" => {
+            drive!(burn::optim::AdamWConfig::new().init::<Autodiff<Bk>, Flat<Autodiff<Bk>>>())
+        }
+        "adam" => drive!(burn::optim::AdamConfig::new().init::<Autodiff<Bk>, Flat<Autodiff<Bk>>>()),
         _ => return None,
     }
     Some(times)
@@ -309,6 +311,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut chart: Option<String> = None;
     let mut impl_filter = "moment-fused,moment-composed,burn-optim".to_string();
     let mut quick = false;
+    let mut backend = "ndarray".to_string();
     let mut model = "tiny".to_string();
     let mut model_optimizers = "adamw,lion,sophia,adafactor".to_string();
     let (mut batch, mut seq, mut model_reps) = (8usize, 128usize, 20usize);
@@ -329,10 +332,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--seq" => seq = value()?.parse()?,
             "--model-reps" => model_reps = value()?.parse::<usize>()?.max(1),
             "--backend" => {
-                let b = value()?;
-                if b != "ndarray" {
+                backend = value()?;
+                if !matches!(backend.as_str(), "ndarray" | "flex") {
                     return Err(format!(
-                        "--backend {b}: only ndarray is benchmarked so far (flex, wgpu and cuda are not wired yet)"
+                        "--backend {backend}: ndarray and flex are benchmarked; wgpu and cuda are not wired yet"
                     )
                     .into());
                 }
@@ -390,64 +393,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "| optimizer | impl | numel | median ms | min ms | bytes/param (floor) | GB/s | % of bandwidth | state B/param |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let mut rows = Vec::new();
-    for &n in &sizes {
-        for name in &names {
-            let bytes = floor_bytes(name);
-            let bw_of = bw
-                .iter()
-                .find(|(p, _)| *p == pattern(name))
-                .map_or(f64::NAN, |(_, g)| *g);
-            let base = chain(name)?;
-            let mut impls: Vec<(&str, Option<Chain<B>>)> = Vec::new();
-            if base.fused().is_some() {
-                impls.push(("moment-fused", Some(base.clone())));
-            }
-            impls.push(("moment-composed", Some(base.composed())));
-            if matches!(*name, "adamw" | "adam") {
-                impls.push(("burn-optim", None));
-            }
-            for (imp, ch) in impls {
-                if !impl_filter.split(',').any(|f| f.trim() == imp) {
-                    continue;
-                }
-                let (times, state) = match ch {
-                    Some(c) => time_moment(c, n, reps)?,
-                    None => match time_burn(name, n, reps) {
-                        Some(t) => (t, 8.0),
-                        None => continue,
-                    },
-                };
-                let (median, min) = stats(times);
-                let gbps = bytes * n as f64 / median / 1e9;
-                let row = Row {
-                    optimizer: name.to_string(),
-                    implementation: imp.to_string(),
-                    backend: "ndarray".into(),
-                    numel: n,
-                    median_ms: median * 1e3,
-                    min_ms: min * 1e3,
-                    bytes_per_param: bytes,
-                    gbps,
-                    pct_of_bandwidth: 100.0 * gbps / bw_of,
-                    state_bytes_per_param: state,
-                };
-                println!(
-                    "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.3} |",
-                    row.optimizer,
-                    row.implementation,
-                    row.numel,
-                    row.median_ms,
-                    row.min_ms,
-                    row.bytes_per_param,
-                    row.gbps,
-                    row.pct_of_bandwidth,
-                    row.state_bytes_per_param
-                );
-                rows.push(row);
-            }
+    let rows = match backend.as_str() {
+        "flex" => {
+            bench_rows::<burn::backend::Flex<f32>>("flex", &names, &sizes, reps, &bw, &impl_filter)?
         }
-    }
+        _ => bench_rows::<B>("ndarray", &names, &sizes, reps, &bw, &impl_filter)?,
+    };
     let mut model_rows = Vec::new();
     if model != "none" {
         println!(
@@ -534,4 +485,75 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("\nJSON written to {path}");
     }
     Ok(())
+}
+
+/// The step-time rows of every optimizer, implementation and size on backend `Bk`.
+#[allow(clippy::type_complexity)]
+fn bench_rows<Bk: Backend>(
+    backend: &str,
+    names: &[&str],
+    sizes: &[usize],
+    reps: usize,
+    bw: &[((usize, usize), f64)],
+    impl_filter: &str,
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        for name in names {
+            let bytes = floor_bytes(name);
+            let bw_of = bw
+                .iter()
+                .find(|(p, _)| *p == pattern(name))
+                .map_or(f64::NAN, |(_, g)| *g);
+            let base = chain::<Bk>(name)?;
+            let mut impls: Vec<(&str, Option<Chain<Bk>>)> = Vec::new();
+            if base.fused().is_some() {
+                impls.push(("moment-fused", Some(base.clone())));
+            }
+            impls.push(("moment-composed", Some(base.composed())));
+            if matches!(*name, "adamw" | "adam") {
+                impls.push(("burn-optim", None));
+            }
+            for (imp, ch) in impls {
+                if !impl_filter.split(',').any(|f| f.trim() == imp) {
+                    continue;
+                }
+                let (times, state) = match ch {
+                    Some(c) => time_moment(c, n, reps)?,
+                    None => match time_burn::<Bk>(name, n, reps) {
+                        Some(t) => (t, 8.0),
+                        None => continue,
+                    },
+                };
+                let (median, min) = stats(times);
+                let gbps = bytes * n as f64 / median / 1e9;
+                let row = Row {
+                    optimizer: name.to_string(),
+                    implementation: imp.to_string(),
+                    backend: backend.into(),
+                    numel: n,
+                    median_ms: median * 1e3,
+                    min_ms: min * 1e3,
+                    bytes_per_param: bytes,
+                    gbps,
+                    pct_of_bandwidth: 100.0 * gbps / bw_of,
+                    state_bytes_per_param: state,
+                };
+                println!(
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.3} |",
+                    row.optimizer,
+                    row.implementation,
+                    row.numel,
+                    row.median_ms,
+                    row.min_ms,
+                    row.bytes_per_param,
+                    row.gbps,
+                    row.pct_of_bandwidth,
+                    row.state_bytes_per_param
+                );
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
 }
