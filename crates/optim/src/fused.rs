@@ -951,12 +951,11 @@ mod cpu {
         }
         let kernel = make(st);
         let count = g.with(|gs| {
-            let count;
             let ps = p.slice_mut();
             let mut ss: Vec<&mut [f32]> = streams.iter_mut().map(Buf::<f32>::slice_mut).collect();
             let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
             if nt <= 1 {
-                count = run_best(&kernel, ps, gs, &mut ss);
+                run_best(&kernel, ps, gs, &mut ss)
             } else {
                 let chunk = n.div_ceil(nt);
                 let kernel = &kernel;
@@ -991,9 +990,8 @@ mod cpu {
                         run_job(job);
                     }
                 });
-                count = total.into_inner();
+                total.into_inner()
             }
-            count
         });
         for (i, a) in streams.into_iter().enumerate() {
             st.tensors[i].tensor = a.back();
