@@ -6,7 +6,8 @@
 //! its f32 operations in the same order, so they are bitwise equal — tested) and leave the
 //! state in the same layout, so records and resumes do not depend on the path taken.
 //!
-//! Implemented on burn's ndarray backend with f32 tensors (feature `ndarray`, default),
+//! Implemented on burn's ndarray backend with f32 tensors (feature `ndarray`, default) and on
+//! burn's flex backend (feature `flex`: its storage is taken copy-on-write, same kernels),
 //! multi-threaded over contiguous chunks, AVX2 when the CPU has it: the Adam family
 //! ([`FusedAdam`]: Adam/AdamW, amsgrad, maximize, coupled or decoupled decay), Lion
 //! ([`FusedLion`]) and Sophia ([`FusedSophia`], both variants; its win rate is counted in the
