@@ -688,99 +688,76 @@ mod cpu {
         Flex(FlexTensor),
     }
 
-    impl Buf<f32> {
-        /// The f32 buffer behind `t`, or `t` back (another backend, dtype or layout).
-        #[allow(clippy::result_large_err)]
-        fn take<B: Backend>(t: Tensor<B, 1>) -> Result<Self, Tensor<B, 1>> {
-            let any = float_any(t)?;
-            let any = match any.downcast::<NdArrayTensor>() {
-                Ok(nd) => {
-                    return match *nd {
-                        NdArrayTensor::F32(storage) => {
-                            let arr = storage.into_owned();
-                            if arr.is_standard_layout() {
-                                Ok(Buf::Nd(arr))
-                            } else {
-                                Err(float_back::<B>(Box::new(NdArrayTensor::from(arr))))
-                            }
+    /// `Buf<$elem>`'s `take` (out of a `Tensor<B, 1, $kind>`), `slice_mut` and `back`.
+    macro_rules! buf_impl {
+        ($elem:ty, $kind:ty, $variant:ident, $dtype:expr, $to_any:expr, $back:ident) => {
+            impl Buf<$elem> {
+                /// The buffer behind `t`, or `t` back (another backend, dtype or layout).
+                #[allow(clippy::result_large_err)]
+                fn take<B: Backend>(t: Tensor<B, 1, $kind>) -> Result<Self, Tensor<B, 1, $kind>> {
+                    let any: Box<dyn Any> = $to_any(t)?;
+                    let any = match any.downcast::<NdArrayTensor>() {
+                        Ok(nd) => {
+                            return match *nd {
+                                NdArrayTensor::$variant(storage) => {
+                                    let arr = storage.into_owned();
+                                    if arr.is_standard_layout() {
+                                        Ok(Buf::Nd(arr))
+                                    } else {
+                                        Err($back::<B>(Box::new(NdArrayTensor::from(arr))))
+                                    }
+                                }
+                                other => Err($back::<B>(Box::new(other))),
+                            };
                         }
-                        other => Err(float_back::<B>(Box::new(other))),
+                        Err(any) => any,
                     };
+                    #[cfg(feature = "flex")]
+                    let any = match any.downcast::<FlexTensor>() {
+                        Ok(ft) if flex_plain(&ft, $dtype) => return Ok(Buf::Flex(*ft)),
+                        Ok(ft) => return Err($back::<B>(ft)),
+                        Err(any) => any,
+                    };
+                    Err($back::<B>(any))
                 }
-                Err(any) => any,
-            };
-            #[cfg(feature = "flex")]
-            let any = match any.downcast::<FlexTensor>() {
-                Ok(ft) if flex_plain(&ft, burn::tensor::DType::F32) => return Ok(Buf::Flex(*ft)),
-                Ok(ft) => return Err(float_back::<B>(ft)),
-                Err(any) => any,
-            };
-            Err(float_back::<B>(any))
-        }
 
-        fn slice_mut(&mut self) -> &mut [f32] {
-            match self {
-                Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
-                #[cfg(feature = "flex")]
-                Buf::Flex(t) => t.storage_mut::<f32>(),
-            }
-        }
+                fn slice_mut(&mut self) -> &mut [$elem] {
+                    match self {
+                        Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
+                        #[cfg(feature = "flex")]
+                        Buf::Flex(t) => t.storage_mut::<$elem>(),
+                    }
+                }
 
-        fn back<B: Backend>(self) -> Tensor<B, 1> {
-            match self {
-                Buf::Nd(a) => float_back::<B>(Box::new(NdArrayTensor::from(a))),
-                #[cfg(feature = "flex")]
-                Buf::Flex(t) => float_back::<B>(Box::new(t)),
+                fn back<B: Backend>(self) -> Tensor<B, 1, $kind> {
+                    match self {
+                        Buf::Nd(a) => $back::<B>(Box::new(NdArrayTensor::from(a))),
+                        #[cfg(feature = "flex")]
+                        Buf::Flex(t) => $back::<B>(Box::new(t)),
+                    }
+                }
             }
-        }
+        };
     }
 
-    impl Buf<u8> {
-        /// The u8 buffer behind an int tensor, or the tensor back.
-        #[allow(clippy::result_large_err)]
-        fn take<B: Backend>(t: Tensor<B, 1, Int>) -> Result<Self, Tensor<B, 1, Int>> {
-            let any: Box<dyn Any> = Box::new(t.into_primitive());
-            let any = match any.downcast::<NdArrayTensor>() {
-                Ok(nd) => {
-                    return match *nd {
-                        NdArrayTensor::U8(storage) => {
-                            let arr = storage.into_owned();
-                            if arr.is_standard_layout() {
-                                Ok(Buf::Nd(arr))
-                            } else {
-                                Err(int_back::<B>(Box::new(NdArrayTensor::from(arr))))
-                            }
-                        }
-                        other => Err(int_back::<B>(Box::new(other))),
-                    };
-                }
-                Err(any) => any,
-            };
-            #[cfg(feature = "flex")]
-            let any = match any.downcast::<FlexTensor>() {
-                Ok(ft) if flex_plain(&ft, burn::tensor::DType::U8) => return Ok(Buf::Flex(*ft)),
-                Ok(ft) => return Err(int_back::<B>(ft)),
-                Err(any) => any,
-            };
-            Err(int_back::<B>(any))
-        }
-
-        fn slice_mut(&mut self) -> &mut [u8] {
-            match self {
-                Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
-                #[cfg(feature = "flex")]
-                Buf::Flex(t) => t.storage_mut::<u8>(),
-            }
-        }
-
-        fn back<B: Backend>(self) -> Tensor<B, 1, Int> {
-            match self {
-                Buf::Nd(a) => int_back::<B>(Box::new(NdArrayTensor::from(a))),
-                #[cfg(feature = "flex")]
-                Buf::Flex(t) => int_back::<B>(Box::new(t)),
-            }
-        }
-    }
+    buf_impl!(
+        f32,
+        burn::tensor::Float,
+        F32,
+        burn::tensor::DType::F32,
+        float_any,
+        float_back
+    );
+    buf_impl!(
+        u8,
+        Int,
+        U8,
+        burn::tensor::DType::U8,
+        |t: Tensor<B, 1, Int>| -> Result<Box<dyn Any>, Tensor<B, 1, Int>> {
+            Ok(Box::new(t.into_primitive()))
+        },
+        int_back
+    );
 
     /// A gradient borrowed for reading (never copied).
     pub(super) enum View {
@@ -878,6 +855,70 @@ mod cpu {
         })
     }
 
+    /// The parameter's buffer (taken) and the gradient's (borrowed), or both tensors back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    fn take_param_grad<B: Backend>(
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+    ) -> Result<(Buf<f32>, View), (Tensor<B, 1>, Tensor<B, 1>)> {
+        let p = match Buf::<f32>::take(param) {
+            Ok(a) => a,
+            Err(p) => return Err((p, grad)),
+        };
+        // The gradient is only read: borrow its buffer (no copy even when shared).
+        match View::peek(grad) {
+            Ok(g) => Ok((p, g)),
+            Err(g) => Err((p.back(), g)),
+        }
+    }
+
+    /// The buffers of `st`'s first `k` float tensors, or `None` with `st` as it was.
+    fn take_floats<B: Backend>(st: &mut TransformState<B>, k: usize) -> Option<Vec<Buf<f32>>> {
+        let mut out = Vec::with_capacity(k);
+        for i in 0..k {
+            let empty = Tensor::<B, 1>::zeros([0], &Default::default());
+            match Buf::<f32>::take(std::mem::replace(&mut st.tensors[i].tensor, empty)) {
+                Ok(a) => out.push(a),
+                Err(t) => {
+                    st.tensors[i].tensor = t;
+                    put_floats(st, out);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Put buffers taken by [`take_floats`] back.
+    fn put_floats<B: Backend>(st: &mut TransformState<B>, bufs: Vec<Buf<f32>>) {
+        for (i, a) in bufs.into_iter().enumerate() {
+            st.tensors[i].tensor = a.back();
+        }
+    }
+
+    /// Run `jobs` on scoped threads, one per job; whoever takes a job runs it — this thread runs
+    /// the first and any job whose thread the OS refused to start. Returns the sum of `run`'s
+    /// results.
+    fn run_jobs<J: Send>(jobs: Vec<J>, run: impl Fn(J) -> u64 + Sync) -> u64 {
+        let jobs: Vec<Mutex<Option<J>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+        let total = AtomicU64::new(0);
+        let take_and_run = |job: &Mutex<Option<J>>| {
+            if let Some(j) = job.lock().ok().and_then(|mut j| j.take()) {
+                total.fetch_add(run(j), Ordering::Relaxed);
+            }
+        };
+        std::thread::scope(|scope| {
+            for job in jobs.iter().skip(1) {
+                let take_and_run = &take_and_run;
+                let _ = std::thread::Builder::new().spawn_scoped(scope, move || take_and_run(job));
+            }
+            for job in &jobs {
+                take_and_run(job);
+            }
+        });
+        total.into_inner()
+    }
+
     /// `k.run` compiled for AVX2 when the CPU has it (8-wide `sqrt`/`div`; the same IEEE
     /// operations in the same order, no FMA contraction — results are unchanged).
     fn run_best<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
@@ -925,31 +966,10 @@ mod cpu {
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
-        let mut p = match Buf::<f32>::take(param) {
-            Ok(a) => a,
-            Err(p) => return Err((p, grad)),
+        let (mut p, g) = take_param_grad(param, grad)?;
+        let Some(mut streams) = take_floats(st, k) else {
+            return Err((p.back(), g.back()));
         };
-        // The gradient is only read: borrow its buffer (no copy even when shared).
-        let g = match View::peek(grad) {
-            Ok(v) => v,
-            Err(g) => return Err((p.back(), g)),
-        };
-        let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
-        let mut streams: Vec<Buf<f32>> = Vec::with_capacity(k);
-        for i in 0..k {
-            let t = std::mem::replace(&mut st.tensors[i].tensor, empty());
-            match Buf::<f32>::take(t) {
-                Ok(a) => streams.push(a),
-                Err(t) => {
-                    // Put everything back as it was.
-                    st.tensors[i].tensor = t;
-                    for (j, a) in streams.into_iter().enumerate() {
-                        st.tensors[j].tensor = a.back();
-                    }
-                    return Err((p.back(), g.back()));
-                }
-            }
-        }
         let kernel = make(st);
         let count = g.with(|gs| {
             let ps = p.slice_mut();
@@ -966,37 +986,16 @@ mod cpu {
                         per_job[j].push(c);
                     }
                 }
-                // One job per chunk; whoever takes a job runs it. This thread runs job 0 and
-                // any job whose thread the OS refused to start.
-                let jobs: Vec<Mutex<Option<Job<'_>>>> = ps
+                let jobs: Vec<Job<'_>> = ps
                     .chunks_mut(chunk)
                     .zip(gs.chunks(chunk))
                     .zip(per_job)
-                    .map(|((p, g), s)| Mutex::new(Some((p, g, s))))
+                    .map(|((p, g), s)| (p, g, s))
                     .collect();
-                let total = AtomicU64::new(0);
-                let run_job = |job: &Mutex<Option<Job<'_>>>| {
-                    let taken = job.lock().ok().and_then(|mut j| j.take());
-                    if let Some((p, g, mut s)) = taken {
-                        total.fetch_add(run_best(kernel, p, g, &mut s), Ordering::Relaxed);
-                    }
-                };
-                std::thread::scope(|scope| {
-                    for job in jobs.iter().skip(1) {
-                        let run_job = &run_job;
-                        let _ =
-                            std::thread::Builder::new().spawn_scoped(scope, move || run_job(job));
-                    }
-                    for job in &jobs {
-                        run_job(job);
-                    }
-                });
-                total.into_inner()
+                run_jobs(jobs, |(p, g, mut s)| run_best(kernel, p, g, &mut s))
             }
         });
-        for (i, a) in streams.into_iter().enumerate() {
-            st.tensors[i].tensor = a.back();
-        }
+        put_floats(st, streams);
         drop(g);
         Ok((p.back(), count))
     }
@@ -1106,41 +1105,21 @@ mod cpu {
         if !layout_ok || grad.dims()[0] != n {
             return Err((param, grad));
         }
-        let mut p = match Buf::<f32>::take(param) {
-            Ok(a) => a,
-            Err(p) => return Err((p, grad)),
+        let (mut p, g) = take_param_grad(param, grad)?;
+        let Some(mut absmax) = take_floats(st, 2) else {
+            return Err((p.back(), g.back()));
         };
-        let g = match View::peek(grad) {
-            Ok(v) => v,
-            Err(g) => return Err((p.back(), g)),
-        };
-        let empty = || Tensor::<B, 1>::zeros([0], &Default::default());
-        let empty_int = || Tensor::<B, 1, Int>::zeros([0], &Default::default());
-        let mut absmax: Vec<Buf<f32>> = Vec::with_capacity(2);
-        for i in 0..2 {
-            match Buf::<f32>::take(std::mem::replace(&mut st.tensors[i].tensor, empty())) {
-                Ok(a) => absmax.push(a),
-                Err(x) => {
-                    st.tensors[i].tensor = x;
-                    for (j, a) in absmax.into_iter().enumerate() {
-                        st.tensors[j].tensor = a.back();
-                    }
-                    return Err((p.back(), g.back()));
-                }
-            }
-        }
         let mut codes: Vec<Buf<u8>> = Vec::with_capacity(2);
         for i in 0..2 {
-            match Buf::<u8>::take(std::mem::replace(&mut st.codes[i].tensor, empty_int())) {
+            let empty = Tensor::<B, 1, Int>::zeros([0], &Default::default());
+            match Buf::<u8>::take(std::mem::replace(&mut st.codes[i].tensor, empty)) {
                 Ok(a) => codes.push(a),
                 Err(x) => {
                     st.codes[i].tensor = x;
                     for (j, a) in codes.into_iter().enumerate() {
                         st.codes[j].tensor = a.back();
                     }
-                    for (j, a) in absmax.into_iter().enumerate() {
-                        st.tensors[j].tensor = a.back();
-                    }
+                    put_floats(st, absmax);
                     return Err((p.back(), g.back()));
                 }
             }
@@ -1187,35 +1166,21 @@ mod cpu {
                     &'a mut [f32],
                     &'a mut [f32],
                 );
-                let jobs: Vec<Mutex<Option<Job8<'_>>>> = ps
+                let jobs: Vec<Job8<'_>> = ps
                     .chunks_mut(chunk)
                     .zip(gs.chunks(chunk))
                     .zip(k1.chunks_mut(chunk))
                     .zip(k2.chunks_mut(chunk))
                     .zip(a1.chunks_mut(per).zip(a2.chunks_mut(per)))
-                    .map(|((((p, g), c1), c2), (a1, a2))| Mutex::new(Some((p, g, c1, c2, a1, a2))))
+                    .map(|((((p, g), c1), c2), (a1, a2))| (p, g, c1, c2, a1, a2))
                     .collect();
-                let run_job = |job: &Mutex<Option<Job8<'_>>>| {
-                    let taken = job.lock().ok().and_then(|mut j| j.take());
-                    if let Some((p, g, c1, c2, a1, a2)) = taken {
-                        sc.blocks(p, g, c1, c2, a1, a2);
-                    }
-                };
-                std::thread::scope(|scope| {
-                    for job in jobs.iter().skip(1) {
-                        let run_job = &run_job;
-                        let _ =
-                            std::thread::Builder::new().spawn_scoped(scope, move || run_job(job));
-                    }
-                    for job in &jobs {
-                        run_job(job);
-                    }
+                run_jobs(jobs, |(p, g, c1, c2, a1, a2)| {
+                    sc.blocks(p, g, c1, c2, a1, a2);
+                    0
                 });
             }
         });
-        for (i, a) in absmax.into_iter().enumerate() {
-            st.tensors[i].tensor = a.back();
-        }
+        put_floats(st, absmax);
         for (i, a) in codes.into_iter().enumerate() {
             st.codes[i].tensor = a.back();
         }
