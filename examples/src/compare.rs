@@ -9,9 +9,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use moment_model::{
     ByteCorpus, Corpus, MarkovConfig, MarkovCorpus, RowPrior, Split, TestModelConfig,
     TestModelForCausalLM, TokenBatch,
@@ -24,8 +26,6 @@ use moment_optim::port::{ArgValue, RefArgs, from_reference};
 use moment_optim::{ModuleOptimizer, MomentOptimizer, NonFinitePolicy, ParamGroup, Selector};
 use serde::Serialize;
 
-type B = Autodiff<NdArray>;
-type Inner = NdArray;
 /// Errors of the command: one line each.
 pub type Error = Box<dyn std::error::Error>;
 
@@ -269,6 +269,29 @@ pub fn parse_override(kv: &str) -> Result<(String, ArgValue), Error> {
     Ok((k.trim().to_string(), value))
 }
 
+/// The CPU backends `moment` trains on (GPU backends are not wired yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBackend {
+    /// burn-ndarray (default).
+    NdArray,
+    /// burn-flex, the pure-Rust CPU backend.
+    Flex,
+}
+
+impl CpuBackend {
+    /// Parse a `--backend` value.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "ndarray" => Ok(Self::NdArray),
+            "flex" => Ok(Self::Flex),
+            other => Err(format!(
+                "--backend {other}: `moment` trains on the CPU backends ndarray and flex; wgpu and cuda are not wired yet"
+            )
+            .into()),
+        }
+    }
+}
+
 /// Which data to train on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
@@ -303,6 +326,8 @@ pub struct RunConfig {
     pub monitor_interval: u64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// The backend to train on.
+    pub backend: CpuBackend,
 }
 
 impl Default for RunConfig {
@@ -319,6 +344,7 @@ impl Default for RunConfig {
             eval_every: 25,
             monitor_interval: 10,
             progress: true,
+            backend: CpuBackend::NdArray,
         }
     }
 }
@@ -364,7 +390,7 @@ fn args_of(p: &Preset, overrides: &[(String, ArgValue)]) -> RefArgs {
 /// The engine for a preset: no decay on vectors (norm weights), decay elsewhere; Muon's
 /// hybrid routing; global clipping at 1.0; non-finite steps skipped. Returns the engine and
 /// the base learning rate.
-pub fn engine(
+pub fn engine<Inner: Backend>(
     p: &Preset,
     overrides: &[(String, ArgValue)],
     tokens: usize,
@@ -472,7 +498,7 @@ impl Progress {
     }
 }
 
-fn validate(
+fn validate<Inner: Backend>(
     model: &TestModelForCausalLM<Inner>,
     corpus: &dyn Corpus,
     cfg: &RunConfig,
@@ -482,13 +508,12 @@ fn validate(
     for i in 0..4 {
         let b = TokenBatch::from_corpus(corpus, Split::Valid, i, cfg.batch, cfg.seq)?
             .to_tensors::<Inner>(&device);
-        total += f64::from(
-            model
-                .forward(b.inputs, Some(b.targets))?
-                .loss
-                .ok_or("no loss")?
-                .into_scalar(),
-        );
+        total += model
+            .forward(b.inputs, Some(b.targets))?
+            .loss
+            .ok_or("no loss")?
+            .into_scalar()
+            .elem::<f64>();
     }
     Ok(total / 4.0)
 }
@@ -497,15 +522,27 @@ fn lock(m: &Arc<Mutex<Monitor>>) -> Result<std::sync::MutexGuard<'_, Monitor>, E
     m.lock().map_err(|_| "monitor lock poisoned".into())
 }
 
-/// Train one run into `dir` (metrics JSONL/CSV, dashboard); returns its records.
+/// Train one run into `dir` (metrics JSONL/CSV, dashboard) on the configured backend;
+/// returns its records.
 pub fn train_run(cfg: &RunConfig, corpus: &dyn Corpus, dir: &Path) -> Result<Run, Error> {
+    match cfg.backend {
+        CpuBackend::NdArray => train_run_on::<Autodiff<NdArray>>(cfg, corpus, dir),
+        CpuBackend::Flex => train_run_on::<Autodiff<Flex>>(cfg, corpus, dir),
+    }
+}
+
+fn train_run_on<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    corpus: &dyn Corpus,
+    dir: &Path,
+) -> Result<Run, Error> {
     let p = preset(&cfg.optimizer)?;
     if cfg.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
     let tokens = cfg.batch * cfg.seq;
-    let (mut engine, base_lr) =
-        engine(&p, &cfg.overrides, tokens).map_err(|e| format!("{}: {e}", p.name))?;
+    let (mut engine, base_lr) = engine::<B::InnerBackend>(&p, &cfg.overrides, tokens)
+        .map_err(|e| format!("{}: {e}", p.name))?;
     let mut monitor = MonitorConfig::default()
         .with_interval(cfg.monitor_interval.max(1))
         .build()?;
@@ -535,7 +572,7 @@ pub fn train_run(cfg: &RunConfig, corpus: &dyn Corpus, dir: &Path) -> Result<Run
             .to_tensors::<B>(&device);
         let out = model.forward(b.inputs.clone(), Some(b.targets))?;
         let loss = out.loss.ok_or("the model returned no loss")?;
-        let value = f64::from(loss.clone().into_scalar());
+        let value = loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
         if let Some(e) = optim.take_error() {

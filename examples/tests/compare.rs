@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use moment_examples::compare::{RunConfig, compare, replot_dirs};
+use moment_examples::compare::{CpuBackend, RunConfig, compare, replot_dirs};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("moment-cmp-{}-{name}", std::process::id()));
@@ -128,4 +128,26 @@ fn cli_errors_are_one_clear_line() {
     let (ok, _) = moment(&["list"], &dir);
     assert!(ok);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_trains_on_the_flex_backend_too() {
+    let out = tmp("flex");
+    let cfg = RunConfig {
+        steps: 16,
+        eval_every: 8,
+        progress: false,
+        backend: CpuBackend::Flex,
+        ..RunConfig::default()
+    };
+    let s = compare(&cfg, &["adamw".to_string()], &out).unwrap();
+    let recs = moment_monitor::read_jsonl(out.join("adamw").join("metrics.jsonl")).unwrap();
+    assert_eq!(recs.len(), 16);
+    let vals: Vec<f64> = recs.iter().filter_map(|r| r.val_loss).collect();
+    assert!(
+        vals.len() == 2 && vals[1] < vals[0] && vals[1].is_finite(),
+        "{vals:?}"
+    );
+    assert!((s[0].state_bytes_per_param.unwrap() - 8.0).abs() < 0.1);
+    let _ = std::fs::remove_dir_all(&out);
 }

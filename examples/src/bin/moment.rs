@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use moment_examples::compare::{
-    Data, Error, RunConfig, compare, corpus, parse_override, preset, presets, replot_dirs,
-    train_run, write_report,
+    CpuBackend, Data, Error, RunConfig, compare, corpus, parse_override, preset, presets,
+    replot_dirs, train_run, write_report,
 };
 use moment_monitor::{Summary, report};
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage:
   moment compare [--optimizers a,b,...] [--steps N] [--model tiny|small] [--seed N] [--out DIR]
-                 [--backend ndarray] [--text FILE] [--batch B] [--seq S] [--quiet]
+                 [--backend ndarray|flex] [--text FILE] [--batch B] [--seq S] [--quiet]
   moment train --optimizer NAME [same flags] [key=value ...]
   moment plot RUN_DIR... [--floor X]
   moment list";
@@ -148,15 +148,7 @@ fn parse_run(cmd: &str, rest: &[String]) -> Result<(RunConfig, Vec<String>, Path
             "--eval-every" => cfg.eval_every = value()?.parse()?,
             "--text" => cfg.data = Data::Text(value()?.into()),
             "--quiet" => cfg.progress = false,
-            "--backend" => {
-                let b = value()?;
-                if b != "ndarray" {
-                    return Err(format!(
-                        "--backend {b}: only the CPU backend `ndarray` is wired into `moment` so far"
-                    )
-                    .into());
-                }
-            }
+            "--backend" => cfg.backend = CpuBackend::parse(&value()?)?,
             kv if cmd == "train" && kv.contains('=') && !kv.starts_with("--") => {
                 cfg.overrides.push(parse_override(kv)?);
             }
