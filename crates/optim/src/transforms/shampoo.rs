@@ -304,26 +304,43 @@ fn merge<B: Backend>(
         .expect("partition of a non-empty tensor has at least one block")
 }
 
-/// `Σ_{rest} B[…a…] B[…b…]` for axis `axis` of a block: `[n, n]`.
-fn gram<B: Backend>(block: &Tensor<B, 1>, shape: &[usize], axis: usize) -> Tensor<B, 2> {
+/// The block with `axis` unfolded to the rows: `[n, rest]` (mode-`axis` matricization; the
+/// other axes keep their order).
+fn unfold<B: Backend>(block: Tensor<B, 1>, shape: &[usize], axis: usize) -> Tensor<B, 2> {
     let [a, n, c] = dims3(shape, axis);
-    let b3 = block.clone().reshape([a, n, c]);
-    b3.clone()
-        .matmul(b3.swap_dims(1, 2))
-        .sum_dim(0)
-        .reshape([n, n])
+    if a == 1 {
+        block.reshape([n, c])
+    } else {
+        block.reshape([a, n, c]).swap_dims(0, 1).reshape([n, a * c])
+    }
 }
 
-/// Mode product along `axis`: `B'[…b…] = Σ_a P[a, b] B[…a…]`.
+/// Inverse of [`unfold`].
+fn fold<B: Backend>(x: Tensor<B, 2>, shape: &[usize], axis: usize) -> Tensor<B, 1> {
+    let [a, n, c] = dims3(shape, axis);
+    if a == 1 {
+        x.reshape([n * c])
+    } else {
+        x.reshape([n, a, c]).swap_dims(0, 1).reshape([a * n * c])
+    }
+}
+
+/// `Σ_{rest} B[…a…] B[…b…]` for axis `axis` of a block: `[n, n]`, as one matrix product of
+/// the unfolded block with its transpose (no per-slice temporaries).
+fn gram<B: Backend>(block: &Tensor<B, 1>, shape: &[usize], axis: usize) -> Tensor<B, 2> {
+    let x = unfold(block.clone(), shape, axis);
+    x.clone().matmul(x.transpose())
+}
+
+/// Mode product along `axis`: `B'[…b…] = Σ_a P[a, b] B[…a…]`, i.e. `Pᵀ · unfold(B)`.
 fn mode_product<B: Backend>(
     block: Tensor<B, 1>,
     shape: &[usize],
     axis: usize,
     p: &Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let [a, n, c] = dims3(shape, axis);
-    let pt = p.clone().transpose().reshape([1, n, n]).expand([a, n, n]);
-    pt.matmul(block.reshape([a, n, c])).reshape([a * n * c])
+    let x = unfold(block, shape, axis);
+    fold(p.clone().transpose().matmul(x), shape, axis)
 }
 
 impl<B: Backend> Transform<B> for ScaleByShampoo {
