@@ -276,16 +276,33 @@ pub enum CpuBackend {
     NdArray,
     /// burn-flex, the pure-Rust CPU backend.
     Flex,
+    /// burn's wgpu backend with moment-cuda's fused kernels (feature `wgpu`).
+    Wgpu,
+    /// burn's CUDA backend with moment-cuda's fused kernels (feature `cuda`).
+    Cuda,
 }
 
 impl CpuBackend {
-    /// Parse a `--backend` value.
+    /// Parse a `--backend` value; a GPU backend this binary was built without is an error
+    /// naming the feature to build with.
     pub fn parse(name: &str) -> Result<Self, Error> {
+        let gpu = |b: Self, built: bool, feature: &str| {
+            if built {
+                Ok(b)
+            } else {
+                Err(format!(
+                    "--backend {name}: this binary was built without the `{feature}` feature (cargo run --release -p moment-examples --features {feature} --bin moment -- …)"
+                )
+                .into())
+            }
+        };
         match name {
             "ndarray" => Ok(Self::NdArray),
             "flex" => Ok(Self::Flex),
+            "wgpu" => gpu(Self::Wgpu, cfg!(feature = "wgpu"), "wgpu"),
+            "cuda" => gpu(Self::Cuda, cfg!(feature = "cuda"), "cuda"),
             other => Err(format!(
-                "--backend {other}: `moment` trains on the CPU backends ndarray and flex; wgpu and cuda are not wired yet"
+                "--backend {other}: expected ndarray, flex, wgpu (feature `wgpu`) or cuda (feature `cuda`)"
             )
             .into()),
         }
@@ -528,6 +545,18 @@ pub fn train_run(cfg: &RunConfig, corpus: &dyn Corpus, dir: &Path) -> Result<Run
     match cfg.backend {
         CpuBackend::NdArray => train_run_on::<Autodiff<NdArray>>(cfg, corpus, dir),
         CpuBackend::Flex => train_run_on::<Autodiff<Flex>>(cfg, corpus, dir),
+        #[cfg(feature = "wgpu")]
+        CpuBackend::Wgpu => {
+            moment_cuda::enable::<moment_cuda::Wgpu>();
+            train_run_on::<Autodiff<moment_cuda::Wgpu>>(cfg, corpus, dir)
+        }
+        #[cfg(feature = "cuda")]
+        CpuBackend::Cuda => {
+            moment_cuda::enable::<moment_cuda::Cuda>();
+            train_run_on::<Autodiff<moment_cuda::Cuda>>(cfg, corpus, dir)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!("backend {other:?} is not compiled into this binary").into()),
     }
 }
 

@@ -7,6 +7,11 @@
 //! * `bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH]
 //!   [--quick]` — optimizer step times against the measured bandwidth (release build of
 //!   `moment-examples`' `bench`; see `docs/benchmarks.md`).
+//! * `gpu-check [--out DIR]` — build the CUDA test and bench binaries here (x86-64, release,
+//!   stripped, under 64 MiB together) into `DIR` (default `target/gpu-check`) with `run.sh`,
+//!   which runs them on a machine with an NVIDIA GPU and writes its results to `DIR/results/`
+//!   (or `$OUT`): the fused-vs-composed kernel tests, the bench at 16M and 256M parameters, and
+//!   `torch.optim.AdamW(fused=True)` on the same card.
 
 use std::process::{Command, ExitCode};
 
@@ -22,13 +27,14 @@ fn main() -> ExitCode {
         "golden" => golden(rest),
         "ci" => ci(),
         "bench" => bench(rest),
+        "gpu-check" => gpu_check(rest),
         _ => usage(),
     }
 }
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH] [--quick]"
+        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--backend ndarray|flex|wgpu|cuda] [--threads N] [--reps N] [--json PATH] [--quick]\n  gpu-check [--out DIR]"
     );
     ExitCode::from(2)
 }
@@ -72,16 +78,17 @@ fn golden(rest: &[String]) -> ExitCode {
 
 fn bench(rest: &[String]) -> ExitCode {
     let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "moment-examples",
-        "--bin",
-        "bench",
-        "--",
-    ]);
+    c.args(["run", "--release", "--quiet", "-p", "moment-examples"]);
+    // A GPU backend needs its feature compiled in.
+    if let Some(b) = rest
+        .windows(2)
+        .find(|w| w[0] == "--backend")
+        .map(|w| w[1].as_str())
+        .filter(|b| matches!(*b, "wgpu" | "cuda"))
+    {
+        c.args(["--features", b]);
+    }
+    c.args(["--bin", "bench", "--"]);
     c.args(rest);
     if run(c) {
         ExitCode::SUCCESS
@@ -124,4 +131,146 @@ fn ci() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Largest total size of the binaries `gpu-check` prepares (what one transfer to a GPU machine
+/// may carry).
+const GPU_CHECK_LIMIT: u64 = 64 << 20;
+
+fn gpu_check(rest: &[String]) -> ExitCode {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let out = match rest {
+        [] => root.join("target/gpu-check"),
+        [flag, dir] if flag == "--out" => std::path::PathBuf::from(dir),
+        _ => return usage(),
+    };
+    match prepare_gpu_check(root, &out) {
+        Ok(total) => {
+            eprintln!(
+                "xtask gpu-check: {} ready ({:.1} MiB); on the GPU machine run `bash run.sh` there",
+                out.display(),
+                total as f64 / (1u64 << 20) as f64
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask gpu-check: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the binaries, copies and strips them into `out` with the scripts; returns the total
+/// bytes.
+fn prepare_gpu_check(root: &std::path::Path, out: &std::path::Path) -> Result<u64, String> {
+    // The kernel tests: the test binary's path from cargo's JSON messages.
+    let mut c = cargo();
+    c.args([
+        "test",
+        "--release",
+        "-p",
+        "moment-cuda",
+        "--features",
+        "cuda",
+        "--test",
+        "cuda",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    eprintln!("xtask: {c:?}");
+    let o = c.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "building the CUDA tests failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let tests = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("\"name\":\"cuda\"") && l.contains("\"test\":true"))
+        .find_map(|l| json_string(l, "executable"))
+        .ok_or("cargo reported no executable for the `cuda` test")?;
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "moment-examples",
+        "--features",
+        "cuda",
+        "--bin",
+        "bench",
+    ]);
+    if !run(c) {
+        return Err("building the bench with --features cuda failed".into());
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let files = [
+        (std::path::PathBuf::from(tests), "moment-cuda-tests", true),
+        (root.join("target/release/bench"), "bench", true),
+        (root.join("xtask/gpu/run.sh"), "run.sh", false),
+        (
+            root.join("xtask/gpu/torch_adamw.py"),
+            "torch_adamw.py",
+            false,
+        ),
+    ];
+    let mut total = 0;
+    for (from, name, binary) in files {
+        let to = out.join(name);
+        std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", from.display()))?;
+        if binary {
+            // Symbols are not needed to run; `strip` is binutils' (gcc's toolchain).
+            let ok = Command::new("strip")
+                .arg("--strip-all")
+                .arg(&to)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(format!("strip {} failed", to.display()));
+            }
+        }
+        total += std::fs::metadata(&to)
+            .map_err(|e| format!("{}: {e}", to.display()))?
+            .len();
+    }
+    if total > GPU_CHECK_LIMIT {
+        return Err(format!(
+            "the prepared files take {total} bytes, over the {GPU_CHECK_LIMIT}-byte limit"
+        ));
+    }
+    Ok(total)
+}
+
+/// The string value of `"key":"…"` in one line of JSON (cargo's messages escape nothing in
+/// paths on Linux but backslashes and quotes, which are undone here).
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":\"");
+    let start = line.find(&pat)? + pat.len();
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_string_reads_cargo_messages() {
+        let l = r#"{"reason":"compiler-artifact","executable":"/a/b \"c\"/cuda-1f","fresh":true}"#;
+        assert_eq!(
+            json_string(l, "executable").as_deref(),
+            Some("/a/b \"c\"/cuda-1f")
+        );
+        assert_eq!(json_string(l, "missing"), None);
+        assert_eq!(json_string(r#"{"executable":null}"#, "executable"), None);
+    }
 }

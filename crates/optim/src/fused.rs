@@ -43,7 +43,151 @@ pub trait FusedStep<B: Backend>: Send + Sync + Debug {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
+    ) -> FusedResult<B>;
+}
+
+/// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
+pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
+
+/// One-pass kernels for a backend outside this crate (e.g. moment-cuda's CubeCL kernels on
+/// burn's CUDA and wgpu backends), registered with [`register_device_steps`]. The fused
+/// chains call them before their CPU kernels; each method gets the step's constants (rounded
+/// as the composed chain rounds them), the parameter, the gradient and the chain's state for
+/// the fused transform, whose layout and lengths were already checked and whose `step` counter
+/// was already advanced. A method either performs the whole step (writing every state tensor
+/// the composed chain writes, in the same layout) and returns the new parameter, or returns the
+/// inputs unchanged and leaves `st` untouched. The defaults decline.
+pub trait DeviceSteps<B: Backend>: Send + Sync {
+    /// Adam/AdamW ([`AdamScalars`]); `st.tensors` are `exp_avg`, `exp_avg_sq`
+    /// [, `max_exp_avg_sq`].
+    fn adam(
+        &self,
+        sc: &AdamScalars,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> FusedResult<B> {
+        let _ = (sc, st);
+        Err((param, grad))
+    }
+
+    /// Lion ([`LionScalars`]); `st.tensors` is `exp_avg`.
+    fn lion(
+        &self,
+        sc: &LionScalars,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> FusedResult<B> {
+        let _ = (sc, st);
+        Err((param, grad))
+    }
+
+    /// Sophia ([`SophiaScalars`]); `st.tensors` are the momentum, the curvature estimate
+    /// (read only) and `win_rate` (`[1]`, to be written).
+    fn sophia(
+        &self,
+        sc: &SophiaScalars,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> FusedResult<B> {
+        let _ = (sc, st);
+        Err((param, grad))
+    }
+
+    /// 8-bit blockwise Adam/AdamW ([`Adam8Scalars`]); `st.tensors` are `absmax1`, `absmax2`
+    /// (one per block), `st.codes` are `state1`, `state2` (`u8`, one per element).
+    fn adam8bit(
+        &self,
+        sc: &Adam8Scalars,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> FusedResult<B> {
+        let _ = (sc, st);
+        Err((param, grad))
+    }
+}
+
+type DeviceRegistry =
+    std::sync::RwLock<Vec<(std::any::TypeId, Box<dyn std::any::Any + Send + Sync>)>>;
+
+fn registry() -> &'static DeviceRegistry {
+    static REGISTRY: std::sync::OnceLock<DeviceRegistry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Make the fused chains use `steps` on backend `B` (replacing an earlier registration for
+/// `B`). For the optimizer of an autodiff backend, register its inner backend: the step runs
+/// there.
+pub fn register_device_steps<B: Backend>(steps: std::sync::Arc<dyn DeviceSteps<B>>) {
+    let id = std::any::TypeId::of::<B>();
+    let mut reg = registry()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    reg.retain(|(k, _)| *k != id);
+    reg.push((id, Box::new(steps)));
+}
+
+/// Whether device kernels are registered for `B`.
+pub fn has_device_steps<B: Backend>() -> bool {
+    device_steps::<B>().is_some()
+}
+
+fn device_steps<B: Backend>() -> Option<std::sync::Arc<dyn DeviceSteps<B>>> {
+    let id = std::any::TypeId::of::<B>();
+    let reg = registry()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    reg.iter()
+        .find(|(k, _)| *k == id)
+        .and_then(|(_, v)| v.downcast_ref::<std::sync::Arc<dyn DeviceSteps<B>>>())
+        .cloned()
+}
+
+/// Run `f` with `B`'s device kernels, or hand the inputs back.
+fn on_device<B: Backend>(
+    param: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    f: impl FnOnce(&dyn DeviceSteps<B>, Tensor<B, 1>, Tensor<B, 1>) -> FusedResult<B>,
+) -> FusedResult<B> {
+    match device_steps::<B>() {
+        Some(d) => f(&*d, param, grad),
+        None => Err((param, grad)),
+    }
+}
+
+/// Advance `st`'s `step` counter (the first counter) around `f`; put it back when `f` hands
+/// its inputs back.
+fn with_counter<B: Backend>(
+    st: &mut TransformState<B>,
+    f: impl FnOnce(&mut TransformState<B>) -> FusedResult<B>,
+) -> FusedResult<B> {
+    let before = st.counters[0].1;
+    st.counters[0].1 = before.saturating_add(1);
+    let out = f(st);
+    if out.is_err() {
+        st.counters[0].1 = before;
+    }
+    out
+}
+
+/// Whether `st`'s first tensors are `names`, each as long as `param` and `grad`.
+fn streams_fit<B: Backend>(
+    st: &TransformState<B>,
+    names: &[&str],
+    param: &Tensor<B, 1>,
+    grad: &Tensor<B, 1>,
+) -> bool {
+    let n = param.dims()[0];
+    grad.dims()[0] == n
+        && st.tensors.len() >= names.len()
+        && st
+            .tensors
+            .iter()
+            .zip(names)
+            .all(|(t, name)| t.name == *name && t.tensor.dims()[0] == n)
 }
 
 /// `Σ x²` of a flat tensor in f64, read in place (no temporary), multi-threaded — on backends
@@ -83,21 +227,34 @@ pub struct FusedAdam {
 }
 
 /// Per-step f32 constants of [`FusedAdam`], rounded exactly as the composed transforms round
-/// them.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
-struct AdamScalars {
-    maximize: bool,
-    coupled: Option<f32>,
-    decoupled: Option<f32>,
-    one_minus_b1: f32,
-    b2: f32,
-    one_minus_b2: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    bc1: f32,
-    neg_lr: f32,
-    amsgrad: bool,
+/// them (device kernels take them as they are). Per element, in this order:
+/// `g ← maximize ? −g : g; g ← g + θ·coupled; m ← m + (g − m)·(1−β1); v ← v·β2 + g·g·(1−β2);
+/// v̂ ← amsgrad ? max(vmax, v) : v; u ← m / (√v̂ / bc2_sqrt + ε) / bc1; u ← u + θ·decoupled;
+/// θ ← θ + u·neg_lr`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamScalars {
+    /// Negate the gradient.
+    pub maximize: bool,
+    /// Coupled L2 λ.
+    pub coupled: Option<f32>,
+    /// Decoupled λ.
+    pub decoupled: Option<f32>,
+    /// 1 − β1.
+    pub one_minus_b1: f32,
+    /// β2.
+    pub b2: f32,
+    /// 1 − β2.
+    pub one_minus_b2: f32,
+    /// √(1 − β2ᵗ).
+    pub bc2_sqrt: f32,
+    /// ε.
+    pub eps: f32,
+    /// 1 − β1ᵗ.
+    pub bc1: f32,
+    /// −lr.
+    pub neg_lr: f32,
+    /// AMSGrad.
+    pub amsgrad: bool,
 }
 
 #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
@@ -236,16 +393,25 @@ pub struct FusedLion {
     pub beta2: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
-struct LionScalars {
-    maximize: bool,
-    b1: f32,
-    one_minus_b1: f32,
-    b2: f32,
-    one_minus_b2: f32,
-    decoupled: Option<f32>,
-    neg_lr: f32,
+/// Per-step f32 constants of [`FusedLion`]. Per element: `g ← maximize ? −g : g;
+/// u ← sign(m·β1 + g·(1−β1)); m ← m·β2 + g·(1−β2); u ← u + θ·decoupled; θ ← θ + u·neg_lr`
+/// (`sign(±0) = 0`, otherwise ±1 by the sign bit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LionScalars {
+    /// Negate the gradient.
+    pub maximize: bool,
+    /// β1.
+    pub b1: f32,
+    /// 1 − β1.
+    pub one_minus_b1: f32,
+    /// β2.
+    pub b2: f32,
+    /// 1 − β2.
+    pub one_minus_b2: f32,
+    /// Decoupled λ.
+    pub decoupled: Option<f32>,
+    /// −lr.
+    pub neg_lr: f32,
 }
 
 #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
@@ -286,6 +452,21 @@ impl Kernel for LionScalars {
     }
 }
 
+impl FusedLion {
+    /// This step's constants.
+    pub fn scalars(&self, lr: f64) -> LionScalars {
+        LionScalars {
+            maximize: self.maximize,
+            b1: self.beta1 as f32,
+            one_minus_b1: (1.0 - self.beta1) as f32,
+            b2: self.beta2 as f32,
+            one_minus_b2: (1.0 - self.beta2) as f32,
+            decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
+            neg_lr: -(lr as f32),
+        }
+    }
+}
+
 impl<B: Backend> FusedStep<B> for FusedLion {
     fn name(&self) -> &'static str {
         "fused_lion"
@@ -297,30 +478,25 @@ impl<B: Backend> FusedStep<B> for FusedLion {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+    ) -> FusedResult<B> {
+        let sc = self.scalars(lr);
+        let Some(st) = states.get_mut(self.lion_index) else {
+            return Err((param, grad));
+        };
+        let names = ["exp_avg"];
+        if !(st.counters.is_empty() && streams_fit(st, &names, &param, &grad)) {
+            return Err((param, grad));
+        }
+        let (param, grad) = match on_device(param, grad, |d, p, g| d.lion(&sc, p, g, st)) {
+            Ok(p) => return Ok(p),
+            Err(x) => x,
+        };
         #[cfg(feature = "ndarray")]
         {
-            let sc = LionScalars {
-                maximize: self.maximize,
-                b1: self.beta1 as f32,
-                one_minus_b1: (1.0 - self.beta1) as f32,
-                b2: self.beta2 as f32,
-                one_minus_b2: (1.0 - self.beta2) as f32,
-                decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
-                neg_lr: -(lr as f32),
-            };
-            let Some(st) = states.get_mut(self.lion_index) else {
-                return Err((param, grad));
-            };
-            let ok = st.tensors.len() == 1 && st.counters.is_empty();
-            if !ok {
-                return Err((param, grad));
-            }
-            cpu::one_pass(param, grad, st, &["exp_avg"], |_| sc).map(|(p, _)| p)
+            cpu::one_pass(param, grad, st, &names, |_| sc).map(|(p, _)| p)
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = (lr, states);
             Err((param, grad))
         }
     }
@@ -348,19 +524,33 @@ pub struct FusedSophia {
     pub eps: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
-struct SophiaScalars {
-    maximize: bool,
-    variant_h: bool,
-    coupled: Option<f32>,
-    decoupled: Option<f32>,
-    b1: f32,
-    w: f32,
-    rho: f32,
-    eps: f32,
-    clip: f32,
-    neg_lr: f32,
+/// Per-step f32 constants of [`FusedSophia`]. Per element: `g ← maximize ? −g : g;
+/// g ← g + θ·coupled`; Sophia-H: `m ← lerp(m, g, w)` (rounded as `transforms::lerp`),
+/// `den ← max(h, ε)`; Sophia-G: `m ← m·β1 + g·w`, `den ← h·ρ + ε`; then
+/// `u ← clamp(m/den, −clip, clip)`, a win when `|u| < clip`, `u ← u + θ·decoupled`,
+/// `θ ← θ + u·neg_lr`; the win rate (wins / n) goes to the state's `win_rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SophiaScalars {
+    /// Negate the gradient.
+    pub maximize: bool,
+    /// Sophia-H (else Sophia-G).
+    pub variant_h: bool,
+    /// Coupled L2 λ.
+    pub coupled: Option<f32>,
+    /// Decoupled λ.
+    pub decoupled: Option<f32>,
+    /// β1.
+    pub b1: f32,
+    /// 1 − β1 (the lerp weight / the gradient's weight).
+    pub w: f32,
+    /// ρ (Sophia-G).
+    pub rho: f32,
+    /// ε.
+    pub eps: f32,
+    /// Clip bound (ρ for Sophia-H, 1 for Sophia-G).
+    pub clip: f32,
+    /// −lr.
+    pub neg_lr: f32,
 }
 
 #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
@@ -439,6 +629,33 @@ impl Kernel for SophiaScalars {
     }
 }
 
+impl FusedSophia {
+    /// This step's constants.
+    pub fn scalars(&self, lr: f64) -> SophiaScalars {
+        SophiaScalars {
+            maximize: self.maximize,
+            variant_h: self.variant_h,
+            coupled: (self.coupled > 0.0).then_some(self.coupled as f32),
+            decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
+            b1: self.beta1 as f32,
+            w: (1.0 - self.beta1) as f32,
+            rho: self.rho as f32,
+            eps: self.eps as f32,
+            clip: if self.variant_h { self.rho as f32 } else { 1.0 },
+            neg_lr: -(lr as f32),
+        }
+    }
+
+    /// The momentum and curvature state names of this variant.
+    fn names(&self) -> [&'static str; 2] {
+        if self.variant_h {
+            ["momentum", "hessian_moment"]
+        } else {
+            ["exp_avg", "hessian"]
+        }
+    }
+}
+
 impl<B: Backend> FusedStep<B> for FusedSophia {
     fn name(&self) -> &'static str {
         "fused_sophia"
@@ -450,37 +667,28 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+    ) -> FusedResult<B> {
+        let sc = self.scalars(lr);
+        let Some(st) = states.get_mut(self.sophia_index) else {
+            return Err((param, grad));
+        };
+        let names = self.names();
+        let ok = st.tensors.len() == 3
+            && st.tensors[2].name == "win_rate"
+            && st.tensors[2].tensor.dims()[0] == 1
+            && st.counters.first().is_some_and(|c| c.0 == "step")
+            && streams_fit(st, &names, &param, &grad);
+        if !ok {
+            return Err((param, grad));
+        }
+        let (param, grad) = match with_counter(st, |st| {
+            on_device(param, grad, |d, p, g| d.sophia(&sc, p, g, st))
+        }) {
+            Ok(p) => return Ok(p),
+            Err(x) => x,
+        };
         #[cfg(feature = "ndarray")]
         {
-            let w = (1.0 - self.beta1) as f32;
-            let sc = SophiaScalars {
-                maximize: self.maximize,
-                variant_h: self.variant_h,
-                coupled: (self.coupled > 0.0).then_some(self.coupled as f32),
-                decoupled: (self.decoupled > 0.0).then_some(self.decoupled as f32),
-                b1: self.beta1 as f32,
-                w,
-                rho: self.rho as f32,
-                eps: self.eps as f32,
-                clip: if self.variant_h { self.rho as f32 } else { 1.0 },
-                neg_lr: -(lr as f32),
-            };
-            let Some(st) = states.get_mut(self.sophia_index) else {
-                return Err((param, grad));
-            };
-            let names: [&str; 2] = if self.variant_h {
-                ["momentum", "hessian_moment"]
-            } else {
-                ["exp_avg", "hessian"]
-            };
-            let ok = st.tensors.len() == 3
-                && st.tensors[2].name == "win_rate"
-                && st.tensors[2].tensor.dims()[0] == 1
-                && st.counters.first().is_some_and(|c| c.0 == "step");
-            if !ok {
-                return Err((param, grad));
-            }
             let n = param.dims()[0];
             let (p, win) = cpu::one_pass(param, grad, st, &names, |st| {
                 st.counters[0].1 = st.counters[0].1.saturating_add(1);
@@ -497,7 +705,6 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = (lr, states);
             Err((param, grad))
         }
     }
@@ -515,6 +722,53 @@ pub struct FusedAdam8bit {
     pub transform: crate::transforms::ScaleByAdam8bit,
 }
 
+/// Per-step constants of the 8-bit kernel, rounded as the composed transform rounds them.
+/// Per element of a block (old max-abs `a1`, `a2`; a non-finite gradient leaves the element
+/// and zeroes its moments): `m ← map1[c1]·a1·β1 + g·(1−β1); v ← map2[c2]·a2·β2 + g·(1−β2)·g;
+/// δ ← m / (√v + eps_c2) · step_size; d ← keep ? θ − (θ + δ)·keep : −δ; θ ← θ − d`; then the
+/// block's new max-abs of `m` and `v` (NaN ignored) and the nearest codes of `m/a1'`, `v/a2'`
+/// (`state1` with the kernel's sign fix).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adam8Scalars {
+    /// β1.
+    pub b1: f32,
+    /// 1 − β1.
+    pub one_minus_b1: f32,
+    /// β2.
+    pub b2: f32,
+    /// 1 − β2.
+    pub one_minus_b2: f32,
+    /// ε·√(1 − β2ᵗ).
+    pub eps_c2: f32,
+    /// −lr·√(1 − β2ᵗ)/(1 − β1ᵗ).
+    pub step_size: f32,
+    /// `1 − lr·λ` with decoupled decay λ > 0.
+    pub keep: Option<f32>,
+    /// Elements per quantization block.
+    pub block: usize,
+}
+
+impl FusedAdam8bit {
+    /// The constants of step `t` (1-based).
+    pub fn scalars(&self, lr: f64, t: u64) -> Adam8Scalars {
+        let tr = &self.transform;
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let c1 = 1.0 - tr.beta1.powi(ti);
+        let c2 = (1.0 - tr.beta2.powi(ti)).sqrt();
+        let (b1, b2) = (tr.beta1 as f32, tr.beta2 as f32);
+        Adam8Scalars {
+            b1,
+            one_minus_b1: 1.0 - b1,
+            b2,
+            one_minus_b2: 1.0 - b2,
+            eps_c2: (c2 * tr.eps) as f32,
+            step_size: -(lr * c2 / c1) as f32,
+            keep: (tr.weight_decay > 0.0).then_some((1.0 - lr * tr.weight_decay) as f32),
+            block: tr.block_size,
+        }
+    }
+}
+
 impl<B: Backend> FusedStep<B> for FusedAdam8bit {
     fn name(&self) -> &'static str {
         "fused_adam8bit"
@@ -526,30 +780,52 @@ impl<B: Backend> FusedStep<B> for FusedAdam8bit {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+    ) -> FusedResult<B> {
+        let t = &self.transform;
+        let n = param.dims()[0];
+        if t.kernel != crate::BnbKernel::Cuda || n < t.min_8bit_size || n == 0 {
+            return Err((param, grad));
+        }
+        let Some(st) = states.first_mut() else {
+            return Err((param, grad));
+        };
+        let block = t.block_size;
+        let nb = crate::quant::num_blocks(n, block);
+        let layout_ok = st.tensors.len() == 2
+            && st.tensors[0].name == "absmax1"
+            && st.tensors[1].name == "absmax2"
+            && st.tensors.iter().all(|x| x.tensor.dims()[0] == nb)
+            && st.codes.len() == 2
+            && st.codes[0].name == "state1"
+            && st.codes[1].name == "state2"
+            && st.codes.iter().all(|c| c.tensor.dims()[0] == n)
+            && st.counters.first().is_some_and(|c| c.0 == "step")
+            && block > 0
+            && grad.dims()[0] == n;
+        if !layout_ok {
+            return Err((param, grad));
+        }
+        let (param, grad) = match with_counter(st, |st| {
+            let sc = self.scalars(lr, st.counters[0].1);
+            on_device(param, grad, |d, p, g| d.adam8bit(&sc, p, g, st))
+        }) {
+            Ok(p) => return Ok(p),
+            Err(x) => x,
+        };
         #[cfg(feature = "ndarray")]
         {
-            let t = &self.transform;
-            let n = param.dims()[0];
-            if t.kernel != crate::BnbKernel::Cuda || n < t.min_8bit_size || n == 0 {
-                return Err((param, grad));
-            }
-            let Some(st) = states.first_mut() else {
-                return Err((param, grad));
-            };
-            cpu::adam8bit(t, lr, param, grad, st)
+            cpu::adam8bit(self, lr, param, grad, st)
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = (lr, states);
             Err((param, grad))
         }
     }
 }
 
 impl FusedAdam {
-    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
-    fn scalars(&self, lr: f64, t: u64) -> AdamScalars {
+    /// The constants of step `t` (1-based).
+    pub fn scalars(&self, lr: f64, t: u64) -> AdamScalars {
         let ti = i32::try_from(t).unwrap_or(i32::MAX);
         let (b1, b2) = (self.beta1, self.beta2);
         AdamScalars {
@@ -579,22 +855,30 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+    ) -> FusedResult<B> {
+        let names: &[&str] = if self.amsgrad {
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            &["exp_avg", "exp_avg_sq"]
+        };
+        let Some(st) = states.get_mut(self.adam_index) else {
+            return Err((param, grad));
+        };
+        let ok = st.tensors.len() == names.len()
+            && st.counters.first().is_some_and(|c| c.0 == "step")
+            && streams_fit(st, names, &param, &grad);
+        if !ok {
+            return Err((param, grad));
+        }
+        let (param, grad) = match with_counter(st, |st| {
+            let sc = self.scalars(lr, st.counters[0].1);
+            on_device(param, grad, |d, p, g| d.adam(&sc, p, g, st))
+        }) {
+            Ok(p) => return Ok(p),
+            Err(x) => x,
+        };
         #[cfg(feature = "ndarray")]
         {
-            let names: &[&str] = if self.amsgrad {
-                &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-            } else {
-                &["exp_avg", "exp_avg_sq"]
-            };
-            let Some(st) = states.get_mut(self.adam_index) else {
-                return Err((param, grad));
-            };
-            let ok = st.tensors.len() == names.len()
-                && st.counters.first().is_some_and(|c| c.0 == "step");
-            if !ok {
-                return Err((param, grad));
-            }
             cpu::one_pass(param, grad, st, names, |st| {
                 let t = st.counters[0].1.saturating_add(1);
                 st.counters[0].1 = t;
@@ -604,7 +888,6 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = (lr, states);
             Err((param, grad))
         }
     }
@@ -627,7 +910,7 @@ mod cpu {
     use burn::backend::ndarray::{NdArrayTensor, SharedArray};
     use burn::tensor::{Int, Tensor, TensorPrimitive, backend::Backend};
 
-    use super::Kernel;
+    use super::{Adam8Scalars, Kernel};
     use crate::transform::TransformState;
 
     /// Below this many elements one thread does the whole tensor.
@@ -1000,18 +1283,6 @@ mod cpu {
         Ok((p.back(), count))
     }
 
-    /// Per-step constants of the 8-bit kernel, rounded as the composed transform rounds them.
-    struct Adam8Scalars {
-        b1: f32,
-        one_minus_b1: f32,
-        b2: f32,
-        one_minus_b2: f32,
-        eps_c2: f32,
-        step_size: f32,
-        keep: Option<f32>,
-        block: usize,
-    }
-
     impl Adam8Scalars {
         /// Whole blocks: `a1`/`a2` hold one max-abs per block of `ps`.
         #[allow(clippy::too_many_arguments)]
@@ -1083,28 +1354,16 @@ mod cpu {
     /// over threads, put back.
     #[allow(clippy::result_large_err, clippy::type_complexity)]
     pub(super) fn adam8bit<B: Backend>(
-        t: &crate::transforms::ScaleByAdam8bit,
+        fused: &super::FusedAdam8bit,
         lr: f64,
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         st: &mut TransformState<B>,
     ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        // Layout checked by the caller.
         let n = param.dims()[0];
-        let block = t.block_size;
+        let block = fused.transform.block_size;
         let nb = crate::quant::num_blocks(n, block);
-        let layout_ok = st.tensors.len() == 2
-            && st.tensors[0].name == "absmax1"
-            && st.tensors[1].name == "absmax2"
-            && st.tensors.iter().all(|x| x.tensor.dims()[0] == nb)
-            && st.codes.len() == 2
-            && st.codes[0].name == "state1"
-            && st.codes[1].name == "state2"
-            && st.codes.iter().all(|c| c.tensor.dims()[0] == n)
-            && st.counters.first().is_some_and(|c| c.0 == "step")
-            && block > 0;
-        if !layout_ok || grad.dims()[0] != n {
-            return Err((param, grad));
-        }
         let (mut p, g) = take_param_grad(param, grad)?;
         let Some(mut absmax) = take_floats(st, 2) else {
             return Err((p.back(), g.back()));
@@ -1127,20 +1386,7 @@ mod cpu {
         // Nothing can fail from here on.
         let step = st.counters[0].1.saturating_add(1);
         st.counters[0].1 = step;
-        let ti = i32::try_from(step).unwrap_or(i32::MAX);
-        let c1 = 1.0 - t.beta1.powi(ti);
-        let c2 = (1.0 - t.beta2.powi(ti)).sqrt();
-        let (b1, b2) = (t.beta1 as f32, t.beta2 as f32);
-        let sc = Adam8Scalars {
-            b1,
-            one_minus_b1: 1.0 - b1,
-            b2,
-            one_minus_b2: 1.0 - b2,
-            eps_c2: (c2 * t.eps) as f32,
-            step_size: -(lr * c2 / c1) as f32,
-            keep: (t.weight_decay > 0.0).then_some((1.0 - lr * t.weight_decay) as f32),
-            block,
-        };
+        let sc = fused.scalars(lr, step);
         g.with(|gs| {
             let ps = p.slice_mut();
             let [a1, a2] = &mut absmax[..] else {

@@ -471,7 +471,8 @@ pub fn encode<B: Backend>(
             lut.select(0, idx).mask_fill(positive.bool_not(), 0)
         }
     };
-    codes.cast(burn::tensor::IntDType::U8)
+    let device = codes.device();
+    codes.cast(crate::transform::code_dtype::<B>(&device))
 }
 
 /// [`QuantMap::nearest`] on a tensor of normalised values (returns the backend's int dtype).

@@ -94,12 +94,25 @@ impl<B: Backend> CodeTensor<B> {
     }
 }
 
-/// A flat tensor of `u8` codes stored with dtype `u8` (burn's `from_data` alone would convert
-/// to the backend's default integer type, 4–8 bytes per code).
+/// A flat tensor of `u8` codes stored with dtype [`code_dtype`] (burn's `from_data` alone would
+/// convert to the backend's default integer type, 4–8 bytes per code).
 pub fn u8_tensor<B: Backend>(codes: Vec<u8>, device: &B::Device) -> Tensor<B, 1, Int> {
     let n = codes.len();
     Tensor::<B, 1, Int>::from_data(TensorData::new(codes, [n]), device)
-        .cast(burn::tensor::IntDType::U8)
+        .cast(code_dtype::<B>(device))
+}
+
+/// The dtype code tensors are stored with on `device`: `u8` where the backend supports it as a
+/// general type (every CPU backend, CUDA, wgpu on Vulkan/SPIR-V and Metal); `i32` where it
+/// does not (wgpu's WGSL compiler has no 8-bit storage: a `u8` tensor there would be
+/// reinterpreted as 32-bit words, i.e. garbage) — correct numbers at 4 bytes per code, which
+/// the accounting API reports.
+pub fn code_dtype<B: Backend>(device: &B::Device) -> burn::tensor::IntDType {
+    if B::supports_dtype(device, burn::tensor::DType::U8) {
+        burn::tensor::IntDType::U8
+    } else {
+        burn::tensor::IntDType::I32
+    }
 }
 
 /// A transform's state for one parameter: named float tensors, named code tensors and named

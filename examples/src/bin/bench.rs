@@ -6,7 +6,9 @@
 //!     [--model tiny,small|none] [--model-optimizers LIST] [--batch B] [--seq S] [--model-reps N]
 //! ```
 //!
-//! Backend: ndarray (CPU). For each optimizer and size: one flat f32 parameter of that size,
+//! Backends: ndarray (CPU, default), flex (CPU), wgpu and cuda (features `wgpu` / `cuda`,
+//! moment-cuda's kernels; the bandwidth is then the device's, measured with a trivial CubeCL
+//! kernel of each access pattern, and every step is followed by a device sync). For each optimizer and size: one flat f32 parameter of that size,
 //! random gradients, `reps` timed steps after two warm-up steps; median and minimum step time,
 //! the bytes the algorithm must move per parameter (its floor), effective GB/s
 //! (`bytes · n / median`), that as a % of the bandwidth measured in the same run with a kernel of
@@ -259,8 +261,8 @@ fn time_moment<Bk: Backend>(
         params[0].grad = Some(grads[step % grads.len()].clone());
         let t0 = Instant::now();
         opt.step(1e-3, &mut params)?;
-        // make sure the work is done (ndarray is synchronous; this also reads nothing big)
-        let _ = params[0].value.dims();
+        // make sure the work is done (a no-op on the synchronous CPU backends)
+        Bk::sync(&device).map_err(|e| format!("device sync: {e:?}"))?;
         if step >= 2 {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -285,7 +287,7 @@ fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>>
                 gp.register(module.w.id, grads[step % grads.len()].clone());
                 let t0 = Instant::now();
                 module = optim.step(1e-3, module, gp);
-                let _ = module.w.val().dims();
+                Bk::sync(&device).ok()?;
                 if step >= 2 {
                     times.push(t0.elapsed().as_secs_f64());
                 }
@@ -333,9 +335,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--model-reps" => model_reps = value()?.parse::<usize>()?.max(1),
             "--backend" => {
                 backend = value()?;
-                if !matches!(backend.as_str(), "ndarray" | "flex") {
+                let built = match backend.as_str() {
+                    "ndarray" | "flex" => true,
+                    "wgpu" => cfg!(feature = "wgpu"),
+                    "cuda" => cfg!(feature = "cuda"),
+                    other => {
+                        return Err(format!(
+                            "--backend {other}: expected ndarray, flex, wgpu or cuda"
+                        )
+                        .into());
+                    }
+                };
+                if !built {
                     return Err(format!(
-                        "--backend {backend}: ndarray and flex are benchmarked; wgpu and cuda are not wired yet"
+                        "--backend {backend}: built without the `{backend}` feature (cargo xtask bench adds it)"
                     )
                     .into());
                 }
@@ -367,24 +380,44 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             patterns.push(p);
         }
     }
+    let bw_reps = if quick { 2 } else { 5 };
     let bw: Vec<((usize, usize), f64)> = patterns
         .iter()
         .map(|&(r, w)| {
-            (
-                (r, w),
-                bandwidth(bw_n, r, w, threads, if quick { 2 } else { 5 }),
-            )
+            let gbps = match backend.as_str() {
+                #[cfg(feature = "wgpu")]
+                "wgpu" => moment_cuda::stream_gbps::<moment_cuda::Wgpu>(
+                    &Default::default(),
+                    bw_n,
+                    r,
+                    w,
+                    bw_reps,
+                )?,
+                // 64M f32 per stream: far beyond a GPU's L2.
+                #[cfg(feature = "cuda")]
+                "cuda" => moment_cuda::stream_gbps::<moment_cuda::Cuda>(
+                    &Default::default(),
+                    bw_n.max(1 << 26),
+                    r,
+                    w,
+                    bw_reps,
+                )?,
+                _ => bandwidth(bw_n, r, w, threads, bw_reps),
+            };
+            Ok(((r, w), gbps))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let label = |(r, w): (usize, usize)| match (r, w) {
         (0, 1) => "copy (1R 1W)".to_string(),
         (0, 2) => "triad (2R 1W)".to_string(),
         (r, w) => format!("{r}R {w}W (optimizer pattern)"),
     };
-    println!(
-        "ndarray CPU, {threads} threads; streaming bandwidth ({} f32 per stream):",
-        bw_n
-    );
+    match backend.as_str() {
+        "ndarray" | "flex" => println!(
+            "{backend} CPU, {threads} threads; streaming bandwidth ({bw_n} f32 per stream):"
+        ),
+        _ => println!("{backend} device; streaming bandwidth (device kernels):"),
+    }
     for (p, g) in &bw {
         println!("  {:<20} {g:6.1} GB/s", label(*p));
     }
@@ -396,6 +429,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let rows = match backend.as_str() {
         "flex" => {
             bench_rows::<burn::backend::Flex<f32>>("flex", &names, &sizes, reps, &bw, &impl_filter)?
+        }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            moment_cuda::enable::<moment_cuda::Wgpu>();
+            bench_rows::<moment_cuda::Wgpu>("wgpu", &names, &sizes, reps, &bw, &impl_filter)?
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            moment_cuda::enable::<moment_cuda::Cuda>();
+            bench_rows::<moment_cuda::Cuda>("cuda", &names, &sizes, reps, &bw, &impl_filter)?
         }
         _ => bench_rows::<B>("ndarray", &names, &sizes, reps, &bw, &impl_filter)?,
     };

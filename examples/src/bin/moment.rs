@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! moment compare [--optimizers a,b,…] [--steps N] [--model tiny|small] [--seed N] [--out DIR]
-//!                [--backend ndarray] [--text FILE] [--batch B] [--seq S] [--quiet]
+//!                [--backend ndarray|flex|wgpu|cuda] [--text FILE] [--batch B] [--seq S] [--quiet]
 //! moment train --optimizer NAME [same flags] [key=value …]   (reference constructor arguments)
 //! moment plot RUN_DIR… [--floor X]
 //! moment list
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage:
   moment compare [--optimizers a,b,...] [--steps N] [--model tiny|small] [--seed N] [--out DIR]
-                 [--backend ndarray|flex] [--text FILE] [--batch B] [--seq S] [--quiet]
+                 [--backend ndarray|flex|wgpu|cuda] [--text FILE] [--batch B] [--seq S] [--quiet]
   moment train --optimizer NAME [same flags] [key=value ...]
   moment plot RUN_DIR... [--floor X]
   moment list";

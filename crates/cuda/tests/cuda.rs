@@ -1,0 +1,7 @@
+//! The CubeCL kernels on burn's CUDA backend (feature `cuda`; needs an NVIDIA GPU and driver,
+//! run by `cargo xtask gpu-check`'s script): the fused-kernel suite of `common/suite.rs`.
+#![cfg(feature = "cuda")]
+
+type G = moment_cuda::Cuda;
+
+include!("common/suite.rs");
