@@ -269,10 +269,12 @@ pub fn parse_override(kv: &str) -> Result<(String, ArgValue), Error> {
     Ok((k.trim().to_string(), value))
 }
 
-/// The CPU backends `moment` trains on (GPU backends are not wired yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuBackend {
+/// The backend a run (or a reference case) executes on: the CPU backends always, the GPU
+/// ones when built with their feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
     /// burn-ndarray (default).
+    #[default]
     NdArray,
     /// burn-flex, the pure-Rust CPU backend.
     Flex,
@@ -282,7 +284,7 @@ pub enum CpuBackend {
     Cuda,
 }
 
-impl CpuBackend {
+impl BackendKind {
     /// Parse a `--backend` value; a GPU backend this binary was built without is an error
     /// naming the feature to build with.
     pub fn parse(name: &str) -> Result<Self, Error> {
@@ -344,7 +346,7 @@ pub struct RunConfig {
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// The backend to train on.
-    pub backend: CpuBackend,
+    pub backend: BackendKind,
 }
 
 impl Default for RunConfig {
@@ -361,7 +363,7 @@ impl Default for RunConfig {
             eval_every: 25,
             monitor_interval: 10,
             progress: true,
-            backend: CpuBackend::NdArray,
+            backend: BackendKind::NdArray,
         }
     }
 }
@@ -543,15 +545,15 @@ fn lock(m: &Arc<Mutex<Monitor>>) -> Result<std::sync::MutexGuard<'_, Monitor>, E
 /// returns its records.
 pub fn train_run(cfg: &RunConfig, corpus: &dyn Corpus, dir: &Path) -> Result<Run, Error> {
     match cfg.backend {
-        CpuBackend::NdArray => train_run_on::<Autodiff<NdArray>>(cfg, corpus, dir),
-        CpuBackend::Flex => train_run_on::<Autodiff<Flex>>(cfg, corpus, dir),
+        BackendKind::NdArray => train_run_on::<Autodiff<NdArray>>(cfg, corpus, dir),
+        BackendKind::Flex => train_run_on::<Autodiff<Flex>>(cfg, corpus, dir),
         #[cfg(feature = "wgpu")]
-        CpuBackend::Wgpu => {
+        BackendKind::Wgpu => {
             moment_cuda::enable::<moment_cuda::Wgpu>();
             train_run_on::<Autodiff<moment_cuda::Wgpu>>(cfg, corpus, dir)
         }
         #[cfg(feature = "cuda")]
-        CpuBackend::Cuda => {
+        BackendKind::Cuda => {
             moment_cuda::enable::<moment_cuda::Cuda>();
             train_run_on::<Autodiff<moment_cuda::Cuda>>(cfg, corpus, dir)
         }

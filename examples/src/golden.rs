@@ -11,12 +11,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use moment_optim::port::{ArgValue, PortOptions, RefArgs, from_reference_with};
 use moment_optim::{GradEntry, MomentOptimizer, OptimError, ParamTensor};
 use serde_json::Value;
-
-type B = NdArray<f32>;
 
 /// The project's copy of the reference cases.
 pub fn default_cases_dir() -> PathBuf {
@@ -70,6 +69,9 @@ impl CaseResult {
 pub struct RunOptions {
     /// Passed to [`moment_optim::port::from_reference_with`] (e.g. which bitsandbytes code path).
     pub port: PortOptions,
+    /// The backend the optimizer runs on (default ndarray; wgpu and cuda with their features,
+    /// moment-cuda's fused kernels enabled).
+    pub backend: crate::compare::BackendKind,
 }
 
 impl fmt::Display for CaseResult {
@@ -236,6 +238,32 @@ struct ParamSpec {
 }
 
 fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Result<(), CaseError> {
+    use crate::compare::BackendKind;
+    match options.backend {
+        BackendKind::NdArray => run_case_on::<NdArray<f32>>(case, options, result),
+        BackendKind::Flex => run_case_on::<burn::backend::Flex<f32>>(case, options, result),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            moment_cuda::enable::<moment_cuda::Wgpu>();
+            run_case_on::<moment_cuda::Wgpu>(case, options, result)
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            moment_cuda::enable::<moment_cuda::Cuda>();
+            run_case_on::<moment_cuda::Cuda>(case, options, result)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(CaseError::Fail(format!(
+            "backend {other:?} is not compiled into this binary"
+        ))),
+    }
+}
+
+fn run_case_on<B: Backend>(
+    case: &Value,
+    options: &RunOptions,
+    result: &mut CaseResult,
+) -> Result<(), CaseError> {
     let format = case.get("format").and_then(Value::as_i64);
     if format != Some(1) {
         return Err(CaseError::Unsupported(format!(

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use moment_examples::compare::{CpuBackend, RunConfig, compare, replot_dirs};
+use moment_examples::compare::{BackendKind, RunConfig, compare, replot_dirs};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("moment-cmp-{}-{name}", std::process::id()));
@@ -137,7 +137,7 @@ fn compare_trains_on_the_flex_backend_too() {
         steps: 16,
         eval_every: 8,
         progress: false,
-        backend: CpuBackend::Flex,
+        backend: BackendKind::Flex,
         ..RunConfig::default()
     };
     let s = compare(&cfg, &["adamw".to_string()], &out).unwrap();

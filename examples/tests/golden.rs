@@ -62,6 +62,7 @@ fn eight_bit_cases_cpu_mode_reproduces_codes_and_cuda_mode_passes() {
         port: moment_optim::port::PortOptions {
             bnb_kernel: BnbKernel::Cpu,
         },
+        ..RunOptions::default()
     };
     let (cpu_results, _) = run_dir_with(&default_cases_dir(), &families, &cpu).unwrap();
     let (cuda_results, _) = run_dir(&default_cases_dir(), &families).unwrap();

@@ -1,9 +1,12 @@
 //! `cargo xtask <task>`: the project's task runner. It shells out to cargo (its own build lives
 //! in `target/xtask`, so it never evicts the workspace build).
 //!
-//! * `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--strict]` — run reference cases.
-//! * `ci` — what CI runs: fmt check, clippy `-D warnings`, the test suite, strict golden for
-//!   the implemented families.
+//! * `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu]
+//!   [--backend ndarray|flex|wgpu|cuda] [--strict]` — run reference cases (on a GPU backend
+//!   with moment-cuda's fused kernels; `wgpu`/`cuda` build with that feature).
+//! * `ci` — what CI runs: fmt check, clippy `-D warnings` (also moment-cuda with `wgpu` and
+//!   `cuda`), the test suite, the GPU kernel suite on wgpu (needs a Vulkan device: mesa's
+//!   llvmpipe will do), strict golden for the implemented families.
 //! * `bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH]
 //!   [--quick]` — optimizer step times against the measured bandwidth (release build of
 //!   `moment-examples`' `bench`; see `docs/benchmarks.md`).
@@ -14,6 +17,9 @@
 //!   `torch.optim.AdamW(fused=True)` on the same card.
 
 use std::process::{Command, ExitCode};
+
+/// Families with fused GPU kernels: their reference cases also run on wgpu in `ci`.
+const GPU_FAMILIES: &str = "adam,adamw,adam8bit,adamw8bit,sophia,lion";
 
 /// Families whose reference cases must all pass (`ci` runs them with `--strict`).
 const IMPLEMENTED_FAMILIES: &str = "adam,adamw,adafactor,adam8bit,adamw8bit,sophia,lamb,shampoo,lion,muon,ademamix,schedulefree-adamw,came,mars,adam-mini,soap,prodigy";
@@ -34,7 +40,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--backend ndarray|flex|wgpu|cuda] [--threads N] [--reps N] [--json PATH] [--quick]\n  gpu-check [--out DIR]"
+        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--backend ndarray|flex|wgpu|cuda] [--threads N] [--reps N] [--json PATH] [--quick]\n  gpu-check [--out DIR]"
     );
     ExitCode::from(2)
 }
@@ -57,17 +63,24 @@ fn run(mut c: Command) -> bool {
     }
 }
 
+/// `--features wgpu|cuda` when `args` ask for that `--backend` (the GPU backends are behind
+/// moment-examples' features).
+fn backend_features(c: &mut Command, args: &[String]) {
+    if let Some(b) = args
+        .windows(2)
+        .find(|w| w[0] == "--backend")
+        .map(|w| w[1].as_str())
+        .filter(|b| matches!(*b, "wgpu" | "cuda"))
+    {
+        c.args(["--features", b]);
+    }
+}
+
 fn golden(rest: &[String]) -> ExitCode {
     let mut c = cargo();
-    c.args([
-        "run",
-        "--quiet",
-        "-p",
-        "moment-examples",
-        "--bin",
-        "golden",
-        "--",
-    ]);
+    c.args(["run", "--quiet", "-p", "moment-examples"]);
+    backend_features(&mut c, rest);
+    c.args(["--bin", "golden", "--"]);
     c.args(rest);
     if run(c) {
         ExitCode::SUCCESS
@@ -79,15 +92,7 @@ fn golden(rest: &[String]) -> ExitCode {
 fn bench(rest: &[String]) -> ExitCode {
     let mut c = cargo();
     c.args(["run", "--release", "--quiet", "-p", "moment-examples"]);
-    // A GPU backend needs its feature compiled in.
-    if let Some(b) = rest
-        .windows(2)
-        .find(|w| w[0] == "--backend")
-        .map(|w| w[1].as_str())
-        .filter(|b| matches!(*b, "wgpu" | "cuda"))
-    {
-        c.args(["--features", b]);
-    }
+    backend_features(&mut c, rest);
     c.args(["--bin", "bench", "--"]);
     c.args(rest);
     if run(c) {
@@ -108,7 +113,30 @@ fn ci() -> ExitCode {
             "-D",
             "warnings",
         ],
+        vec![
+            "clippy",
+            "-p",
+            "moment-cuda",
+            "--features",
+            "wgpu",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        vec![
+            "clippy",
+            "-p",
+            "moment-cuda",
+            "--features",
+            "cuda",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         vec!["test", "--workspace"],
+        vec!["test", "-p", "moment-cuda", "--features", "wgpu"],
         vec![
             "run",
             "--quiet",
@@ -120,6 +148,22 @@ fn ci() -> ExitCode {
             "--strict",
             "--optimizer",
             IMPLEMENTED_FAMILIES,
+        ],
+        vec![
+            "run",
+            "--quiet",
+            "-p",
+            "moment-examples",
+            "--features",
+            "wgpu",
+            "--bin",
+            "golden",
+            "--",
+            "--backend",
+            "wgpu",
+            "--strict",
+            "--optimizer",
+            GPU_FAMILIES,
         ],
     ];
     for s in steps {

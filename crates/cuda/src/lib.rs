@@ -6,9 +6,14 @@
 //! tensor operations per parameter).
 //!
 //! * Kernels (feature `cube`, pulled in by `cuda` and `wgpu`): Adam/AdamW (AMSGrad, maximize,
-//!   coupled or decoupled decay), Lion, Sophia-G/H (win rate counted in the pass). They repeat
-//!   the f32 operations of moment-optim's composed chains in the same order, so they agree with
-//!   the composed path to rounding (GPU `sqrt` and division need not be correctly rounded).
+//!   coupled or decoupled decay), Lion, Sophia-G/H (win rate counted in the pass), 8-bit
+//!   blockwise Adam/AdamW (bitsandbytes' CUDA-kernel semantics: one cube per block, new
+//!   max-abs reduced in shared memory, exact nearest-code re-encode). They repeat the f32
+//!   operations of moment-optim's composed chains in the same order, so they agree with the
+//!   composed path to rounding (GPU `sqrt` and division need not be correctly rounded; tested
+//!   within the reference tolerance).
+//! * [`stream_gbps`]: the device's streaming bandwidth for an access pattern (the bench's
+//!   yardstick).
 //! * [`enable`] registers them with moment-optim for a backend (the plain `CubeBackend` or
 //!   burn's fused default type); from then on every moment optimizer on that backend takes the
 //!   fused path for those chains, with the same state records as the composed path (save on
@@ -61,7 +66,7 @@ pub fn enable_all() {
     #[cfg(feature = "cuda")]
     {
         enable::<Cuda>();
-        enable::<burn_cubecl::CubeBackend<burn_cuda::CudaRuntime, f32, i32, u8>>();
+        enable::<burn_cubecl::CubeBackend<<Cuda as CubeAccess>::Runtime, f32, i32, u8>>();
     }
     #[cfg(feature = "wgpu")]
     {

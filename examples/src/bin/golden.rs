@@ -1,4 +1,4 @@
-//! `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--strict]`: run reference
+//! `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]`: run reference
 //! cases (`--bnb-kernel`: which bitsandbytes code path the 8-bit optimizers follow; default cuda).
 //! Usually invoked as `cargo xtask golden …`.
 
@@ -29,10 +29,17 @@ fn main() -> ExitCode {
                 Some("cpu") => options.port.bnb_kernel = BnbKernel::Cpu,
                 _ => return usage("--bnb-kernel needs `cuda` or `cpu`"),
             },
+            "--backend" => match args.next() {
+                Some(b) => match moment_examples::compare::BackendKind::parse(&b) {
+                    Ok(k) => options.backend = k,
+                    Err(e) => return usage(&e.to_string()),
+                },
+                None => return usage("--backend needs ndarray, flex, wgpu or cuda"),
+            },
             "--strict" => strict = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]"
+                    "usage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -59,7 +66,7 @@ fn main() -> ExitCode {
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!(
-        "golden: {msg}\nusage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--strict]"
+        "golden: {msg}\nusage: golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]"
     );
     ExitCode::from(2)
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use moment_examples::compare::{
-    CpuBackend, Data, Error, RunConfig, compare, corpus, parse_override, preset, presets,
+    BackendKind, Data, Error, RunConfig, compare, corpus, parse_override, preset, presets,
     replot_dirs, train_run, write_report,
 };
 use moment_monitor::{Summary, report};
@@ -148,7 +148,7 @@ fn parse_run(cmd: &str, rest: &[String]) -> Result<(RunConfig, Vec<String>, Path
             "--eval-every" => cfg.eval_every = value()?.parse()?,
             "--text" => cfg.data = Data::Text(value()?.into()),
             "--quiet" => cfg.progress = false,
-            "--backend" => cfg.backend = CpuBackend::parse(&value()?)?,
+            "--backend" => cfg.backend = BackendKind::parse(&value()?)?,
             kv if cmd == "train" && kv.contains('=') && !kv.starts_with("--") => {
                 cfg.overrides.push(parse_override(kv)?);
             }
