@@ -115,7 +115,10 @@ fn cli_errors_are_one_clear_line() {
             vec!["compare", "--text", "/nonexistent/file.txt"],
             "/nonexistent/file.txt",
         ),
-        (vec!["compare", "--backend", "cuda"], "--backend cuda"),
+        (
+            vec!["compare", "--backend", "tpu"],
+            "expected ndarray, flex, wgpu",
+        ),
         (vec!["plot", "/nonexistent-run"], "/nonexistent-run"),
         (vec!["frobnicate"], "unknown command"),
     ] {
@@ -124,6 +127,12 @@ fn cli_errors_are_one_clear_line() {
         assert!(err.starts_with("moment: "), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A GPU backend this binary was built without names the feature to build with.
+    if !cfg!(feature = "cuda") {
+        let (ok, err) = moment(&["compare", "--backend", "cuda"], &dir);
+        assert!(!ok);
+        assert!(err.contains("built without the `cuda` feature"), "{err}");
     }
     let (ok, _) = moment(&["list"], &dir);
     assert!(ok);

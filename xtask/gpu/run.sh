@@ -8,6 +8,12 @@
 #   summary.txt  exit status of each part
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# The binaries travel gzip'd.
+for b in moment-cuda-tests bench; do
+    if [ -f "$here/$b.gz" ]; then
+        gzip -dc "$here/$b.gz" >"$here/$b" && chmod +x "$here/$b"
+    fi
+done
 out=${OUT:-$here/results}
 mkdir -p "$out"
 sizes=${SIZES:-16M,256M}

@@ -11,7 +11,7 @@
 //!   [--quick]` — optimizer step times against the measured bandwidth (release build of
 //!   `moment-examples`' `bench`; see `docs/benchmarks.md`).
 //! * `gpu-check [--out DIR]` — build the CUDA test and bench binaries here (x86-64, release,
-//!   stripped, under 64 MiB together) into `DIR` (default `target/gpu-check`) with `run.sh`,
+//!   stripped and gzip'd, under 64 MiB together) into `DIR` (default `target/gpu-check`) with `run.sh`,
 //!   which runs them on a machine with an NVIDIA GPU and writes its results to `DIR/results/`
 //!   (or `$OUT`): the fused-vs-composed kernel tests, the bench at 16M and 256M parameters, and
 //!   `torch.optim.AdamW(fused=True)` on the same card.
@@ -263,19 +263,28 @@ fn prepare_gpu_check(root: &std::path::Path, out: &std::path::Path) -> Result<u6
     for (from, name, binary) in files {
         let to = out.join(name);
         std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", from.display()))?;
-        if binary {
-            // Symbols are not needed to run; `strip` is binutils' (gcc's toolchain).
+        let shipped = if binary {
+            // Symbols are not needed to run; `strip` is binutils' (gcc's toolchain). Stripped,
+            // the two binaries are ~85 MB, so they travel gzip'd (~22 MB); run.sh unpacks them.
             let ok = Command::new("strip")
                 .arg("--strip-all")
                 .arg(&to)
                 .status()
-                .is_ok_and(|s| s.success());
+                .is_ok_and(|s| s.success())
+                && Command::new("gzip")
+                    .args(["-9", "-f"])
+                    .arg(&to)
+                    .status()
+                    .is_ok_and(|s| s.success());
             if !ok {
-                return Err(format!("strip {} failed", to.display()));
+                return Err(format!("strip/gzip {} failed", to.display()));
             }
-        }
-        total += std::fs::metadata(&to)
-            .map_err(|e| format!("{}: {e}", to.display()))?
+            out.join(format!("{name}.gz"))
+        } else {
+            to
+        };
+        total += std::fs::metadata(&shipped)
+            .map_err(|e| format!("{}: {e}", shipped.display()))?
             .len();
     }
     if total > GPU_CHECK_LIMIT {
