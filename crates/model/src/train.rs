@@ -35,6 +35,10 @@ impl<B: AutodiffBackend> TrainStep for TestModelForCausalLM<B> {
 
     /// burn-train's trait cannot return an error: a malformed batch panics with the
     /// [`ModelError`] message (validate batches with [`TestModelForCausalLM::classification`]).
+    #[allow(
+        clippy::panic,
+        reason = "burn-train's TrainStep cannot return an error"
+    )]
     fn step(&self, item: CausalLmBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
         let out = self
             .classification(item)
@@ -49,6 +53,10 @@ impl<B: Backend> InferenceStep for TestModelForCausalLM<B> {
     type Output = ClassificationOutput<B>;
 
     /// See the note on the train step about malformed batches.
+    #[allow(
+        clippy::panic,
+        reason = "burn-train's InferenceStep cannot return an error"
+    )]
     fn step(&self, item: CausalLmBatch<B>) -> ClassificationOutput<B> {
         self.classification(item)
             .unwrap_or_else(|e| panic!("TestModelForCausalLM inference step: {e}"))

@@ -937,6 +937,10 @@ mod cpu {
     }
 
     /// A primitive of `B`'s float type (as `Any`) back into a tensor.
+    #[allow(
+        clippy::expect_used,
+        reason = "invariant: only called with B's own primitive"
+    )]
     fn float_back<B: Backend>(any: Box<dyn Any>) -> Tensor<B, 1> {
         Tensor::from_primitive(TensorPrimitive::Float(
             *any.downcast::<B::FloatTensorPrimitive>()
@@ -945,6 +949,10 @@ mod cpu {
     }
 
     /// A primitive of `B`'s int type (as `Any`) back into a tensor.
+    #[allow(
+        clippy::expect_used,
+        reason = "invariant: only called with B's own primitive"
+    )]
     fn int_back<B: Backend>(any: Box<dyn Any>) -> Tensor<B, 1, Int> {
         Tensor::from_primitive(
             *any.downcast::<B::IntTensorPrimitive>()
@@ -1075,6 +1083,11 @@ mod cpu {
         }
 
         /// Run `f` on the values.
+        #[allow(
+            clippy::expect_used,
+            clippy::unreachable,
+            reason = "invariant: `peek` keeps only standard-layout f32 views"
+        )]
         fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
             match self {
                 View::Nd(NdArrayTensor::F32(s)) => {
@@ -1389,9 +1402,11 @@ mod cpu {
         let sc = fused.scalars(lr, step);
         g.with(|gs| {
             let ps = p.slice_mut();
+            #[allow(clippy::unreachable, reason = "invariant: two tensors taken above")]
             let [a1, a2] = &mut absmax[..] else {
                 unreachable!("two absmax tensors taken above")
             };
+            #[allow(clippy::unreachable, reason = "invariant: two tensors taken above")]
             let [k1, k2] = &mut codes[..] else {
                 unreachable!("two code tensors taken above")
             };

@@ -36,6 +36,19 @@
 //! # let _ = engine; Ok(()) }
 //! ```
 
+// Library code reports bad input as typed errors: no unwrap/expect/panic on paths user input
+// reaches (docs/reliability.md). Each remaining `expect` states the invariant that makes it
+// unreachable and carries its own `allow`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 pub mod curvature;
 pub mod error;
 pub mod fused;

@@ -322,6 +322,10 @@ impl<B: Backend> MomentOptimizer<B> {
     }
 
     /// One group (`default`, every parameter) running `chain`.
+    #[allow(
+        clippy::expect_used,
+        reason = "invariant: one default group with lr_mult 1 always validates"
+    )]
     pub fn new(chain: Chain<B>) -> Self {
         Self::builder()
             .group(ParamGroup::new("default", Selector::All, chain))

@@ -122,6 +122,7 @@ impl QuantMap {
         data.push(0.0);
         data.push(1.0);
         data.sort_by(f32::total_cmp);
+        #[allow(clippy::expect_used, reason = "invariant: 256 entries by construction")]
         let values: [f32; 256] = data
             .try_into()
             .expect("the dynamic map has exactly 256 entries by construction");

@@ -36,6 +36,10 @@ pub fn read_scalars<B: Backend>(scalars: Vec<Tensor<B, 1>>) -> Vec<f64> {
 }
 
 /// Exact `f32` values of a flat tensor.
+#[allow(
+    clippy::expect_used,
+    reason = "invariant: data converted to f32 reads back as f32"
+)]
 pub fn tensor_values<B: Backend>(t: &Tensor<B, 1>) -> Vec<f32> {
     t.to_data()
         .convert::<f32>()
@@ -62,6 +66,10 @@ pub fn overflow_safe_sumsq<B: Backend>(g: &Tensor<B, 1>) -> f64 {
 }
 
 /// Exact `u8` values of a flat code tensor.
+#[allow(
+    clippy::expect_used,
+    reason = "invariant: data converted to u8 reads back as u8"
+)]
 pub fn code_values<B: Backend>(t: &Tensor<B, 1, Int>) -> Vec<u8> {
     t.to_data()
         .convert::<u8>()

@@ -273,6 +273,10 @@ fn partition<B: Backend>(
 }
 
 /// Inverse of [`partition`].
+#[allow(
+    clippy::expect_used,
+    reason = "invariant: a partition has at least one block"
+)]
 fn merge<B: Backend>(
     mut parts: Vec<(Tensor<B, 1>, Vec<usize>)>,
     splits: &[Vec<usize>],
@@ -411,6 +415,10 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
             return g;
         }
         let layout = self.layout(ctx.shape);
+        #[allow(
+            clippy::expect_used,
+            reason = "invariant: init (or a layout-checked record) created these tensors"
+        )]
         let find = |state: &TransformState<B>, name: &str| {
             state
                 .tensors
