@@ -103,38 +103,18 @@ fn bench(rest: &[String]) -> ExitCode {
 }
 
 fn ci() -> ExitCode {
+    let clippy = |extra: &[&'static str]| {
+        let mut v = vec!["clippy"];
+        v.extend_from_slice(extra);
+        v.extend_from_slice(&["--all-targets", "--", "-D", "warnings"]);
+        v
+    };
     let steps: Vec<Vec<&str>> = vec![
         vec!["fmt", "--all", "--check"],
-        vec![
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        vec![
-            "clippy",
-            "-p",
-            "moment-cuda",
-            "--features",
-            "wgpu",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        vec![
-            "clippy",
-            "-p",
-            "moment-cuda",
-            "--features",
-            "cuda",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        clippy(&["--workspace"]),
+        clippy(&["-p", "moment-cuda", "--features", "wgpu"]),
+        clippy(&["-p", "moment-cuda", "--features", "cuda"]),
+        clippy(&["-p", "moment-examples", "--features", "wgpu,cuda"]),
         vec!["test", "--workspace"],
         vec!["test", "-p", "moment-cuda", "--features", "wgpu"],
         vec![

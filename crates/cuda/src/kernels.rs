@@ -35,13 +35,7 @@ pub fn adam(
     let i = ABSOLUTE_POS;
     if i < p.len() {
         let theta = p[i];
-        let mut gi = g[i];
-        if maximize {
-            gi = gi * -1.0;
-        }
-        if l2 {
-            gi += theta * wd_l2;
-        }
+        let gi = grad_in(g[i], theta, wd_l2, maximize, l2);
         let m0 = m[i];
         let m1 = m0 + (gi - m0) * one_minus_b1;
         let v1 = v[i] * b2 + gi * gi * one_minus_b2;
@@ -60,6 +54,25 @@ pub fn adam(
         m[i] = m1;
         v[i] = v1;
     }
+}
+
+/// The gradient the update sees: negated with `maximize`, plus coupled L2 decay `λ·θ`.
+#[cube]
+fn grad_in(
+    g: f32,
+    theta: f32,
+    wd_l2: f32,
+    #[comptime] maximize: bool,
+    #[comptime] l2: bool,
+) -> f32 {
+    let mut gi = g;
+    if maximize {
+        gi = gi * -1.0;
+    }
+    if l2 {
+        gi += theta * wd_l2;
+    }
+    gi
 }
 
 /// `sign` as the CPU kernels compute it: 0 for ±0, else ±1 by the sign bit.
@@ -88,10 +101,7 @@ pub fn lion(
     let i = ABSOLUTE_POS;
     if i < p.len() {
         let theta = p[i];
-        let mut gi = g[i];
-        if maximize {
-            gi = gi * -1.0;
-        }
+        let gi = grad_in(g[i], theta, 0.0, maximize, false);
         let m0 = m[i];
         let mut u = sign_bit(m0 * b1 + gi * one_minus_b1);
         m[i] = m0 * b2 + gi * one_minus_b2;
@@ -128,13 +138,7 @@ pub fn sophia(
     let i = ABSOLUTE_POS;
     if i < p.len() {
         let theta = p[i];
-        let mut gi = g[i];
-        if maximize {
-            gi = gi * -1.0;
-        }
-        if l2 {
-            gi += theta * wd_l2;
-        }
+        let gi = grad_in(g[i], theta, wd_l2, maximize, l2);
         let m0 = m[i];
         let hi = h[i];
         let mut m1 = m0 * b1 + gi * w;

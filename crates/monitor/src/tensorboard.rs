@@ -16,36 +16,8 @@ use crate::error::MonitorError;
 use crate::record::StepRecord;
 use crate::sink::Sink;
 
-const CASTAGNOLI: u32 = 0x82F6_3B78;
-
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ CASTAGNOLI
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// CRC-32C (Castagnoli), as TFRecord uses.
-pub fn crc32c(data: &[u8]) -> u32 {
-    !data.iter().fold(!0u32, |c, &b| {
-        CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
-    })
-}
+/// CRC-32C (Castagnoli), as TFRecord uses (moment-optim's, which checksums checkpoints).
+pub use moment_optim::checkpoint::crc32c;
 
 /// TFRecord's masked CRC.
 pub fn masked_crc32c(data: &[u8]) -> u32 {

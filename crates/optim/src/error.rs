@@ -97,6 +97,15 @@ pub enum OptimError {
         /// What does not match.
         reason: String,
     },
+    /// A checkpoint file cannot be written or read: I/O error, not a checkpoint, truncated or
+    /// corrupted (`moment_optim::checkpoint`); the in-memory state is unchanged.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A reference optimizer (e.g. a PyTorch class) or one of its arguments has no moment equivalent.
     #[error("unsupported reference optimizer: {reason}")]
     Unsupported {

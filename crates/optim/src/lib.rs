@@ -49,6 +49,7 @@
     )
 )]
 
+pub mod checkpoint;
 pub mod curvature;
 pub mod error;
 pub mod fused;
