@@ -1,9 +1,8 @@
 //! Every optimizer the `moment` command knows, on edge tensors: ranks 0–4, empty tensors,
-//! zero parameters, gradients from 1e-30 to 1e18. Each step either succeeds with finite
-//! parameters or is a typed error — never a panic, never silent NaN/Inf. Gradients of 1e30
-//! must not panic either; there, optimizers that square the gradient in f32 (Adafactor, CAME,
-//! SOAP — like their references) overflow to NaN, which `docs/reliability.md` lists as not
-//! guaranteed yet.
+//! zero parameters, gradients from 1e-30 to 1e30. Each step either succeeds with finite
+//! parameters or is a typed error — never a panic, never silent NaN/Inf. (Optimizers that
+//! square the gradient in f32 — Adafactor, CAME, SOAP, like their references — refuse
+//! gradients whose Σg² nears f32's limit with `GradientTooLarge` instead of returning NaN.)
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
@@ -42,10 +41,10 @@ fn every_optimizer_gives_finite_results_or_a_typed_error_on_edge_tensors() {
                 (1e-30f32, false),
                 (1.0, true),
                 (1.0, false),
+                (1e15, false),
                 (1e18, false),
                 (1e30, false),
             ] {
-                let must_be_finite = mag < 1e19;
                 let ported = from_reference::<B>(p.class, &args).unwrap();
                 let mut opt = MomentOptimizer::new(ported.chain);
                 let init: Vec<f32> = (0..n)
@@ -74,7 +73,7 @@ fn every_optimizer_gives_finite_results_or_a_typed_error_on_edge_tensors() {
                         Ok(_) => {
                             let v = params[0].value.to_data().to_vec::<f32>().unwrap();
                             assert!(
-                                !must_be_finite || v.iter().all(|x| x.is_finite()),
+                                v.iter().all(|x| x.is_finite()),
                                 "{what}: step {step} gave non-finite parameters {v:?}"
                             );
                         }

@@ -97,6 +97,22 @@ pub enum OptimError {
         /// What does not match.
         reason: String,
     },
+    /// A gradient is finite but so large that a transform squaring it in f32 (Adafactor, CAME,
+    /// SOAP — as their references do) would overflow and turn the parameters into NaN; the
+    /// step is refused before anything changes.
+    #[error(
+        "gradient of `{path}` too large for {optimizer}: sum of squares {sum_sq:e} (after clipping) exceeds {limit:e}, where its f32 second-moment statistics overflow; parameters and optimizer state are unchanged (clip gradients or lower the loss scale)"
+    )]
+    GradientTooLarge {
+        /// The parameter.
+        path: String,
+        /// The chain's label.
+        optimizer: String,
+        /// The gradient's sum of squares (f64, after global clipping).
+        sum_sq: f64,
+        /// The largest sum of squares these transforms accept.
+        limit: f64,
+    },
     /// A checkpoint file cannot be written or read: I/O error, not a checkpoint, truncated or
     /// corrupted (`moment_optim::checkpoint`); the in-memory state is unchanged.
     #[error("checkpoint {path}: {reason}")]

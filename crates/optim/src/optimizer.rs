@@ -639,6 +639,7 @@ impl<B: Backend> MomentOptimizer<B> {
         };
         let mut total = 0.0f64;
         let mut entries: Vec<(String, Tensor<B, 1>)> = Vec::with_capacity(grads.len());
+        let mut sums: Vec<f64> = Vec::with_capacity(grads.len());
         for (e, s) in grads.into_iter().zip(sumsq) {
             let mut g = e.grad;
             let mut s = s;
@@ -673,6 +674,7 @@ impl<B: Backend> MomentOptimizer<B> {
                 }
             }
             total += s;
+            sums.push(s);
             entries.push((e.path, g));
         }
         if report.non_finite > 0 {
@@ -705,6 +707,32 @@ impl<B: Backend> MomentOptimizer<B> {
             report.clipped = true;
             for (_, g) in entries.iter_mut() {
                 *g = g.clone().mul_scalar(report.clip_factor as f32);
+            }
+        }
+
+        // Transforms that square the gradient in f32 overflow to NaN parameters (as their
+        // references do) once Σg² nears f32::MAX: refuse such a step while nothing has changed.
+        // A sixteenth of f32::MAX leaves room for the ε terms and the f32 rounding of the sums.
+        let limit = f64::from(f32::MAX) / 16.0;
+        let clip2 = report.clip_factor * report.clip_factor;
+        for ((path, _), &s) in entries.iter().zip(&sums) {
+            // (NaN sums — already handled by the non-finite policy — compare false.)
+            if s * clip2 <= limit || s.is_nan() {
+                continue;
+            }
+            let group = fresh_group
+                .get(path.as_str())
+                .copied()
+                .or_else(|| self.params.get(path).map(|p| p.group));
+            if let Some(g) = group
+                && self.groups[g].chain.squares_gradient_in_f32()
+            {
+                return Err(OptimError::GradientTooLarge {
+                    path: path.clone(),
+                    optimizer: self.groups[g].chain.label().to_string(),
+                    sum_sq: s * clip2,
+                    limit,
+                });
             }
         }
 

@@ -211,6 +211,14 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
         true
     }
 
+    /// Whether the transform accumulates squares (or outer products) of the gradient in f32
+    /// in a way that turns an overflow into NaN parameters, as its reference does (Adafactor's
+    /// factored statistics, CAME, SOAP). The engine refuses a step whose gradient could
+    /// overflow there ([`OptimError::GradientTooLarge`](crate::OptimError::GradientTooLarge)).
+    fn squares_gradient_in_f32(&self) -> bool {
+        false
+    }
+
     /// Fresh state for a parameter of `shape`. Errors when the transform cannot handle the
     /// shape — checked once, before any step touches the parameter.
     fn init(&self, path: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>>;
@@ -367,6 +375,14 @@ impl<B: Backend> Chain<B> {
     /// Fresh group-level state for every transform (see [`Transform::init_group`]).
     pub fn init_group(&self) -> Vec<TransformState<B>> {
         self.transforms.iter().map(|t| t.init_group()).collect()
+    }
+
+    /// Whether a transform of the chain squares the gradient in f32 (see
+    /// [`Transform::squares_gradient_in_f32`]).
+    pub fn squares_gradient_in_f32(&self) -> bool {
+        self.transforms()
+            .iter()
+            .any(|t| t.squares_gradient_in_f32())
     }
 
     /// Whether any transform reduces over the whole group ([`Transform::group_sums`]).

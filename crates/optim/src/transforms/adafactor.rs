@@ -128,6 +128,10 @@ const COL: usize = 1;
 const FULL: usize = 0;
 
 impl<B: Backend> Transform<B> for ScaleByAdafactor {
+    fn squares_gradient_in_f32(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "scale_by_adafactor"
     }

@@ -33,6 +33,10 @@ pub struct ScaleByCame {
 }
 
 impl<B: Backend> Transform<B> for ScaleByCame {
+    fn squares_gradient_in_f32(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "scale_by_came"
     }

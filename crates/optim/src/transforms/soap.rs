@@ -226,6 +226,10 @@ impl ScaleBySoap {
 }
 
 impl<B: Backend> Transform<B> for ScaleBySoap {
+    fn squares_gradient_in_f32(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "scale_by_soap"
     }
