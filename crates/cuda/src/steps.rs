@@ -180,6 +180,37 @@ fn take_state<B: CubeAccess>(st: &mut TransformState<B>, i: usize) -> CubeTensor
     ))
 }
 
+/// What every element-wise step does first: decline (hand the inputs back) unless `param`,
+/// `grad` and `states` are plain f32; finish at once for an empty tensor; otherwise the
+/// parameter (writable) and gradient as CubeCL tensors, the element count and a grid of one
+/// unit per element.
+#[allow(clippy::type_complexity, clippy::result_large_err)]
+fn prologue<B: CubeAccess>(
+    param: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    states: &[&Tensor<B, 1>],
+) -> Result<
+    (
+        CubeTensor<B::Runtime>,
+        CubeTensor<B::Runtime>,
+        usize,
+        (CubeCount, CubeDim),
+    ),
+    FusedResult<B>,
+> {
+    if !all_f32(&[&param, &grad]) || !all_f32(states) {
+        return Err(Err((param, grad)));
+    }
+    let n = param.dims()[0];
+    if n == 0 {
+        return Err(Ok(param));
+    }
+    let p = cube_mut(param);
+    let g = cube_ref(grad);
+    let grid = grid(&p, n);
+    Ok((p, g, n, grid))
+}
+
 /// Grid for one unit per element.
 fn grid<R: CubeRuntime>(c: &CubeTensor<R>, n: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new(&c.client, n);
@@ -196,15 +227,10 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
     ) -> FusedResult<B> {
         let k = if sc.amsgrad { 3 } else { 2 };
         let states: Vec<&Tensor<B, 1>> = st.tensors[..k].iter().map(|s| &s.tensor).collect();
-        if !all_f32(&[&param, &grad]) || !all_f32(&states) {
-            return Err((param, grad));
-        }
-        let n = param.dims()[0];
-        if n == 0 {
-            return Ok(param);
-        }
-        let p = cube_mut(param);
-        let g = cube_ref(grad);
+        let (p, g, _, (count, dim)) = match prologue(param, grad, &states) {
+            Ok(x) => x,
+            Err(done) => return done,
+        };
         let mut s: Vec<_> = (0..k).map(|i| take_state(st, i)).collect();
         if !sc.amsgrad {
             s.push(zeros_client(
@@ -214,7 +240,6 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
                 DType::F32,
             ));
         }
-        let (count, dim) = grid(&p, n);
         kernels::adam::launch::<B::Runtime>(
             &p.client,
             count,
@@ -251,17 +276,11 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
         grad: Tensor<B, 1>,
         st: &mut TransformState<B>,
     ) -> FusedResult<B> {
-        if !all_f32(&[&param, &grad, &st.tensors[0].tensor]) {
-            return Err((param, grad));
-        }
-        let n = param.dims()[0];
-        if n == 0 {
-            return Ok(param);
-        }
-        let p = cube_mut(param);
-        let g = cube_ref(grad);
+        let (p, g, _, (count, dim)) = match prologue(param, grad, &[&st.tensors[0].tensor]) {
+            Ok(x) => x,
+            Err(done) => return done,
+        };
         let m = take_state(st, 0);
-        let (count, dim) = grid(&p, n);
         kernels::lion::launch::<B::Runtime>(
             &p.client,
             count,
@@ -289,18 +308,13 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
         grad: Tensor<B, 1>,
         st: &mut TransformState<B>,
     ) -> FusedResult<B> {
-        if !all_f32(&[&param, &grad, &st.tensors[0].tensor, &st.tensors[1].tensor]) {
-            return Err((param, grad));
-        }
-        let n = param.dims()[0];
-        if n == 0 {
-            return Ok(param);
-        }
-        let p = cube_mut(param);
-        let g = cube_ref(grad);
+        let states = [&st.tensors[0].tensor, &st.tensors[1].tensor];
+        let (p, g, n, (count, dim)) = match prologue(param, grad, &states) {
+            Ok(x) => x,
+            Err(done) => return done,
+        };
         let m = take_state(st, 0);
         let h = cube_ref(st.tensors[1].tensor.clone());
-        let (count, dim) = grid(&p, n);
         let cubes = cube_total(&count);
         let wins = zeros_client(
             p.client.clone(),
@@ -361,21 +375,17 @@ impl<B: CubeAccess> CubeSteps<B> {
         let code_dtype = st.codes[0].tensor.dtype();
         let codes_ok = matches!(code_dtype, DType::U8 | DType::I32)
             && st.codes.iter().all(|c| c.tensor.dtype() == code_dtype);
-        if !all_f32(&[&param, &grad, &st.tensors[0].tensor, &st.tensors[1].tensor])
-            || !codes_ok
-            || sc.block == 0
-            || u32::try_from(sc.block).is_err()
-        {
+        if !codes_ok || sc.block == 0 || u32::try_from(sc.block).is_err() {
             return Err((param, grad));
         }
-        let n = param.dims()[0];
-        if n == 0 {
-            return Ok(param);
-        }
         let device = param.device();
+        let states = [&st.tensors[0].tensor, &st.tensors[1].tensor];
+        // (The element grid is not used: this kernel runs one cube per block.)
+        let (p, g, _, _) = match prologue(param, grad, &states) {
+            Ok(x) => x,
+            Err(done) => return done,
+        };
         let (map1, map2) = self.maps(&device);
-        let p = cube_mut(param);
-        let g = cube_ref(grad);
         let nb = st.tensors[0].tensor.dims()[0];
         let a1 = take_state(st, 0);
         let a2 = take_state(st, 1);
