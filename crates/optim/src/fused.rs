@@ -1297,7 +1297,49 @@ mod cpu {
     }
 
     impl Adam8Scalars {
-        /// Whole blocks: `a1`/`a2` hold one max-abs per block of `ps`.
+        /// Whole blocks: `a1`/`a2` hold one max-abs per block of `ps`. Compiled for AVX2 when
+        /// the CPU has it (same IEEE operations in the same order, no FMA contraction).
+        #[allow(clippy::too_many_arguments)]
+        fn blocks_best(
+            &self,
+            ps: &mut [f32],
+            gs: &[f32],
+            c1: &mut [u8],
+            c2: &mut [u8],
+            a1: &mut [f32],
+            a2: &mut [f32],
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above), the only requirement
+                    // of calling a `#[target_feature(enable = "avx2")]` function.
+                    #[allow(unsafe_code)]
+                    return unsafe { self.blocks_avx2(ps, gs, c1, c2, a1, a2) };
+                }
+            }
+            self.blocks(ps, gs, c1, c2, a1, a2)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn blocks_avx2(
+            &self,
+            ps: &mut [f32],
+            gs: &[f32],
+            c1: &mut [u8],
+            c2: &mut [u8],
+            a1: &mut [f32],
+            a2: &mut [f32],
+        ) {
+            self.blocks(ps, gs, c1, c2, a1, a2)
+        }
+
+        /// Per block, three passes over data that stays in L1: decode both moments (table
+        /// loads), update moments and parameter with the block's new max-abs (branch-free, no
+        /// table loads — vectorizes), encode (bucket-table lookups).
+        #[inline(always)]
         #[allow(clippy::too_many_arguments)]
         fn blocks(
             &self,
@@ -1308,11 +1350,16 @@ mod cpu {
             a1: &mut [f32],
             a2: &mut [f32],
         ) {
-            use crate::quant::{QuantMap, Rounding, encode_one};
+            use crate::quant::{NearestCoder, QuantMap};
             let (map1, map2) = (QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned());
             let (v1, v2) = (map1.values(), map2.values());
+            let (q1, q2) = (map1.coder(), map2.coder());
             let mut mb = vec![0.0f32; self.block];
             let mut vb = vec![0.0f32; self.block];
+            let mut i1 = vec![0u32; self.block];
+            let mut i2 = vec![0u32; self.block];
+            let mut y1 = vec![0.0f32; self.block];
+            let mut y2 = vec![0.0f32; self.block];
             let it = ps
                 .chunks_mut(self.block)
                 .zip(gs.chunks(self.block))
@@ -1320,24 +1367,71 @@ mod cpu {
                 .zip(c2.chunks_mut(self.block))
                 .zip(a1.iter_mut().zip(a2.iter_mut()));
             for ((((p, g), c1), c2), (a1, a2)) in it {
+                let (mb, vb) = (&mut mb[..p.len()], &mut vb[..p.len()]);
                 let (old1, old2) = (*a1, *a2);
-                let (mut n1, mut n2) = (0.0f32, 0.0f32);
-                for i in 0..p.len() {
-                    let skip = !g[i].is_finite();
-                    let g = if skip { 0.0 } else { g[i] };
-                    let m_old = v1[c1[i] as usize] * old1;
-                    let v_old = v2[c2[i] as usize] * old2;
-                    let (mut m, mut v) = (
-                        m_old * self.b1 + g * self.one_minus_b1,
-                        v_old * self.b2 + g * self.one_minus_b2 * g,
+                for (((m, v), &k1), &k2) in mb.iter_mut().zip(vb.iter_mut()).zip(&*c1).zip(&*c2) {
+                    *m = v1[k1 as usize] * old1;
+                    *v = v2[k2 as usize] * old2;
+                }
+                let (n1, n2) = self.update(p, g, mb, vb);
+                *a1 = n1;
+                *a2 = n2;
+                // Encoding as `NearestCoder::encode` does it, split so that only the table
+                // loads stay scalar: normalise and bucket (vectorizes), look up, fix signs
+                // (vectorizes; the sign of the unquantized value, −0.0 included).
+                let norm = |v: f32, a: f32| if a > 0.0 { v / a } else { 0.0 };
+                let n = p.len();
+                let (i1, i2, y1, y2) = (&mut i1[..n], &mut i2[..n], &mut y1[..n], &mut y2[..n]);
+                for ((((b1, b2), (y1, y2)), &m), &v) in i1
+                    .iter_mut()
+                    .zip(i2.iter_mut())
+                    .zip(y1.iter_mut().zip(y2.iter_mut()))
+                    .zip(&*mb)
+                    .zip(&*vb)
+                {
+                    *y1 = norm(m, n1);
+                    *y2 = norm(v, n2);
+                    *b1 = NearestCoder::bucket(*y1);
+                    *b2 = NearestCoder::bucket(*y2);
+                }
+                for ((((k1, k2), &b1), &b2), (&y1, &y2)) in c1
+                    .iter_mut()
+                    .zip(c2.iter_mut())
+                    .zip(&*i1)
+                    .zip(&*i2)
+                    .zip(y1.iter().zip(&*y2))
+                {
+                    *k1 = q1.lookup(b1, y1);
+                    *k2 = q2.lookup(b2, y2);
+                }
+                for (k1, &m) in c1.iter_mut().zip(&*mb) {
+                    *k1 = q1.fix_sign(*k1, m);
+                }
+            }
+        }
+
+        /// The element-wise update of one block: `m`/`v` hold the decoded moments and get the
+        /// new ones; returns their max-abs ignoring NaN (as `block_absmax`), kept per lane and
+        /// folded at the end (max is exact, so the order does not matter).
+        #[inline(always)]
+        fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> (f32, f32) {
+            const L: usize = 16;
+            let (mut x1, mut x2) = ([0.0f32; L], [0.0f32; L]);
+            let one =
+                |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, x1: &mut f32, x2: &mut f32| {
+                    let skip = !g.is_finite();
+                    let g = if skip { 0.0 } else { g };
+                    let (mut mn, mut vn) = (
+                        *m * self.b1 + g * self.one_minus_b1,
+                        *v * self.b2 + g * self.one_minus_b2 * g,
                     );
                     if skip {
-                        (m, v) = (0.0, 0.0);
+                        (mn, vn) = (0.0, 0.0);
                     }
-                    let delta = m / (v.sqrt() + self.eps_c2) * self.step_size;
+                    let delta = mn / (vn.sqrt() + self.eps_c2) * self.step_size;
                     #[allow(clippy::neg_multiply)]
                     let mut descent = match self.keep {
-                        Some(keep) => p[i] - (p[i] + delta) * keep,
+                        Some(keep) => *p - (*p + delta) * keep,
                         None => delta * -1.0,
                     };
                     if skip {
@@ -1345,21 +1439,37 @@ mod cpu {
                     }
                     #[allow(clippy::neg_multiply)]
                     {
-                        p[i] += descent * -1.0;
+                        *p += descent * -1.0;
                     }
-                    mb[i] = m;
-                    vb[i] = v;
-                    // max-abs ignoring NaN, as `block_absmax`
-                    n1 = n1.max(m.abs());
-                    n2 = n2.max(v.abs());
-                }
-                *a1 = n1;
-                *a2 = n2;
-                for i in 0..p.len() {
-                    c1[i] = encode_one(map1, mb[i], n1, Rounding::Nearest, true);
-                    c2[i] = encode_one(map2, vb[i], n2, Rounding::Nearest, false);
+                    *m = mn;
+                    *v = vn;
+                    // `a > x ? a : x` ignores a NaN `a`, like `f32::max`, and is one `maxps`.
+                    let (am, av) = (mn.abs(), vn.abs());
+                    *x1 = if am > *x1 { am } else { *x1 };
+                    *x2 = if av > *x2 { av } else { *x2 };
+                };
+            let n = p.len() / L * L;
+            let (ph, pt) = p.split_at_mut(n);
+            let (mh, mt) = m.split_at_mut(n);
+            let (vh, vt) = v.split_at_mut(n);
+            let (gh, gt) = g.split_at(n);
+            for (((p, g), m), v) in ph
+                .chunks_exact_mut(L)
+                .zip(gh.chunks_exact(L))
+                .zip(mh.chunks_exact_mut(L))
+                .zip(vh.chunks_exact_mut(L))
+            {
+                for j in 0..L {
+                    one(
+                        &mut p[j], g[j], &mut m[j], &mut v[j], &mut x1[j], &mut x2[j],
+                    );
                 }
             }
+            for (j, (((p, &g), m), v)) in pt.iter_mut().zip(gt).zip(mt).zip(vt).enumerate() {
+                one(p, g, m, v, &mut x1[j], &mut x2[j]);
+            }
+            let fold = |x: [f32; L]| x.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+            (fold(x1), fold(x2))
         }
     }
 
@@ -1414,7 +1524,7 @@ mod cpu {
             let (k1, k2) = (k1.slice_mut(), k2.slice_mut());
             let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
             if nt <= 1 {
-                sc.blocks(ps, gs, k1, k2, a1, a2);
+                sc.blocks_best(ps, gs, k1, k2, a1, a2);
             } else {
                 let per = nb.div_ceil(nt);
                 let chunk = per * block;
@@ -1436,7 +1546,7 @@ mod cpu {
                     .map(|((((p, g), c1), c2), (a1, a2))| (p, g, c1, c2, a1, a2))
                     .collect();
                 run_jobs(jobs, |(p, g, c1, c2, a1, a2)| {
-                    sc.blocks(p, g, c1, c2, a1, a2);
+                    sc.blocks_best(p, g, c1, c2, a1, a2);
                     0
                 });
             }

@@ -47,13 +47,23 @@ pub enum Rounding {
 pub struct QuantMap {
     values: [f32; 256],
     signed: bool,
+    /// How many values have the sign bit set (they come first: the map is sorted).
+    negatives: u8,
     lut: OnceLockLut,
     buckets: OnceLockBuckets,
 }
 
 /// Lazily built bucket table of [`QuantMap::nearest_fast`] (not part of the map's identity).
 #[derive(Debug, Clone, Default)]
-struct OnceLockBuckets(OnceLock<Vec<u16>>);
+struct OnceLockBuckets(OnceLock<Buckets>);
+
+/// The tables of [`NearestCoder`]: per bucket (a range of consecutive floats) the code of its
+/// lowest value, or [`SLOW`]; per code the smallest value whose code is higher.
+#[derive(Debug, Clone)]
+struct Buckets {
+    table: Vec<u16>,
+    up: [f32; 256],
+}
 
 impl PartialEq for OnceLockBuckets {
     fn eq(&self, _: &Self) -> bool {
@@ -61,16 +71,31 @@ impl PartialEq for OnceLockBuckets {
     }
 }
 
-/// A bucket whose values do not all share one code.
-const MIXED: u16 = 256;
-/// Mantissa bits below the bucket index of [`QuantMap::nearest_fast`] (23 − 12).
-const BUCKET_SHIFT: u32 = 11;
-/// Buckets per exponent (2^12).
-const BUCKETS_PER_EXPONENT: usize = 1 << 12;
-/// Smallest biased exponent in the table (2^-40).
+/// A table entry that sends the value to the binary search (its bucket spans more than two
+/// codes — none does for the dynamic maps — or the value is outside the table: |x| ≥ 2, NaN).
+const SLOW: u16 = 0x100;
+/// Mantissa bits below the bucket index (23 − 8: 256 buckets per binade).
+const BUCKET_SHIFT: u32 = 15;
+/// Buckets per binade.
+const BUCKETS_PER_EXPONENT: usize = 1 << (23 - BUCKET_SHIFT);
+/// Smallest biased exponent with its own row (2^-40); row 0 holds every magnitude below it
+/// (zero and denormals included).
 const BUCKET_MIN_EXPONENT: u32 = 127 - 40;
-/// Exponents in the table (2^-40 … 2^0, i.e. magnitudes below 2).
-const BUCKET_EXPONENTS: usize = 41;
+/// Rows per sign: the small-magnitude row, then the binades 2^-40 … 2^0 (magnitudes below 2).
+const BUCKET_ROWS: usize = 1 + 40 + 1;
+/// Buckets in the table; entry `BUCKETS` is the [`SLOW`] entry for values outside it.
+const BUCKETS: usize = 2 * BUCKET_ROWS * BUCKETS_PER_EXPONENT;
+
+/// A key that orders floats by value (−0.0 just below +0.0).
+fn order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 { !b } else { b | 1 << 31 }
+}
+
+/// Inverse of [`order_key`].
+fn from_order_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k })
+}
 
 /// The lazily built CPU lookup table (not part of the map's identity).
 #[derive(Debug, Clone, Default)]
@@ -126,9 +151,11 @@ impl QuantMap {
         let values: [f32; 256] = data
             .try_into()
             .expect("the dynamic map has exactly 256 entries by construction");
+        let negatives = values.iter().filter(|v| v.is_sign_negative()).count() as u8;
         Self {
             values,
             signed,
+            negatives,
             lut: OnceLockLut::default(),
             buckets: OnceLockBuckets::default(),
         }
@@ -194,42 +221,76 @@ impl QuantMap {
         code as u8
     }
 
-    /// [`QuantMap::nearest`], faster: a table over sign, exponent and the top 12 mantissa bits
-    /// of `x` for `2^-40 ≤ |x| < 2` answers directly when all floats in a bucket get one code —
-    /// the binary search is monotone in `x`, so a bucket whose two ends agree is uniform — and
-    /// the search runs only for buckets that straddle a decision point (about 1% near the
-    /// densest codes) and for values outside that range.
+    /// [`QuantMap::nearest`], faster (see [`NearestCoder`]).
     #[inline]
     pub fn nearest_fast(&self, x: f32) -> u8 {
-        let table = self.buckets.0.get_or_init(|| {
-            (0..2 * BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT)
-                .map(|i| {
-                    let sign = (i / (BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT)) as u32;
-                    let rest = i % (BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT);
-                    let exp = (rest / BUCKETS_PER_EXPONENT) as u32 + BUCKET_MIN_EXPONENT;
-                    let top = (rest % BUCKETS_PER_EXPONENT) as u32;
-                    let base = sign << 31 | exp << 23 | top << BUCKET_SHIFT;
-                    let (a, b) = (
+        self.coder().code(x)
+    }
+
+    /// The bucket tables behind [`QuantMap::nearest_fast`] (built on first use), looked up once
+    /// for a loop.
+    pub fn coder(&self) -> NearestCoder<'_> {
+        let b = self.buckets.0.get_or_init(|| self.build_buckets());
+        NearestCoder {
+            map: self,
+            table: &b.table,
+            up: &b.up,
+        }
+    }
+
+    /// `up[c]`: the smallest value whose code is above `c` (bisection over the floats in
+    /// `[-2, 2]`, using that [`QuantMap::nearest`] is monotone); `+inf` for the top code.
+    /// The table: per bucket, the code of its lowest value if its highest value's code is at
+    /// most one higher, else [`SLOW`].
+    fn build_buckets(&self) -> Buckets {
+        let mut up = [f32::INFINITY; 256];
+        let (lo_key, hi_key) = (order_key(-2.0), order_key(2.0));
+        for (c, u) in up.iter_mut().enumerate() {
+            if self.nearest(2.0) as usize <= c {
+                continue;
+            }
+            // smallest key in (lo, hi] whose code exceeds c
+            let (mut lo, mut hi) = (lo_key, hi_key);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if self.nearest(from_order_key(mid)) as usize > c {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            *u = from_order_key(hi);
+        }
+        let table = (0..BUCKETS)
+            .map(|i| {
+                let sign = (i / (BUCKET_ROWS * BUCKETS_PER_EXPONENT)) as u32;
+                let row = (i / BUCKETS_PER_EXPONENT) % BUCKET_ROWS;
+                let top = (i % BUCKETS_PER_EXPONENT) as u32;
+                // magnitudes of the bucket
+                let (m_lo, m_hi) = if row == 0 {
+                    (0.0, f32::from_bits((BUCKET_MIN_EXPONENT << 23) - 1))
+                } else {
+                    let base = (BUCKET_MIN_EXPONENT + row as u32 - 1) << 23 | top << BUCKET_SHIFT;
+                    (
                         f32::from_bits(base),
                         f32::from_bits(base | ((1 << BUCKET_SHIFT) - 1)),
-                    );
-                    let (ca, cb) = (self.nearest(a), self.nearest(b));
-                    if ca == cb { u16::from(ca) } else { MIXED }
-                })
-                .collect()
-        });
-        let bits = x.to_bits();
-        let exp = (bits >> 23) & 0xFF;
-        if !(BUCKET_MIN_EXPONENT..BUCKET_MIN_EXPONENT + BUCKET_EXPONENTS as u32).contains(&exp) {
-            return self.nearest(x);
-        }
-        let i = (bits >> 31) as usize * BUCKET_EXPONENTS * BUCKETS_PER_EXPONENT
-            + (exp - BUCKET_MIN_EXPONENT) as usize * BUCKETS_PER_EXPONENT
-            + ((bits & 0x7F_FFFF) >> BUCKET_SHIFT) as usize;
-        match table[i] {
-            MIXED => self.nearest(x),
-            c => c as u8,
-        }
+                    )
+                };
+                let (lo, hi) = if sign == 0 {
+                    (m_lo, m_hi)
+                } else {
+                    (-m_hi, -m_lo)
+                };
+                let (ca, cb) = (self.nearest(lo), self.nearest(hi));
+                if ca <= cb && u16::from(cb) <= u16::from(ca) + 1 {
+                    u16::from(ca)
+                } else {
+                    SLOW
+                }
+            })
+            .chain([SLOW])
+            .collect();
+        Buckets { table, up }
     }
 
     /// The nearest code with the first moment's sign kept (the CUDA kernel's fix-up: a code
@@ -240,17 +301,16 @@ impl QuantMap {
     }
 
     /// The kernel's sign fix of `code` for the unquantized value `v`.
-    #[inline]
-    fn fix_sign(&self, code: u8, v: f32) -> u8 {
-        if self.decode(code).is_sign_negative() != v.is_sign_negative() {
-            if v > 0.0 {
-                code.wrapping_add(1)
-            } else {
-                code.wrapping_sub(1)
-            }
-        } else {
-            code
-        }
+    ///
+    /// Branch-free (the sign of a moment is a coin flip, a branch on it mispredicts half the
+    /// time): `code + (v > 0 ? 1 : −1)` where the signs differ, wrapping.
+    /// `decode(code)` is negative exactly when `code < negatives` (sorted map), so this needs
+    /// no table load and vectorizes.
+    #[inline(always)]
+    pub(crate) fn fix_sign(&self, code: u8, v: f32) -> u8 {
+        let differ = u8::from((code < self.negatives) != v.is_sign_negative());
+        let step = u8::from(v > 0.0).wrapping_mul(2).wrapping_sub(1);
+        code.wrapping_add(step & differ.wrapping_neg())
     }
 
     /// The CPU library's 65536-entry table: entry `i` counts the code midpoints
@@ -321,20 +381,99 @@ fn check_block(block: usize) -> Result<()> {
     }
 }
 
+/// [`QuantMap::nearest`] through a bucket table: the floats are cut into buckets by sign,
+/// binade and top 8 mantissa bits (magnitudes below 2^-40 share one bucket per sign); as the
+/// binary search is monotone in `x`, a bucket whose two ends get codes `c` and at most `c + 1`
+/// needs one comparison with the smallest value of code above `c`. Every bucket of the dynamic
+/// maps qualifies; values outside (|x| ≥ 2, NaN) run the search. The tables take 44 KB per map.
+/// From [`QuantMap::coder`]: the tables are fetched once, so a loop does a few bit operations,
+/// two loads and a comparison per value.
+#[derive(Debug, Clone, Copy)]
+pub struct NearestCoder<'a> {
+    map: &'a QuantMap,
+    table: &'a [u16],
+    up: &'a [f32; 256],
+}
+
+impl NearestCoder<'_> {
+    /// The kernel's nearest code of a normalised `x` (= [`QuantMap::nearest`]).
+    #[inline(always)]
+    pub fn code(&self, x: f32) -> u8 {
+        self.lookup(Self::bucket(x), x)
+    }
+
+    /// The table index of `x` (sign, binade, top mantissa bits; the [`SLOW`] entry outside the
+    /// table). Branch-free, so a loop of it vectorizes.
+    #[inline(always)]
+    pub fn bucket(x: f32) -> u32 {
+        let bits = x.to_bits();
+        let exp = (bits >> 23) & 0xFF;
+        let small = exp < BUCKET_MIN_EXPONENT;
+        let row = if small {
+            0
+        } else {
+            exp - BUCKET_MIN_EXPONENT + 1
+        };
+        let top = if small {
+            0
+        } else {
+            (bits & 0x7F_FFFF) >> BUCKET_SHIFT
+        };
+        let i = (bits >> 31) * (BUCKET_ROWS * BUCKETS_PER_EXPONENT) as u32
+            + row * BUCKETS_PER_EXPONENT as u32
+            + top;
+        if row < BUCKET_ROWS as u32 {
+            i
+        } else {
+            BUCKETS as u32
+        }
+    }
+
+    /// The code of `x` given its [`NearestCoder::bucket`].
+    #[inline(always)]
+    pub fn lookup(&self, bucket: u32, x: f32) -> u8 {
+        match self.table.get(bucket as usize) {
+            Some(&e) if e & SLOW == 0 => {
+                let c = e as u8;
+                c.wrapping_add(u8::from(x >= self.up[c as usize]))
+            }
+            _ => self.slow(x),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slow(&self, x: f32) -> u8 {
+        self.map.nearest(x)
+    }
+
+    /// The map's sign fix (see [`QuantMap::nearest_keep_sign`]) of `code` for the unquantized
+    /// value `v`.
+    #[inline(always)]
+    pub fn fix_sign(&self, code: u8, v: f32) -> u8 {
+        self.map.fix_sign(code, v)
+    }
+
+    /// [`encode_one`] with [`Rounding::Nearest`]: the code of `v` in a block of max-abs `a`,
+    /// the sign of `v` kept when `keep_sign`.
+    #[inline(always)]
+    pub fn encode(&self, v: f32, a: f32, keep_sign: bool) -> u8 {
+        let y = if a > 0.0 { v / a } else { 0.0 };
+        let code = self.code(y);
+        // The kernel tests the sign of the unquantized value (−0.0 included).
+        if keep_sign {
+            self.map.fix_sign(code, v)
+        } else {
+            code
+        }
+    }
+}
+
 /// One element's code in a block of max-abs `a` (see [`Rounding`]).
 #[inline]
 pub fn encode_one(map: &QuantMap, v: f32, a: f32, rounding: Rounding, keep_sign: bool) -> u8 {
     match rounding {
-        Rounding::Nearest => {
-            let y = if a > 0.0 { v / a } else { 0.0 };
-            let code = map.nearest_fast(y);
-            // The kernel tests the sign of the unquantized value (−0.0 included).
-            if keep_sign {
-                map.fix_sign(code, v)
-            } else {
-                code
-            }
-        }
+        Rounding::Nearest => map.coder().encode(v, a, keep_sign),
         Rounding::CpuLut if a > 0.0 => map.lut_code(v, a),
         Rounding::CpuLut => 0,
     }

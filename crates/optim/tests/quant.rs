@@ -315,9 +315,12 @@ fn bad_block_sizes_and_absmax_are_errors() {
     assert!(dequantize_blockwise(map, &[1, 2], &[1.0], 0).is_err());
 }
 
-/// The bucketed `nearest_fast` is `nearest`: at 16 points of every range of the top 16 bits,
-/// at both ends and the middle of every table bucket, for both maps; and `nearest` is monotone along an ascending sweep
-/// (the property the bucket table relies on).
+/// The bucketed `nearest_fast` is `nearest`: at 16 points of every range of the top 16 bits;
+/// at both ends and the middle of every range of the top 23 bits with magnitudes 2^-40 … 2
+/// (finer than the table's buckets, so their ends are included); at ±0, denormals and tiny
+/// values; at every decision point ±3 ulps (found here by a bisection of `nearest` of its
+/// own) — for both maps; and `nearest` is monotone along an ascending sweep (the property the
+/// bucket table relies on).
 #[test]
 fn nearest_fast_equals_nearest() {
     for map in [QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned()] {
@@ -332,18 +335,62 @@ fn nearest_fast_equals_nearest() {
                 );
             }
         }
-        // Both ends and the middle of every 2^11-float bucket with magnitudes 2^-40 … 2.
+        // Both ends and the middle of every 2^9-float range with magnitudes 2^-40 … 2.
         for sign in [0u32, 1] {
             for exp in 87u32..128 {
-                for top in 0u32..4096 {
-                    let base = sign << 31 | exp << 23 | top << 11;
-                    for lo in [0u32, 0x3FF, 0x7FF] {
+                for top in 0u32..1 << 14 {
+                    let base = sign << 31 | exp << 23 | top << 9;
+                    for lo in [0u32, 0xFF, 0x1FF] {
                         let x = f32::from_bits(base | lo);
                         assert_eq!(map.nearest_fast(x), map.nearest(x), "x = {x:e}");
                     }
                 }
             }
         }
+        for x in [
+            0.0f32, -0.0, 1e-45, -1e-45, 1e-38, -1e-38, 1e-20, -1e-20, 9.09e-13, -9.09e-13,
+        ] {
+            assert_eq!(map.nearest_fast(x), map.nearest(x), "x = {x:e}");
+        }
+        // decision points: between consecutive floats a < b (by value) with different codes
+        let next_up = |x: f32| {
+            if x == 0.0 {
+                f32::from_bits(1)
+            } else if x > 0.0 {
+                f32::from_bits(x.to_bits() + 1)
+            } else {
+                f32::from_bits(x.to_bits() - 1)
+            }
+        };
+        let mut points = 0;
+        for c in 0..255u8 {
+            if map.nearest(1.0) <= c {
+                break;
+            }
+            let (mut lo, mut hi) = (-1.0f64, 1.0f64);
+            for _ in 0..200 {
+                let mid = (lo + hi) / 2.0;
+                if map.nearest(mid as f32) > c {
+                    hi = mid
+                } else {
+                    lo = mid
+                }
+            }
+            let mut x = (lo as f32).min(hi as f32);
+            for _ in 0..3 {
+                x = -next_up(-x);
+            }
+            for _ in 0..7 {
+                assert_eq!(
+                    map.nearest_fast(x),
+                    map.nearest(x),
+                    "x = {x:e} near code {c}"
+                );
+                x = next_up(x);
+            }
+            points += 1;
+        }
+        assert!(points > 100, "only {points} decision points checked");
         let mut prev = 0u8;
         for i in 0..=2_000_000u32 {
             let x = -1.0 + 2.0 * (i as f64 / 2_000_000.0);
