@@ -33,6 +33,89 @@ fn max_abs_diff_from_identity(a: &[f64], n: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// A state tensor of the SOAP transform of parameter `w` (f64).
+fn soap_state(opt: &MomentOptimizer<B>, name: &str) -> Vec<f64> {
+    values(opt.state("w").unwrap()[0].tensor(name).unwrap())
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Smallest gap between the sorted `values`, relative to the largest magnitude (0 when all
+/// are zero: one repeated value).
+fn relative_gap(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| b.total_cmp(a));
+    let top = values.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+    if top == 0.0 {
+        return 0.0;
+    }
+    values
+        .windows(2)
+        .map(|w| (w[0] - w[1]) / top)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// How well-conditioned a SOAP run on a `[3, 4]` parameter `w` is in f32 (see
+/// `soap_is_equivariant_under_axis_rotations`), observed from its state after every step.
+#[derive(Debug)]
+struct SoapConditioning {
+    /// Relative eigenvalue gap of the factors the first eigenbases come from (step 1).
+    eigen_gap: f64,
+    /// Relative gap of the estimated eigenvalues that order each refreshed basis.
+    order_gap: f64,
+    /// Smallest `√exp_avg_sq` entry over the steps that update it.
+    min_sqrt_v: f64,
+}
+
+impl SoapConditioning {
+    fn new() -> Self {
+        Self {
+            eigen_gap: f64::INFINITY,
+            order_gap: f64::INFINITY,
+            min_sqrt_v: f64::INFINITY,
+        }
+    }
+
+    /// After step `t`; `q_before`: the bases `Q.0`, `Q.1` the step started with.
+    fn observe(
+        &mut self,
+        opt: &MomentOptimizer<B>,
+        t: usize,
+        frequency: u64,
+        q_before: Option<&[Vec<f64>; 2]>,
+    ) {
+        for (axis, d) in [(0usize, 3usize), (1, 4)] {
+            let gg = soap_state(opt, &format!("GG.{axis}"));
+            if t == 1 {
+                self.eigen_gap = self.eigen_gap.min(relative_gap(symmetric_eigen(&gg, d).0));
+            }
+            if let Some(q) = q_before.filter(|_| t >= 2 && (t as u64 - 1).is_multiple_of(frequency))
+            {
+                let q = &q[axis];
+                let est = (0..d)
+                    .map(|j| {
+                        (0..d)
+                            .flat_map(|i| (0..d).map(move |k| (i, k)))
+                            .map(|(i, k)| q[i * d + j] * gg[i * d + k] * q[k * d + j])
+                            .sum()
+                    })
+                    .collect();
+                self.order_gap = self.order_gap.min(relative_gap(est));
+            }
+        }
+        if t >= 2 {
+            let v_min = soap_state(opt, "exp_avg_sq")
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            self.min_sqrt_v = self.min_sqrt_v.min(v_min.sqrt());
+        }
+    }
+
+    fn well_conditioned(&self) -> bool {
+        self.eigen_gap >= 1e-3 && self.order_gap >= 1e-3 && self.min_sqrt_v >= 1e-5
+    }
+}
+
 /// A random orthogonal matrix: the Q of a random matrix.
 fn orthogonal(seed: &[f64], n: usize) -> Vec<f64> {
     qr_orthogonal(seed, n)
@@ -86,6 +169,22 @@ proptest! {
     /// `U·W·Vᵀ` with gradients `U·G·Vᵀ` gives `U·W_t·Vᵀ` (the eigenbases rotate with the data;
     /// decay is linear). Covers the factors, the eigen-decomposition, the projections and the
     /// refresh (frequency 3 over 8 steps).
+    ///
+    /// Exact in exact arithmetic (for distinct eigenvalues), but the f32 computation — ours and
+    /// the reference's, which does the same math in f32 — is ill-conditioned for some inputs, so
+    /// the 2e-4 agreement is asserted only where the plain run is well-conditioned
+    /// (`SoapConditioning::well_conditioned`; ≈ 4% of random inputs are skipped):
+    /// (1) after step 1 the eigenvalues of each factor are separated by ≥ 1e-3·λ_max (else the
+    /// eigenvectors are fixed only to ~u/gap, not at all for a repeated eigenvalue, and Adam is
+    /// not invariant under rotations within that eigenspace); (2) at each refresh the estimated
+    /// eigenvalues `diag(QᵀGG Q)` are separated by ≥ 1e-3·max (else rounding can flip the sort
+    /// order that permutes `exp_avg_sq`); (3) every entry of `exp_avg_sq` stays ≥ (1e-5)² (else
+    /// it squares a near-zero projected gradient component known only to a few percent in f32,
+    /// and after a refresh — `exp_avg_sq` is permuted, not rotated, as in the reference — the
+    /// momentum divided by its square root reaches ~1e3 where Adam's bound is 1). In a
+    /// 200k-input sweep every failure broke one of these; the inputs meeting them deviated by at
+    /// most 7e-5. `soap_ill_conditioned_input_keeps_equivariant_statistics` pins the saved
+    /// failure, a case of (3).
     #[test]
     fn soap_is_equivariant_under_axis_rotations(
         init in prop::collection::vec(-1.0f64..1.0, 12),
@@ -116,21 +215,183 @@ proptest! {
         let run = |w0: Vec<f32>, gs: Vec<Vec<f32>>| {
             let mut opt = MomentOptimizer::new(config.build::<B>().unwrap());
             let mut p = vec![shaped("w", &[m, n], &w0)];
-            for g in gs {
+            let mut cond = SoapConditioning::new();
+            for (t, g) in gs.into_iter().enumerate() {
+                let q_before = (t > 0).then(|| [soap_state(&opt, "Q.0"), soap_state(&opt, "Q.1")]);
                 p[0].grad = Some(flat(&g));
                 opt.step(0.05, &mut p).unwrap();
+                cond.observe(&opt, t + 1, config.precondition_frequency, q_before.as_ref());
             }
-            values(&p[0].value)
+            (values(&p[0].value), cond)
         };
         let as32 = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<_>>();
-        let plain = run(as32(&init), grads.iter().map(|g| as32(g)).collect());
-        let turned = run(rotate(&init), grads.iter().map(|g| rotate(g)).collect());
+        let (plain, cond) = run(as32(&init), grads.iter().map(|g| as32(g)).collect());
+        prop_assume!(cond.well_conditioned(), "ill-conditioned in f32: {:?}", cond);
+        let (turned, _) = run(rotate(&init), grads.iter().map(|g| rotate(g)).collect());
         let plain64: Vec<f64> = plain.iter().map(|&x| f64::from(x)).collect();
         let expected = rotate(&plain64);
         for (a, e) in turned.iter().zip(&expected) {
             prop_assert!((a - e).abs() < 2e-4, "{turned:?} vs {expected:?}");
         }
     }
+}
+
+/// The saved failure of `soap_is_equivariant_under_axis_rotations` (3×4, two gradients then
+/// six zero ones, `U = I`, `V` swapping the last two columns with a sign flip). Not a defect:
+/// `g₂` has a projected component of 1.08e-5 (exact, f64) in the step-1 eigenbasis, so its
+/// `exp_avg_sq` entry is ≈ 6e-12 and its f32 value is known only to ~2% (5.96e-12 plain,
+/// 5.82e-12 rotated). After the refresh at step 4 (which permutes `exp_avg_sq`, as the
+/// reference does, but cannot rotate it) the momentum meets that entry with a ~1e-2 component:
+/// the step-5 direction has norm ~680 where Adam's fixed-basis bound is `√(mn)` (β1² ≤ β2),
+/// the parameters move by ~50 and carry the rounding difference (0.67, 1.2%). The update is
+/// that sensitive without any rotation: changing `g₂[0]` by one f32 ulp moved the result by
+/// 0.32. What holds: statistics and bases are equivariant to f32 rounding, the parameters stay
+/// finite and agree to the amplified rounding.
+#[test]
+fn soap_ill_conditioned_input_keeps_equivariant_statistics() {
+    // the shrunk proptest input (f64, converted like the property does)
+    const G1: [f64; 12] = [
+        -0.05108795050448311,
+        -0.7946245807731357,
+        -0.0707318039648939,
+        0.2672102015524451,
+        0.4393518680056361,
+        -0.5366874126704916,
+        -0.2889705720973546,
+        0.10535752064635309,
+        0.887823598131089,
+        0.6620777122178866,
+        0.005192520596757935,
+        0.3009330922717318,
+    ];
+    const G2: [f64; 12] = [
+        0.6947939481032058,
+        0.04840314754675196,
+        0.7869585759711044,
+        -0.7530431400646488,
+        0.7120690370230188,
+        -0.12685915540846382,
+        -0.5434714141663577,
+        0.17130380382818775,
+        0.3855307257721525,
+        0.502375408283264,
+        -0.6457508557240964,
+        0.7233725351937209,
+    ];
+    let g2_f32 = G2.map(|x| x as f32);
+    let (m, n) = (3usize, 4usize);
+    // (V·x)_i = s_i·x_{p_i}: entries 2 and 3 swapped and negated (V = Vᵀ)
+    let vp = |i: usize| match i {
+        2 => (3, -1.0f32),
+        3 => (2, -1.0),
+        _ => (i, 1.0),
+    };
+    // x ↦ x·Vᵀ on [m, n]
+    let turn = |x: &[f32]| -> Vec<f32> {
+        (0..m * n)
+            .map(|i| {
+                let (pj, sj) = vp(i % n);
+                sj * x[i - i % n + pj]
+            })
+            .collect()
+    };
+    let grads = |g2: [f32; 12]| -> Vec<Vec<f32>> {
+        let mut gs = vec![G1.map(|x| x as f32).to_vec(), g2.to_vec()];
+        gs.resize(8, vec![0.0; m * n]);
+        gs
+    };
+    let config = SoapConfig {
+        precondition_frequency: 3,
+        weight_decay: 0.1,
+        ..SoapConfig::default()
+    };
+    let (lr, wd, beta) = (0.05f64, 0.1f64, 0.95f64);
+    // parameters after every step and the optimizer
+    let run = |gs: Vec<Vec<f32>>| {
+        let mut opt = MomentOptimizer::new(config.build::<B>().unwrap());
+        let mut p = vec![shaped("w", &[m, n], &[0.0; 12])];
+        let mut traj = vec![vec![0.0f32; m * n]];
+        for g in gs {
+            p[0].grad = Some(flat(&g));
+            opt.step(lr, &mut p).unwrap();
+            traj.push(values(&p[0].value));
+        }
+        (traj, opt)
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (plain, po) = run(grads(g2_f32));
+    let (turned, to) = run(grads(g2_f32).iter().map(|g| turn(g)).collect());
+
+    // statistics and bases: equivariant to f32 rounding
+    let st =
+        |o: &MomentOptimizer<B>, name: &str| values(o.state("w").unwrap()[0].tensor(name).unwrap());
+    assert!(max_diff(&st(&to, "exp_avg"), &turn(&st(&po, "exp_avg"))) < 1e-7);
+    assert!(max_diff(&st(&to, "GG.0"), &st(&po, "GG.0")) < 1e-7);
+    let gg1 = st(&po, "GG.1");
+    let gg1_turned: Vec<f32> = (0..n * n)
+        .map(|x| {
+            let ((pi, si), (pj, sj)) = (vp(x / n), vp(x % n));
+            si * sj * gg1[pi * n + pj]
+        })
+        .collect();
+    assert!(max_diff(&st(&to, "GG.1"), &gg1_turned) < 1e-7);
+    let (q_plain, q_turned) = (st(&po, "Q.1"), st(&to, "Q.1"));
+    for j in 0..n {
+        // column j of V·Q equals column j of the rotated Q up to sign
+        let col: Vec<f32> = (0..n)
+            .map(|i| {
+                let (pi, si) = vp(i);
+                si * q_plain[pi * n + j]
+            })
+            .collect();
+        let sign = if col[0] * q_turned[j] >= 0.0 {
+            1.0
+        } else {
+            -1.0
+        };
+        for i in 0..n {
+            assert!(
+                (q_turned[i * n + j] - sign * col[i]).abs() < 1e-5,
+                "Q.1 column {j}"
+            );
+        }
+    }
+    let (v_plain, v_turned) = (st(&po, "exp_avg_sq"), st(&to, "exp_avg_sq"));
+    let v_min = v_plain.iter().copied().fold(f32::INFINITY, f32::min);
+    assert!(v_min < 1e-10, "the near-zero second moment: {v_min:e}");
+    assert!(max_diff(&v_plain, &v_turned) < 1e-8);
+
+    // the direction after the refresh is far outside Adam's bound √(mn)
+    let dir_norm = |traj: &[Vec<f32>], t: usize| {
+        let k = (t - 1) as i32;
+        let size = lr * (1.0 - beta.powi(k)).sqrt() / (1.0 - beta.powi(k));
+        traj[t - 1]
+            .iter()
+            .zip(&traj[t])
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b) / (1.0 - lr * wd)) / size)
+            .map(|d| d * d)
+            .sum::<f64>()
+            .sqrt()
+    };
+    let bound = ((m * n) as f64).sqrt();
+    for t in 2..=4 {
+        assert!(dir_norm(&plain, t) <= bound, "step {t}");
+    }
+    let blown = dir_norm(&plain, 5);
+    assert!(blown > 50.0 * bound, "step 5: {blown}");
+
+    // parameters: finite, moved by tens, and equal up to that amplified rounding (~1%)
+    let last = &plain[8];
+    let top = last.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+    assert!(top > 10.0);
+    let gap = max_diff(&turned[8], &turn(last));
+    assert!(gap < 0.05 * top, "{gap} vs {top}");
+    assert!(plain.iter().chain(&turned).flatten().all(|x| x.is_finite()));
 }
 
 #[test]
