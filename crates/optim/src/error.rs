@@ -122,6 +122,13 @@ pub enum OptimError {
         /// What went wrong.
         reason: String,
     },
+    /// Another peer of a distributed step failed (its own error is reported there); this
+    /// peer changed nothing either.
+    #[error("distributed step: {reason}")]
+    Distributed {
+        /// What failed, and where.
+        reason: String,
+    },
     /// A reference optimizer (e.g. a PyTorch class) or one of its arguments has no moment equivalent.
     #[error("unsupported reference optimizer: {reason}")]
     Unsupported {

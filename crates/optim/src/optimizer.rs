@@ -428,7 +428,12 @@ impl<B: Backend> MomentOptimizer<B> {
 
     /// Check shapes and routing of `grads` and build state for parameters seen for the first
     /// time (restored from a lazily loaded record when there is one). Changes nothing.
-    fn fresh_states(&self, grads: &[GradEntry<B>]) -> Result<Vec<(String, ParamState<B>)>> {
+    /// State is built only for the paths `owns` accepts; the others are checked.
+    fn fresh_states(
+        &self,
+        grads: &[GradEntry<B>],
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, ParamState<B>)>> {
         let mut fresh: Vec<(String, ParamState<B>)> = Vec::new();
         for e in grads {
             if e.grad_shape != e.param_shape
@@ -456,6 +461,9 @@ impl<B: Backend> MomentOptimizer<B> {
                     shape: e.param_shape.clone(),
                 }
             })?;
+            if !owns(&e.path) {
+                continue;
+            }
             let device = e.grad.device();
             let mut states = self.groups[group]
                 .chain
@@ -489,7 +497,7 @@ impl<B: Backend> MomentOptimizer<B> {
     /// `SkipStep` ignores the whole call). On error nothing changes.
     pub fn update_curvature(&mut self, estimates: Vec<GradEntry<B>>) -> Result<usize> {
         let mut estimates = sorted_by_path(estimates)?;
-        let fresh = self.fresh_states(&estimates)?;
+        let fresh = self.fresh_states(&estimates, &|_| true)?;
         // Count non-finite elements (a sum of |x| could overflow for finite values).
         let counts = read_scalars(
             estimates
@@ -555,6 +563,24 @@ impl<B: Backend> MomentOptimizer<B> {
     /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
     /// apply the non-finite policy and global clipping. On error nothing has changed.
     pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
+        self.prepare_owned(lr, grads, &|_| true, &mut || Ok(()))
+    }
+
+    /// [`MomentOptimizer::prepare`] for one shard of a sharded optimizer (ZeRO stage 1):
+    /// every gradient is validated and counts in the global statistics (non-finite policy,
+    /// gradient norm, clipping — so every peer takes the same decisions), but state is created
+    /// and kept, and [`MomentOptimizer::apply`] updates, only for the paths `owns` accepts.
+    /// `agree` runs once everything is checked and nothing is changed yet; if it fails (a
+    /// peer's check failed) its error is returned and nothing changes. Chains that reduce
+    /// over all their tensors (group phase: Prodigy, Adam-mini's…) need every tensor and are
+    /// refused unless `owns` accepts all paths.
+    pub fn prepare_owned(
+        &mut self,
+        lr: f64,
+        grads: Vec<GradEntry<B>>,
+        owns: &dyn Fn(&str) -> bool,
+        agree: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<PreparedStep<B>> {
         if !validate::learning_rate(lr) {
             return Err(OptimError::InvalidLearningRate { lr });
         }
@@ -566,9 +592,24 @@ impl<B: Backend> MomentOptimizer<B> {
             return Err(OptimError::InvalidLearningRate { lr: lr * g.lr_mult });
         }
         let mut grads = sorted_by_path(grads)?;
+        let all_owned = grads.iter().all(|e| owns(&e.path));
+        if !all_owned && let Some(g) = self.groups.iter().find(|g| g.chain.has_group_phase()) {
+            return Err(OptimError::Unsupported {
+                reason: format!(
+                    "sharded state: group `{}` ({}) reduces over all its tensors and cannot be \
+                     split over peers",
+                    g.name,
+                    g.chain.label()
+                ),
+            });
+        }
+        let shapes: HashMap<String, Vec<usize>> = grads
+            .iter()
+            .map(|e| (e.path.clone(), e.param_shape.clone()))
+            .collect();
 
         // Shapes, groups and fresh state: into a scratch map, merged only on success.
-        let fresh = self.fresh_states(&grads)?;
+        let fresh = self.fresh_states(&grads, owns)?;
         let fresh_group: HashMap<&str, usize> =
             fresh.iter().map(|(p, s)| (p.as_str(), s.group)).collect();
         let mut values: HashMap<String, Tensor<B, 1>> = HashMap::new();
@@ -687,6 +728,7 @@ impl<B: Backend> MomentOptimizer<B> {
                     });
                 }
                 NonFinitePolicy::SkipStep => {
+                    agree()?;
                     report.skipped = true;
                     report.grad_norm = f64::NAN;
                     return Ok(PreparedStep {
@@ -720,10 +762,16 @@ impl<B: Backend> MomentOptimizer<B> {
             if s * clip2 <= limit || s.is_nan() {
                 continue;
             }
+            // (owned or not: every peer refuses the same step)
             let group = fresh_group
                 .get(path.as_str())
                 .copied()
-                .or_else(|| self.params.get(path).map(|p| p.group));
+                .or_else(|| self.params.get(path).map(|p| p.group))
+                .or_else(|| {
+                    shapes
+                        .get(path)
+                        .and_then(|shape| self.resolve_group(path, shape))
+                });
             if let Some(g) = group
                 && self.groups[g].chain.squares_gradient_in_f32()
             {
@@ -736,7 +784,11 @@ impl<B: Backend> MomentOptimizer<B> {
             }
         }
 
+        agree()?;
         // Commit: everything below cannot fail.
+        if !all_owned {
+            entries.retain(|(path, _)| owns(path));
+        }
         for (path, st) in fresh {
             self.pending.remove(&path);
             self.params.insert(path, st);
