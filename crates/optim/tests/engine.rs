@@ -848,3 +848,76 @@ fn module_steps_feed_parameter_values_to_group_reductions() {
             .unwrap()
     );
 }
+
+/// burn-train's multi-device step hands the optimizer one `GradientsParams` per device;
+/// `step_multi` sums them (burn's semantics) and steps once: the same as one step on the
+/// gradient of the summed losses, and different from stepping on either device's alone.
+#[test]
+fn step_multi_sums_the_devices_gradients() {
+    use burn::optim::MultiGradientsParams;
+    use burn::tensor::backend::DeviceOps;
+    let device: burn::tensor::Device<AB> = Default::default();
+    let model = net(&device);
+    let batch =
+        |v: [f32; 6]| Tensor::<AB, 2>::from_data(TensorData::new(v.to_vec(), [2, 3]), &device);
+    let (x1, x2) = (
+        batch([0.5, -1.0, 2.0, 1.0, 0.0, -0.5]),
+        batch([-0.3, 0.8, 0.1, 1.5, -2.0, 0.7]),
+    );
+    let loss = |m: &Net<AB>, x: Tensor<AB, 2>| {
+        let h = m.blocks.iter().fold(x, |h, b| b.q.forward(h));
+        m.head.forward(h).powf_scalar(2.0).mean()
+    };
+    let weights = |m: &Net<AB>| -> Vec<f32> { m.head.weight.val().into_data().to_vec().unwrap() };
+    let id = device.id();
+    let multi = MultiGradientsParams {
+        grads: vec![
+            (
+                GradientsParams::from_grads(loss(&model, x1.clone()).backward(), &model),
+                id,
+            ),
+            (
+                GradientsParams::from_grads(loss(&model, x2.clone()).backward(), &model),
+                id,
+            ),
+        ],
+    };
+    // ε = 1 makes the first Adam step g/(|g| + 1): magnitude-dependent, so the sum shows.
+    let chain = || {
+        AdamWConfig {
+            eps: 1.0,
+            ..AdamWConfig::default()
+        }
+        .build()
+        .unwrap()
+    };
+    let mut opt = MomentOptimizer::new(chain()).for_module::<Net<AB>, AB>();
+    let stepped = opt.step_multi(1e-2, model.clone(), multi);
+    assert!(opt.take_error().is_none());
+    let summed = GradientsParams::from_grads(
+        (loss(&model, x1.clone()) + loss(&model, x2)).backward(),
+        &model,
+    );
+    let mut opt = MomentOptimizer::new(chain()).for_module::<Net<AB>, AB>();
+    let reference = opt.step(1e-2, model.clone(), summed);
+    let single = GradientsParams::from_grads(loss(&model, x1).backward(), &model);
+    let mut opt = MomentOptimizer::new(chain()).for_module::<Net<AB>, AB>();
+    let first_only = opt.step(1e-2, model.clone(), single);
+    let (a, b, c) = (weights(&stepped), weights(&reference), weights(&first_only));
+    let max = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(
+        max(&a, &b) < 1e-6,
+        "step_multi vs summed loss: {}",
+        max(&a, &b)
+    );
+    assert!(
+        max(&a, &c) > 1e-4,
+        "step_multi must use both devices' gradients"
+    );
+    assert!(max(&a, &weights(&model)) > 1e-4, "the step must move");
+}
