@@ -366,7 +366,7 @@ fn a_record_saved_on_the_gpu_resumes_on_the_cpu() {
 /// kernels give the composed path's numbers, NaN where it has NaN (8-bit: the moments of
 /// those elements zeroed and the parameter left, as bitsandbytes' CUDA kernel does).
 #[test]
-fn non_finite_gradients_propagate_as_on_the_composed_path() {
+fn non_finite_policies_behave_as_on_the_composed_path() {
     use moment_optim::{
         Adam8bitConfig, AdamConfig, AdamWConfig, LionConfig, NonFinitePolicy, ParamGroup,
         Selector, SophiaConfig,
@@ -384,10 +384,19 @@ fn non_finite_gradients_propagate_as_on_the_composed_path() {
         })
         .collect();
     let init: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
-    fn go<B: Backend>(chain: Chain<B>, init: &[f32], g: &[f32]) -> (Vec<f32>, Value) {
+    let clean: Vec<f32> = (0..n).map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.05).collect();
+    // clean, bad, bad, clean: `SkipStep` must skip exactly the bad steps, `ZeroGradient` zero
+    // exactly the bad elements, `Propagate` run the kernels on them.
+    let seq = [clean.clone(), g.clone(), g.clone(), clean.clone()];
+    fn go<B: Backend>(
+        chain: Chain<B>,
+        policy: NonFinitePolicy,
+        init: &[f32],
+        seq: &[Vec<f32>],
+    ) -> (Vec<f32>, Value) {
         let mut opt = MomentOptimizer::builder()
             .group(ParamGroup::new("all", Selector::All, chain))
-            .non_finite(NonFinitePolicy::Propagate)
+            .non_finite(policy)
             .build()
             .unwrap();
         let mut p = vec![ParamTensor {
@@ -396,9 +405,11 @@ fn non_finite_gradients_propagate_as_on_the_composed_path() {
             value: flat::<B>(init),
             grad: None,
         }];
-        for _ in 0..3 {
+        for g in seq {
             p[0].grad = Some(flat(g));
-            opt.step(1e-2, &mut p).unwrap();
+            let report = opt.step(1e-2, &mut p).unwrap();
+            let bad = g.iter().any(|x| !x.is_finite());
+            assert_eq!(report.skipped, bad && policy == NonFinitePolicy::SkipStep);
         }
         (
             values(&p[0].value),
@@ -417,10 +428,27 @@ fn non_finite_gradients_propagate_as_on_the_composed_path() {
     };
     macro_rules! both {
         ($name:expr, $cfg:expr, $tol:expr) => {{
-            let (f, rf) = go::<G>($cfg.build().unwrap(), &init, &g);
-            let (c, rc) = go::<Cpu>($cfg.build().unwrap().composed(), &init, &g);
-            assert_close(&f, &c, $tol, $name);
-            assert_records_close(&rf, &rc, $tol, $name);
+            for policy in [
+                NonFinitePolicy::Propagate,
+                NonFinitePolicy::SkipStep,
+                NonFinitePolicy::ZeroGradient,
+            ] {
+                let what = format!("{} {policy:?}", $name);
+                let (f, rf) = go::<G>($cfg.build().unwrap(), policy, &init, &seq);
+                let (c, rc) = go::<Cpu>($cfg.build().unwrap().composed(), policy, &init, &seq);
+                assert_close(&f, &c, $tol, &what);
+                assert_records_close(&rf, &rc, $tol, &what);
+                if policy == NonFinitePolicy::SkipStep {
+                    // the same as never seeing the bad steps
+                    let (s, _) = go::<G>(
+                        $cfg.build().unwrap(),
+                        policy,
+                        &init,
+                        &[clean.clone(), clean.clone()],
+                    );
+                    assert_close(&f, &s, $tol, &what);
+                }
+            }
         }};
     }
     both!("adamw", AdamWConfig::default(), TOL);
