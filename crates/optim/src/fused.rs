@@ -33,13 +33,14 @@ pub trait FusedStep<B: Backend>: Send + Sync + Debug {
     /// Name, for reports.
     fn name(&self) -> &'static str;
 
-    /// Step `param` with `grad` at `lr`, advancing `states` (the chain's states, in chain
+    /// Step `param` (of logical `shape`) with `grad` at `lr`, advancing `states` (the chain's states, in chain
     /// order) exactly as the composed chain would, and return the new parameter; or hand the
     /// inputs back unchanged (`Err`) when this backend or tensor is not supported.
     #[allow(clippy::result_large_err)]
     fn step(
         &self,
         lr: f64,
+        shape: &[usize],
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
@@ -475,6 +476,7 @@ impl<B: Backend> FusedStep<B> for FusedLion {
     fn step(
         &self,
         lr: f64,
+        _shape: &[usize],
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
@@ -664,6 +666,7 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
     fn step(
         &self,
         lr: f64,
+        _shape: &[usize],
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
@@ -777,6 +780,7 @@ impl<B: Backend> FusedStep<B> for FusedAdam8bit {
     fn step(
         &self,
         lr: f64,
+        _shape: &[usize],
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
@@ -852,6 +856,7 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
     fn step(
         &self,
         lr: f64,
+        _shape: &[usize],
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
@@ -894,6 +899,71 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
 }
 
 #[cfg(feature = "ndarray")]
+/// Adafactor's chain `[flip] → scale_by_adafactor → flip`, fused on the CPU (no device
+/// kernel): the row/column (or full) statistics, the update and its RMS, and the parameter
+/// step in three passes over the gradient (one over the parameter for its RMS when the step is
+/// parameter-scaled, one to write it), multi-threaded over fixed blocks of rows. Its sums run in
+/// f64 over fixed blocks (so the result does not depend on the thread count) where the composed
+/// chain sums in f32 in burn's order: the two agree to rounding (tested within the family's
+/// reference tolerance), not bitwise like the other fused steps. Both conventions, rank ≥ 2
+/// (factored) and ≤ 1, β1, decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdafactor {
+    /// Index of `scale_by_adafactor` in the chain.
+    pub index: usize,
+    /// Negate the gradient first.
+    pub maximize: bool,
+    /// The transform's settings.
+    pub transform: crate::transforms::ScaleByAdafactor,
+}
+
+impl<B: Backend> FusedStep<B> for FusedAdafactor {
+    fn name(&self) -> &'static str {
+        "fused_adafactor"
+    }
+
+    fn step(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B> {
+        let n = param.dims()[0];
+        let Some(st) = states.get_mut(self.index) else {
+            return Err((param, grad));
+        };
+        let factored = crate::transforms::factored_dims(shape);
+        let lens: Vec<usize> = match factored {
+            Some((l, r, c)) => vec![l * r, l * c],
+            None => vec![n],
+        };
+        let k = lens.len() + usize::from(self.transform.beta1.is_some());
+        let ok = n > 0
+            && grad.dims()[0] == n
+            && shape.iter().product::<usize>() == n
+            && st.tensors.len() == k
+            && st.counters.first().is_some_and(|c| c.0 == "step")
+            && st
+                .tensors
+                .iter()
+                .zip(lens.iter().chain([&n]))
+                .all(|(t, &len)| t.tensor.dims()[0] == len);
+        if !ok {
+            return Err((param, grad));
+        }
+        #[cfg(feature = "ndarray")]
+        {
+            cpu::adafactor(self, lr, factored, param, grad, st)
+        }
+        #[cfg(not(feature = "ndarray"))]
+        {
+            Err((param, grad))
+        }
+    }
+}
+
 mod cpu {
     //! burn-ndarray f32: take the buffers out of the tensors (no copy when uniquely owned),
     //! run one pass over contiguous chunks on scoped threads, put them back.
@@ -1555,6 +1625,331 @@ mod cpu {
         for (i, a) in codes.into_iter().enumerate() {
             st.codes[i].tensor = a.back();
         }
+        drop(g);
+        Ok(p.back())
+    }
+
+    /// [`super::FusedAdafactor`] on ndarray/flex: everything taken out of the tensors, the
+    /// passes run over fixed blocks of rows on scoped threads, put back.
+    #[allow(clippy::result_large_err, clippy::too_many_lines)]
+    pub(super) fn adafactor<B: Backend>(
+        fused: &super::FusedAdafactor,
+        lr: f64,
+        factored: Option<(usize, usize, usize)>,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        st: &mut TransformState<B>,
+    ) -> Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)> {
+        use crate::transforms::AdafactorConvention;
+        let t = &fused.transform;
+        let n = param.dims()[0];
+        let k = st.tensors.len();
+        let (mut p, g) = take_param_grad(param, grad)?;
+        let Some(mut bufs) = take_floats(st, k) else {
+            return Err((p.back(), g.back()));
+        };
+        // Nothing can fail from here on.
+        let step = st.counters[0].1.saturating_add(1);
+        st.counters[0].1 = step;
+        let tf = step as f64;
+        let hf = t.convention == AdafactorConvention::Transformers;
+        let one_minus_b2 = tf.powf(t.decay_rate);
+        let b2t = 1.0 - one_minus_b2;
+        let (b2t32, omb32) = (b2t as f32, (1.0 - b2t) as f32);
+        let eps1 = t.eps1 as f32;
+        let eps_sq = (t.eps1 * t.eps1) as f32;
+        // `lerp(a, b, w)` as the composed chain computes it
+        let w32 = one_minus_b2 as f32;
+        let lerp = |a: f32, b: f32| {
+            if w32.abs() < 0.5 {
+                a + (b - a) * w32
+            } else {
+                b - (b - a) * (1.0 - w32)
+            }
+        };
+        let neg = fused.maximize;
+        // Rows of `width` elements; blocks of whole rows (≈ 8k elements), fixed by the shape.
+        let (units, width) = match factored {
+            Some((l, r, c)) => (l * r, c),
+            None => (n, 1),
+        };
+        let block_units = (8192 / width).max(1);
+        let block = block_units * width;
+        let nblocks = units.div_ceil(block_units);
+        let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1).min(nblocks);
+        let per = nblocks.div_ceil(nt);
+        // Split `xs` (of `block`-element blocks) into the jobs' runs of `per` blocks.
+        fn runs<T>(xs: &mut [T], len: usize) -> Vec<&mut [T]> {
+            xs.chunks_mut(len.max(1)).collect()
+        }
+        let ps = p.slice_mut();
+        let mut beta_buf = t.beta1.map(|_| bufs.pop());
+        g.with(|gs| {
+            // --- factors of the update: per row and per column (factored) ---
+            let (rowf, colf, norm): (Vec<f32>, Vec<f32>, Vec<f32>) = match factored {
+                Some((l, r, c)) => {
+                    // pass 0: per row Σ_j and per block partial Σ_i, in f64
+                    let mut row_sums = vec![0.0f64; l * r];
+                    let mut col_parts = vec![0.0f64; nblocks * c];
+                    let jobs: Vec<_> = gs
+                        .chunks(per * block)
+                        .zip(runs(&mut row_sums, per * block_units))
+                        .zip(runs(&mut col_parts, per * c))
+                        .collect();
+                    run_jobs(jobs, |((gs, rows), cols)| {
+                        for ((gb, rb), cb) in gs
+                            .chunks(block)
+                            .zip(rows.chunks_mut(block_units))
+                            .zip(cols.chunks_mut(c))
+                        {
+                            for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
+                                let mut acc = 0.0f64;
+                                for (&gv, cs) in grow.iter().zip(cb.iter_mut()) {
+                                    let gv = if neg { -gv } else { gv };
+                                    let u = if hf { gv * gv + eps1 } else { gv * gv };
+                                    acc += f64::from(u);
+                                    *cs += f64::from(u);
+                                }
+                                *rs = acc;
+                            }
+                        }
+                        0
+                    });
+                    // Column sums per leading index: blocks hold whole rows, so a block's
+                    // partials belong to the leading index of its rows (a block may span two:
+                    // split it by rows instead when r is not a multiple of the block rows).
+                    let mut col_sums = vec![0.0f64; l * c];
+                    if r % block_units == 0 || l == 1 {
+                        for (b, part) in col_parts.chunks(c).enumerate() {
+                            let li = (b * block_units) / r;
+                            for (s, x) in col_sums[li * c..(li + 1) * c].iter_mut().zip(part) {
+                                *s += x;
+                            }
+                        }
+                    } else {
+                        for row in 0..l * r {
+                            let li = row / r;
+                            for (j, &gv) in gs[row * c..(row + 1) * c].iter().enumerate() {
+                                let gv = if neg { -gv } else { gv };
+                                let u = if hf { gv * gv + eps1 } else { gv * gv };
+                                col_sums[li * c + j] += f64::from(u);
+                            }
+                        }
+                    }
+                    // (two statistics tensors: checked by the caller)
+                    let [row_state, col_state, ..] = &mut bufs[..] else {
+                        return;
+                    };
+                    let (rs, cs) = (row_state.slice_mut(), col_state.slice_mut());
+                    if hf {
+                        // row ← row·β2t + mean_j(g² + ε1)·(1 − β2t); same for columns
+                        for (x, s) in rs.iter_mut().zip(&row_sums) {
+                            *x = *x * b2t32 + (*s / c as f64) as f32 * omb32;
+                        }
+                        for (x, s) in cs.iter_mut().zip(&col_sums) {
+                            *x = *x * b2t32 + (*s / r as f64) as f32 * omb32;
+                        }
+                        // r_factor = 1/√(row / mean_i row), c_factor = 1/√col
+                        let mut rf = vec![0.0f32; l * r];
+                        for li in 0..l {
+                            let rows = &rs[li * r..(li + 1) * r];
+                            let mean =
+                                (rows.iter().map(|&x| f64::from(x)).sum::<f64>() / r as f64) as f32;
+                            for (f, &x) in rf[li * r..(li + 1) * r].iter_mut().zip(rows) {
+                                *f = (x / mean).sqrt().recip();
+                            }
+                        }
+                        let cf: Vec<f32> = cs.iter().map(|&x| x.sqrt().recip()).collect();
+                        (rf, cf, Vec::new())
+                    } else {
+                        // torch: ‖g‖²/size per row and column, lerped; norm = max(mean_i row, ε1)
+                        for (x, s) in rs.iter_mut().zip(&row_sums) {
+                            let m = (*s as f32).sqrt();
+                            *x = lerp(*x, m * m / c as f32);
+                        }
+                        for (x, s) in cs.iter_mut().zip(&col_sums) {
+                            let m = (*s as f32).sqrt();
+                            *x = lerp(*x, m * m / r as f32);
+                        }
+                        let norm: Vec<f32> = (0..l)
+                            .map(|li| {
+                                let rows = &rs[li * r..(li + 1) * r];
+                                ((rows.iter().map(|&x| f64::from(x)).sum::<f64>() / r as f64)
+                                    as f32)
+                                    .max(eps1)
+                            })
+                            .collect();
+                        (rs.to_vec(), cs.to_vec(), norm)
+                    }
+                }
+                None => (Vec::new(), Vec::new(), Vec::new()),
+            };
+            // The update of element j of row `row` (factored) or element `row` (full; `v` its
+            // second moment, updated in place on the first pass only).
+            let r_dim = factored.map_or(1, |(_, r, _)| r);
+            let upd = |row: usize, j: usize, gv: f32, v: Option<&mut f32>| -> f32 {
+                let gv = if neg { -gv } else { gv };
+                match factored {
+                    Some((_, _, c)) => {
+                        let li = row / r_dim;
+                        let scale = if hf {
+                            rowf[row] * colf[li * c + j]
+                        } else {
+                            ((rowf[row] * colf[li * c + j]) / norm[li])
+                                .max(eps_sq)
+                                .sqrt()
+                                .recip()
+                        };
+                        scale * gv
+                    }
+                    None => {
+                        let vv = match v {
+                            Some(v) => {
+                                *v = if hf {
+                                    *v * b2t32 + (gv * gv + eps1) * omb32
+                                } else {
+                                    lerp(*v, gv * gv)
+                                };
+                                *v
+                            }
+                            None => 0.0,
+                        };
+                        let scale = if hf {
+                            vv.sqrt().recip()
+                        } else {
+                            vv.max(eps_sq).sqrt().recip()
+                        };
+                        scale * gv
+                    }
+                }
+            };
+            // --- pass 1: Σ upd² and Σ θ² per block (full: v updated, upd kept in `tmp`) ---
+            let full_v = factored.is_none();
+            let mut tmp = if full_v { vec![0.0f32; n] } else { Vec::new() };
+            let mut sums = vec![(0.0f64, 0.0f64); nblocks];
+            {
+                let vs: &mut [f32] = if full_v {
+                    match bufs.first_mut() {
+                        Some(v) => v.slice_mut(),
+                        None => &mut [],
+                    }
+                } else {
+                    &mut []
+                };
+                let mut vruns = if full_v {
+                    runs(vs, per * block)
+                } else {
+                    Vec::new()
+                };
+                let mut truns = if full_v {
+                    runs(&mut tmp, per * block)
+                } else {
+                    Vec::new()
+                };
+                let jobs: Vec<_> = ps
+                    .chunks(per * block)
+                    .zip(gs.chunks(per * block))
+                    .zip(runs(&mut sums, per))
+                    .enumerate()
+                    .map(|(i, x)| {
+                        (
+                            i,
+                            x,
+                            vruns.get_mut(i).map(std::mem::take),
+                            truns.get_mut(i).map(std::mem::take),
+                        )
+                    })
+                    .collect();
+                run_jobs(jobs, |(ji, ((pj, gj), sj), mut vj, mut tj)| {
+                    for (bi, ((pb, gb), s)) in pj
+                        .chunks(block)
+                        .zip(gj.chunks(block))
+                        .zip(sj.iter_mut())
+                        .enumerate()
+                    {
+                        let first = (ji * per + bi) * block_units;
+                        let (mut su, mut sp) = (0.0f64, 0.0f64);
+                        for (e, (&pv, &gv)) in pb.iter().zip(gb).enumerate() {
+                            let u = match (&mut vj, &mut tj) {
+                                (Some(v), Some(tb)) => {
+                                    let idx = bi * block + e;
+                                    let u = upd(first + e, 0, gv, Some(&mut v[idx]));
+                                    tb[idx] = u;
+                                    u
+                                }
+                                _ => upd(first + e / width, e % width, gv, None),
+                            };
+                            su += f64::from(u * u);
+                            sp += f64::from(pv * pv);
+                        }
+                        *s = (su, sp);
+                    }
+                    0
+                });
+            }
+            let (su, sp) = sums
+                .iter()
+                .fold((0.0f64, 0.0f64), |a, b| (a.0 + b.0, a.1 + b.1));
+            let sqrt_n = (n as f64).sqrt() as f32;
+            let rms_u = (su as f32).sqrt() / sqrt_n;
+            let rho = t.rho(lr, tf);
+            let scaled = t.scale_parameter || !hf;
+            let lr_eff = if scaled {
+                ((sp as f32).sqrt() / sqrt_n).max(t.eps2 as f32) * rho as f32
+            } else {
+                rho as f32
+            };
+            let denom = (rms_u / t.clip_threshold as f32).max(1.0);
+            let b1 = t.beta1.map(|b| (b as f32, (1.0 - b) as f32));
+            let decay = (t.weight_decay > 0.0).then_some(if hf {
+                lr_eff * t.weight_decay as f32
+            } else {
+                (lr * t.weight_decay) as f32
+            });
+            // --- pass 2: θ ← θ − step ---
+            let ms: &mut [f32] = match beta_buf.as_mut() {
+                Some(Some(m)) => m.slice_mut(),
+                _ => &mut [],
+            };
+            let mut mruns = if b1.is_some() {
+                runs(ms, per * block)
+            } else {
+                Vec::new()
+            };
+            let jobs: Vec<_> = ps
+                .chunks_mut(per * block)
+                .zip(gs.chunks(per * block))
+                .enumerate()
+                .map(|(i, x)| (i, x, mruns.get_mut(i).map(std::mem::take)))
+                .collect();
+            let tmp = &tmp;
+            run_jobs(jobs, |(ji, (pj, gj), mut mj)| {
+                let base = ji * per * block;
+                for (e, (pv, &gv)) in pj.iter_mut().zip(gj).enumerate() {
+                    let u = if full_v {
+                        tmp[base + e]
+                    } else {
+                        let row = (base + e) / width;
+                        upd(row, (base + e) % width, gv, None)
+                    };
+                    let mut s = u / denom * lr_eff;
+                    if let (Some((b1, omb1)), Some(m)) = (b1, mj.as_mut()) {
+                        let mv = &mut m[e];
+                        *mv = *mv * b1 + s * omb1;
+                        s = *mv;
+                    }
+                    if let Some(d) = decay {
+                        s += *pv * d;
+                    }
+                    *pv += -s;
+                }
+                0
+            });
+        });
+        if let Some(Some(m)) = beta_buf {
+            bufs.push(m);
+        }
+        put_floats(st, bufs);
         drop(g);
         Ok(p.back())
     }

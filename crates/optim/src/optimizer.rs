@@ -884,7 +884,7 @@ impl<B: Backend> MomentOptimizer<B> {
         let (param, grad) = match group.chain.fused() {
             Some(f) => {
                 let seen = watch.then(|| (param.clone(), grad.clone()));
-                match f.step(lr, param, grad, &mut ps.states) {
+                match f.step(lr, &ps.shape, param, grad, &mut ps.states) {
                     Ok(new) => {
                         prep.report.params_updated += 1;
                         prep.report.params_fused += 1;

@@ -351,3 +351,130 @@ fn fused_adam8bit_matches_composed_on_non_finite_gradients() {
     assert_eq!(out[0].0, out[1].0);
     assert_eq!(out[0].1, out[1].1);
 }
+
+/// Adafactor on a shaped parameter: final values, the record, and how many steps took the
+/// fused path.
+fn run_adafactor(
+    chain: Chain<B>,
+    shape: &[usize],
+    steps: usize,
+) -> (Vec<f32>, serde_json::Value, usize) {
+    let n: usize = shape.iter().product();
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ n as u64;
+    let mut next = |scale: f32| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+    };
+    let init: Vec<f32> = (0..n).map(|_| next(1.0)).collect();
+    let mut opt = MomentOptimizer::new(chain);
+    let mut p = vec![common::shaped("w", shape, &init)];
+    let mut fused = 0;
+    for s in 0..steps {
+        let scale = match s {
+            1 => 1e3,
+            3 => 0.0,
+            _ => 2.0,
+        };
+        p[0].grad = Some(flat(&(0..n).map(|_| next(scale)).collect::<Vec<_>>()));
+        fused += opt.step(1e-2, &mut p).unwrap().params_fused;
+    }
+    (
+        values(&p[0].value),
+        serde_json::to_value(opt.to_record()).unwrap(),
+        fused,
+    )
+}
+
+/// Every number in two JSON records agrees within `rtol`/`atol` (same structure otherwise).
+fn records_close(a: &serde_json::Value, b: &serde_json::Value, rtol: f64, atol: f64, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= atol + rtol * y.abs(), "{at}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                records_close(x, y, rtol, atol, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
+            for (k, v) in x {
+                records_close(v, &y[k], rtol, atol, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+/// The fused Adafactor step agrees with the composed chain within the family's reference
+/// tolerance (its sums run in f64 over fixed blocks, the composed chain's in f32 in burn's
+/// order) for both conventions, every option, full and factored shapes (leading dims, rows not
+/// a multiple of the block, several threads' worth), huge and zero gradients; its result does
+/// not depend on the thread count; and it is taken on every step.
+#[test]
+fn fused_adafactor_matches_the_composed_chain() {
+    use moment_optim::AdafactorConfig;
+    let configs: Vec<(&str, AdafactorConfig)> = vec![
+        ("hf default", AdafactorConfig::default()),
+        (
+            "hf beta1 decay absolute lr maximize",
+            AdafactorConfig {
+                beta1: Some(0.9),
+                weight_decay: 0.1,
+                relative_step: false,
+                scale_parameter: false,
+                maximize: true,
+                ..AdafactorConfig::default()
+            },
+        ),
+        (
+            "torch decay",
+            AdafactorConfig {
+                weight_decay: 0.1,
+                ..AdafactorConfig::torch()
+            },
+        ),
+    ];
+    let shapes: [&[usize]; 6] = [
+        &[1000],
+        &[64, 96],
+        &[3, 40, 50],
+        &[2, 200, 20],
+        &[5000, 8],
+        &[512, 300],
+    ];
+    for (name, cfg) in &configs {
+        let chain: Chain<B> = cfg.build().unwrap();
+        assert!(chain.fused().is_some(), "{name}");
+        for shape in shapes {
+            let at = format!("{name} {shape:?}");
+            let (f, rf, taken) = run_adafactor(chain.clone(), shape, 5);
+            let (c, rc, _) = run_adafactor(chain.clone().composed(), shape, 5);
+            assert_eq!(taken, 5, "{at}: fused path taken");
+            assert!(f.iter().all(|x| x.is_finite()), "{at}");
+            for (i, (x, y)) in f.iter().zip(&c).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-6 + 1e-5 * y.abs(),
+                    "{at}: element {i}: fused {x} vs composed {y}"
+                );
+            }
+            records_close(&rf, &rc, 1e-5, 1e-7, &at);
+        }
+    }
+    let chain: Chain<B> = AdafactorConfig::default().build().unwrap();
+    moment_optim::fused::set_threads(1);
+    let (one, _, _) = run_adafactor(chain.clone(), &[512, 300], 3);
+    moment_optim::fused::set_threads(3);
+    let (three, _, _) = run_adafactor(chain, &[512, 300], 3);
+    moment_optim::fused::set_threads(0);
+    assert_eq!(bits(&one), bits(&three), "thread count changed the result");
+}

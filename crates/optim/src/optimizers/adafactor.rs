@@ -165,6 +165,11 @@ impl AdafactorConfig {
         Ok(Chain::new("adafactor")
             .then_if(self.maximize, flip_sign())
             .then(t)
-            .then(flip_sign()))
+            .then(flip_sign())
+            .with_fused(crate::fused::FusedAdafactor {
+                index: usize::from(self.maximize),
+                maximize: self.maximize,
+                transform: t,
+            }))
     }
 }

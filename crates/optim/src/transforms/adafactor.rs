@@ -67,7 +67,7 @@ impl ScaleByAdafactor {
     }
 
     /// Relative (or absolute) step size for step `t` before parameter scaling, in f64.
-    fn rho(&self, lr: f64, t: f64) -> f64 {
+    pub(crate) fn rho(&self, lr: f64, t: f64) -> f64 {
         let inv_sqrt = 1.0 / t.sqrt();
         match self.convention {
             AdafactorConvention::Torch => lr.min(inv_sqrt),

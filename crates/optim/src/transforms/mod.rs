@@ -39,6 +39,7 @@ mod shampoo;
 mod soap;
 mod sophia;
 
+pub(crate) use adafactor::factored_dims;
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};
 pub use adam::{ScaleByAdam, scale_by_adam};
 pub use adam_mini::{MiniBlocks, ScaleByAdamMini};
