@@ -3,7 +3,8 @@
 //! the buffers are uniquely owned. The engine uses it when it applies (backend and tensor
 //! supported; an observed parameter is copied instead of updated in place) and falls back to the composed chain otherwise.
 //! A fused step must give the same numbers as the composed chain (the CPU kernels here repeat
-//! its f32 operations in the same order, so they are bitwise equal — tested) and leave the
+//! its f32 operations in the same order, so they are bitwise equal — tested; Adafactor's within
+//! tolerance, see below) and leave the
 //! state in the same layout, so records and resumes do not depend on the path taken.
 //!
 //! Implemented on burn's ndarray backend with f32 tensors (feature `ndarray`, default) and on
@@ -13,7 +14,9 @@
 //! ([`FusedLion`]) and Sophia ([`FusedSophia`], both variants; its win rate is counted in the
 //! same pass) share one driver: an element-wise kernel over the parameter, the gradient and k
 //! state streams. 8-bit Adam/AdamW with CUDA-kernel semantics ([`FusedAdam8bit`]) works block
-//! by block (decode, update, new max-abs, re-encode). Everything else runs composed.
+//! by block (decode, update, new max-abs, re-encode). Adafactor ([`FusedAdafactor`], CPU only)
+//! runs three passes over fixed blocks of rows and agrees with the composed chain within the
+//! family's tolerance rather than bitwise (its sums run in f64). Everything else runs composed.
 
 use std::fmt::Debug;
 
@@ -1629,8 +1632,42 @@ mod cpu {
         Ok(p.back())
     }
 
-    /// [`super::FusedAdafactor`] on ndarray/flex: everything taken out of the tensors, the
-    /// passes run over fixed blocks of rows on scoped threads, put back.
+    /// `Σ f(a_i, b_i)` in 16 f32 lanes (vectorizes), the lanes added in f64.
+    #[inline(always)]
+    fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+        let mut acc = [0.0f32; 16];
+        let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..16 {
+                acc[k] += f(x[k], y[k]);
+            }
+        }
+        let tail: f32 = ra.iter().zip(rb).map(|(&x, &y)| f(x, y)).sum();
+        acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail)
+    }
+
+    /// Run `f` compiled for AVX2 when the CPU has it (same IEEE operations, no contraction).
+    fn best<R>(f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            fn avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
+                // calling a `#[target_feature(enable = "avx2")]` function.
+                #[allow(unsafe_code)]
+                return unsafe { avx2(f) };
+            }
+        }
+        f()
+    }
+
+    /// [`super::FusedAdafactor`] on ndarray/flex: everything taken out of the tensors; the
+    /// passes run over fixed blocks of whole rows (a factored tensor's rows; 1024-element rows
+    /// for a vector) on scoped threads; put back.
     #[allow(clippy::result_large_err, clippy::too_many_lines)]
     pub(super) fn adafactor<B: Backend>(
         fused: &super::FusedAdafactor,
@@ -1667,61 +1704,60 @@ mod cpu {
                 b - (b - a) * (1.0 - w32)
             }
         };
-        let neg = fused.maximize;
+        let sign = if fused.maximize { -1.0f32 } else { 1.0 };
         // Rows of `width` elements; blocks of whole rows (≈ 8k elements), fixed by the shape.
-        let (units, width) = match factored {
+        let (rows, width) = match factored {
             Some((l, r, c)) => (l * r, c),
-            None => (n, 1),
+            None => (n.div_ceil(1024), 1024),
         };
-        let block_units = (8192 / width).max(1);
-        let block = block_units * width;
-        let nblocks = units.div_ceil(block_units);
+        let r_dim = factored.map_or(1, |(_, r, _)| r);
+        let block_rows = (8192 / width).max(1);
+        let block = block_rows * width;
+        let nblocks = rows.div_ceil(block_rows);
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1).min(nblocks);
         let per = nblocks.div_ceil(nt);
-        // Split `xs` (of `block`-element blocks) into the jobs' runs of `per` blocks.
         fn runs<T>(xs: &mut [T], len: usize) -> Vec<&mut [T]> {
             xs.chunks_mut(len.max(1)).collect()
         }
         let ps = p.slice_mut();
-        let mut beta_buf = t.beta1.map(|_| bufs.pop());
+        let mut m_buf = t.beta1.and_then(|_| bufs.pop());
         g.with(|gs| {
-            // --- factors of the update: per row and per column (factored) ---
+            // --- pass 0 (factored): row sums and per-block column sums of g² (+ ε1), in f64 ---
             let (rowf, colf, norm): (Vec<f32>, Vec<f32>, Vec<f32>) = match factored {
                 Some((l, r, c)) => {
-                    // pass 0: per row Σ_j and per block partial Σ_i, in f64
                     let mut row_sums = vec![0.0f64; l * r];
                     let mut col_parts = vec![0.0f64; nblocks * c];
                     let jobs: Vec<_> = gs
                         .chunks(per * block)
-                        .zip(runs(&mut row_sums, per * block_units))
+                        .zip(runs(&mut row_sums, per * block_rows))
                         .zip(runs(&mut col_parts, per * c))
                         .collect();
-                    run_jobs(jobs, |((gs, rows), cols)| {
-                        for ((gb, rb), cb) in gs
-                            .chunks(block)
-                            .zip(rows.chunks_mut(block_units))
-                            .zip(cols.chunks_mut(c))
-                        {
-                            for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
-                                let mut acc = 0.0f64;
-                                for (&gv, cs) in grow.iter().zip(cb.iter_mut()) {
-                                    let gv = if neg { -gv } else { gv };
-                                    let u = if hf { gv * gv + eps1 } else { gv * gv };
-                                    acc += f64::from(u);
-                                    *cs += f64::from(u);
+                    run_jobs(jobs, |((gj, rows), cols)| {
+                        best(|| {
+                            let it = gj.chunks(block).zip(rows.chunks_mut(block_rows));
+                            for ((gb, rb), cb) in it.zip(cols.chunks_mut(c)) {
+                                for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
+                                    let add = if hf { eps1 } else { 0.0 };
+                                    let u = |gv: f32, _: f32| {
+                                        let gv = gv * sign;
+                                        gv * gv + add
+                                    };
+                                    *rs = lane_sum(grow, grow, u);
+                                    for (cs, &gv) in cb.iter_mut().zip(grow) {
+                                        *cs += f64::from(u(gv, 0.0));
+                                    }
                                 }
-                                *rs = acc;
                             }
-                        }
+                        });
                         0
                     });
-                    // Column sums per leading index: blocks hold whole rows, so a block's
-                    // partials belong to the leading index of its rows (a block may span two:
-                    // split it by rows instead when r is not a multiple of the block rows).
+                    // Column sums per leading index. A block of whole rows lies within one
+                    // leading index when `r` is a multiple of the block's rows (or `l` = 1);
+                    // otherwise the sums are taken row by row.
                     let mut col_sums = vec![0.0f64; l * c];
-                    if r % block_units == 0 || l == 1 {
+                    if r.is_multiple_of(block_rows) || l == 1 {
                         for (b, part) in col_parts.chunks(c).enumerate() {
-                            let li = (b * block_units) / r;
+                            let li = (b * block_rows) / r;
                             for (s, x) in col_sums[li * c..(li + 1) * c].iter_mut().zip(part) {
                                 *s += x;
                             }
@@ -1729,10 +1765,11 @@ mod cpu {
                     } else {
                         for row in 0..l * r {
                             let li = row / r;
-                            for (j, &gv) in gs[row * c..(row + 1) * c].iter().enumerate() {
-                                let gv = if neg { -gv } else { gv };
+                            let grow = &gs[row * c..(row + 1) * c];
+                            for (s, &gv) in col_sums[li * c..(li + 1) * c].iter_mut().zip(grow) {
+                                let gv = gv * sign;
                                 let u = if hf { gv * gv + eps1 } else { gv * gv };
-                                col_sums[li * c + j] += f64::from(u);
+                                *s += f64::from(u);
                             }
                         }
                     }
@@ -1753,8 +1790,8 @@ mod cpu {
                         let mut rf = vec![0.0f32; l * r];
                         for li in 0..l {
                             let rows = &rs[li * r..(li + 1) * r];
-                            let mean =
-                                (rows.iter().map(|&x| f64::from(x)).sum::<f64>() / r as f64) as f32;
+                            let sum: f64 = rows.iter().map(|&x| f64::from(x)).sum();
+                            let mean = (sum / r as f64) as f32;
                             for (f, &x) in rf[li * r..(li + 1) * r].iter_mut().zip(rows) {
                                 *f = (x / mean).sqrt().recip();
                             }
@@ -1774,9 +1811,8 @@ mod cpu {
                         let norm: Vec<f32> = (0..l)
                             .map(|li| {
                                 let rows = &rs[li * r..(li + 1) * r];
-                                ((rows.iter().map(|&x| f64::from(x)).sum::<f64>() / r as f64)
-                                    as f32)
-                                    .max(eps1)
+                                let sum: f64 = rows.iter().map(|&x| f64::from(x)).sum();
+                                ((sum / r as f64) as f32).max(eps1)
                             })
                             .collect();
                         (rs.to_vec(), cs.to_vec(), norm)
@@ -1784,106 +1820,91 @@ mod cpu {
                 }
                 None => (Vec::new(), Vec::new(), Vec::new()),
             };
-            // The update of element j of row `row` (factored) or element `row` (full; `v` its
-            // second moment, updated in place on the first pass only).
-            let r_dim = factored.map_or(1, |(_, r, _)| r);
-            let upd = |row: usize, j: usize, gv: f32, v: Option<&mut f32>| -> f32 {
-                let gv = if neg { -gv } else { gv };
-                match factored {
-                    Some((_, _, c)) => {
-                        let li = row / r_dim;
-                        let scale = if hf {
-                            rowf[row] * colf[li * c + j]
-                        } else {
-                            ((rowf[row] * colf[li * c + j]) / norm[li])
-                                .max(eps_sq)
-                                .sqrt()
-                                .recip()
-                        };
-                        scale * gv
+            // Row `row`'s scales of the update `scale·g` into `out` (factored: from the row and
+            // column factors; full: from the row's slice `v` of the second moment).
+            let full = factored.is_none();
+            let fill_scale = |row: usize, v: &[f32], out: &mut [f32]| match factored {
+                Some((_, _, c)) => {
+                    let li = row / r_dim;
+                    let cf = &colf[li * c..(li + 1) * c];
+                    let rr = rowf[row];
+                    if hf {
+                        for (o, &x) in out.iter_mut().zip(cf) {
+                            *o = rr * x;
+                        }
+                    } else {
+                        let nm = norm[li];
+                        for (o, &x) in out.iter_mut().zip(cf) {
+                            *o = ((rr * x) / nm).max(eps_sq).sqrt().recip();
+                        }
                     }
-                    None => {
-                        let vv = match v {
-                            Some(v) => {
-                                *v = if hf {
-                                    *v * b2t32 + (gv * gv + eps1) * omb32
-                                } else {
-                                    lerp(*v, gv * gv)
-                                };
-                                *v
-                            }
-                            None => 0.0,
-                        };
-                        let scale = if hf {
-                            vv.sqrt().recip()
-                        } else {
-                            vv.max(eps_sq).sqrt().recip()
-                        };
-                        scale * gv
+                }
+                None => {
+                    if hf {
+                        for (o, &x) in out.iter_mut().zip(v) {
+                            *o = x.sqrt().recip();
+                        }
+                    } else {
+                        for (o, &x) in out.iter_mut().zip(v) {
+                            *o = x.max(eps_sq).sqrt().recip();
+                        }
                     }
                 }
             };
-            // --- pass 1: Σ upd² and Σ θ² per block (full: v updated, upd kept in `tmp`) ---
-            let full_v = factored.is_none();
-            let mut tmp = if full_v { vec![0.0f32; n] } else { Vec::new() };
+            // --- pass 1: (full: the second moment;) Σ upd² and Σ θ² per block, in f64 ---
             let mut sums = vec![(0.0f64, 0.0f64); nblocks];
             {
-                let vs: &mut [f32] = if full_v {
-                    match bufs.first_mut() {
-                        Some(v) => v.slice_mut(),
-                        None => &mut [],
-                    }
-                } else {
-                    &mut []
+                let vs: &mut [f32] = match (full, bufs.first_mut()) {
+                    (true, Some(v)) => v.slice_mut(),
+                    _ => &mut [],
                 };
-                let mut vruns = if full_v {
-                    runs(vs, per * block)
-                } else {
-                    Vec::new()
-                };
-                let mut truns = if full_v {
-                    runs(&mut tmp, per * block)
-                } else {
-                    Vec::new()
-                };
+                let mut vruns = runs(vs, per * block).into_iter();
                 let jobs: Vec<_> = ps
                     .chunks(per * block)
                     .zip(gs.chunks(per * block))
                     .zip(runs(&mut sums, per))
                     .enumerate()
-                    .map(|(i, x)| {
-                        (
-                            i,
-                            x,
-                            vruns.get_mut(i).map(std::mem::take),
-                            truns.get_mut(i).map(std::mem::take),
-                        )
-                    })
+                    .map(|(i, x)| (i, x, if full { vruns.next() } else { None }))
                     .collect();
-                run_jobs(jobs, |(ji, ((pj, gj), sj), mut vj, mut tj)| {
-                    for (bi, ((pb, gb), s)) in pj
-                        .chunks(block)
-                        .zip(gj.chunks(block))
-                        .zip(sj.iter_mut())
-                        .enumerate()
-                    {
-                        let first = (ji * per + bi) * block_units;
-                        let (mut su, mut sp) = (0.0f64, 0.0f64);
-                        for (e, (&pv, &gv)) in pb.iter().zip(gb).enumerate() {
-                            let u = match (&mut vj, &mut tj) {
-                                (Some(v), Some(tb)) => {
-                                    let idx = bi * block + e;
-                                    let u = upd(first + e, 0, gv, Some(&mut v[idx]));
-                                    tb[idx] = u;
-                                    u
-                                }
-                                _ => upd(first + e / width, e % width, gv, None),
-                            };
-                            su += f64::from(u * u);
-                            sp += f64::from(pv * pv);
+                run_jobs(jobs, |(ji, ((pj, gj), sj), mut vj)| {
+                    best(|| {
+                        let mut srow = vec![0.0f32; width];
+                        let blocks = pj.chunks(block).zip(gj.chunks(block)).zip(sj.iter_mut());
+                        for (bi, ((pb, gb), s)) in blocks.enumerate() {
+                            let first = (ji * per + bi) * block_rows;
+                            let (mut su, mut sp) = (0.0f64, 0.0f64);
+                            for (ri, (prow, grow)) in
+                                pb.chunks(width).zip(gb.chunks(width)).enumerate()
+                            {
+                                let row = first + ri;
+                                let w = prow.len();
+                                let vrow: &[f32] = match vj.as_deref_mut() {
+                                    Some(v) => {
+                                        let off = bi * block + ri * width;
+                                        let vr = &mut v[off..off + w];
+                                        for (x, &gv) in vr.iter_mut().zip(grow) {
+                                            let gv = gv * sign;
+                                            *x = if hf {
+                                                *x * b2t32 + (gv * gv + eps1) * omb32
+                                            } else {
+                                                lerp(*x, gv * gv)
+                                            };
+                                        }
+                                        vr
+                                    }
+                                    None => &[],
+                                };
+                                let srow = &mut srow[..w];
+                                fill_scale(row, vrow, srow);
+                                su += lane_sum(srow, grow, |s, gv| {
+                                    let u = s * (gv * sign);
+                                    u * u
+                                });
+                                sp += lane_sum(prow, prow, |x, _| x * x);
+                            }
+                            *s = (su, sp);
                         }
-                        *s = (su, sp);
-                    }
+                    });
                     0
                 });
             }
@@ -1906,47 +1927,70 @@ mod cpu {
             } else {
                 (lr * t.weight_decay) as f32
             });
-            // --- pass 2: θ ← θ − step ---
-            let ms: &mut [f32] = match beta_buf.as_mut() {
-                Some(Some(m)) => m.slice_mut(),
-                _ => &mut [],
+            // --- pass 2: θ ← θ − step (β1 EMA and decay as the composed chain orders them) ---
+            let vs: &[f32] = match (full, bufs.first_mut()) {
+                (true, Some(v)) => v.slice_mut(),
+                _ => &[],
             };
-            let mut mruns = if b1.is_some() {
-                runs(ms, per * block)
-            } else {
-                Vec::new()
+            let ms: &mut [f32] = match m_buf.as_mut() {
+                Some(m) => m.slice_mut(),
+                None => &mut [],
             };
+            let mut mruns = runs(ms, per * block).into_iter();
             let jobs: Vec<_> = ps
                 .chunks_mut(per * block)
                 .zip(gs.chunks(per * block))
                 .enumerate()
-                .map(|(i, x)| (i, x, mruns.get_mut(i).map(std::mem::take)))
+                .map(|(i, x)| (i, x, if b1.is_some() { mruns.next() } else { None }))
                 .collect();
-            let tmp = &tmp;
             run_jobs(jobs, |(ji, (pj, gj), mut mj)| {
-                let base = ji * per * block;
-                for (e, (pv, &gv)) in pj.iter_mut().zip(gj).enumerate() {
-                    let u = if full_v {
-                        tmp[base + e]
-                    } else {
-                        let row = (base + e) / width;
-                        upd(row, (base + e) % width, gv, None)
-                    };
-                    let mut s = u / denom * lr_eff;
-                    if let (Some((b1, omb1)), Some(m)) = (b1, mj.as_mut()) {
-                        let mv = &mut m[e];
-                        *mv = *mv * b1 + s * omb1;
-                        s = *mv;
+                best(|| {
+                    let base = ji * per * block;
+                    let mut srow = vec![0.0f32; width];
+                    let d = decay.unwrap_or(0.0);
+                    let rows = pj.chunks_mut(width).zip(gj.chunks(width));
+                    for (ri, (prow, grow)) in rows.enumerate() {
+                        let row = base / width + ri;
+                        let (off, w) = (ri * width, prow.len());
+                        let vrow = if full {
+                            &vs[base + off..base + off + w]
+                        } else {
+                            &[][..]
+                        };
+                        let srow = &mut srow[..w];
+                        fill_scale(row, vrow, srow);
+                        let step = |s: f32, gv: f32| s * (gv * sign) / denom * lr_eff;
+                        match (mj.as_deref_mut(), b1) {
+                            (Some(m), Some((b1, omb1))) => {
+                                let m = &mut m[off..off + w];
+                                let it = prow.iter_mut().zip(grow).zip(&*srow).zip(m);
+                                for (((pv, &gv), &s), mv) in it {
+                                    *mv = *mv * b1 + step(s, gv) * omb1;
+                                    let mut u = *mv;
+                                    if decay.is_some() {
+                                        u += *pv * d;
+                                    }
+                                    *pv += -u;
+                                }
+                            }
+                            _ if decay.is_some() => {
+                                for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
+                                    let u = step(s, gv) + *pv * d;
+                                    *pv += -u;
+                                }
+                            }
+                            _ => {
+                                for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
+                                    *pv += -step(s, gv);
+                                }
+                            }
+                        }
                     }
-                    if let Some(d) = decay {
-                        s += *pv * d;
-                    }
-                    *pv += -s;
-                }
+                });
                 0
             });
         });
-        if let Some(Some(m)) = beta_buf {
+        if let Some(m) = m_buf {
             bufs.push(m);
         }
         put_floats(st, bufs);

@@ -8,7 +8,8 @@
 //!
 //! Backends: ndarray (CPU, default), flex (CPU), wgpu and cuda (features `wgpu` / `cuda`,
 //! moment-cuda's kernels; the bandwidth is then the device's, measured with a trivial CubeCL
-//! kernel of each access pattern, and every step is followed by a device sync). For each optimizer and size: one flat f32 parameter of that size,
+//! kernel of each access pattern, and every step is followed by a device sync). For each optimizer and size: one flat f32 parameter of that size
+//! (`adafactor-matrix`: a `[n/1024, 1024]` matrix, which Adafactor factors),
 //! random gradients, `reps` timed steps after two warm-up steps; median and minimum step time,
 //! the bytes the algorithm must move per parameter (its floor), effective GB/s
 //! (`bytes · n / median`), that as a % of the bandwidth measured in the same run with a kernel of
@@ -86,6 +87,9 @@ fn pattern(optimizer: &str) -> (usize, usize) {
         // The bench's parameter is a vector, which Adafactor does not factor: p, g, v read;
         // p, v written (a matrix would keep O(rows + cols) statistics: p, g read, p written)
         "adafactor" => (3, 2),
+        // `adafactor-matrix`: a [n/1024, 1024] matrix, factored: p, g read, p written (the
+        // row/column statistics are O(rows + cols))
+        "adafactor-matrix" => (2, 1),
         // p, g read, p written; the two u8 codes (¼ stream each) are not modelled
         "adamw8bit" => (2, 1),
         _ => (2, 1),
@@ -109,10 +113,19 @@ fn chain<Bk: Backend>(name: &str) -> Result<Chain<Bk>, Box<dyn std::error::Error
         "adam" => moment_optim::AdamConfig::default().build()?,
         "lion" => LionConfig::default().build()?,
         "sophia" => SophiaConfig::g().build()?,
-        "adafactor" => AdafactorConfig::transformers().build()?,
+        "adafactor" | "adafactor-matrix" => AdafactorConfig::transformers().build()?,
         "adamw8bit" => Adam8bitConfig::adamw().build()?,
         other => return Err(format!("unknown optimizer `{other}`").into()),
     })
+}
+
+/// The benchmarked parameter's shape: a vector, or for `*-matrix` a `[n/1024, 1024]` matrix.
+fn shape_of(name: &str, n: usize) -> Vec<usize> {
+    if name.ends_with("-matrix") && n.is_multiple_of(1024) {
+        vec![n / 1024, 1024]
+    } else {
+        vec![n]
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, Box<dyn std::error::Error>> {
@@ -243,13 +256,14 @@ use flat::Flat;
 fn time_moment<Bk: Backend>(
     chain: Chain<Bk>,
     n: usize,
+    shape: Vec<usize>,
     reps: usize,
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
     let device = Default::default();
     let mut opt = MomentOptimizer::new(chain);
     let mut params = vec![ParamTensor {
         path: "w".into(),
-        shape: vec![n],
+        shape,
         value: Tensor::<Bk, 1>::random([n], Distribution::Normal(0.0, 0.5), &device),
         grad: None,
     }];
@@ -305,7 +319,7 @@ fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>>
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut optimizers = "adamw,adam,lion,sophia,adafactor,adamw8bit".to_string();
+    let mut optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".to_string();
     let mut sizes = "1M,16M".to_string();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut reps = 7usize;
@@ -358,7 +372,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if optimizers == "all" {
-        optimizers = "adamw,adam,lion,sophia,adafactor,adamw8bit".into();
+        optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".into();
     }
     if quick {
         sizes = "1M".into();
@@ -562,7 +576,7 @@ fn bench_rows<Bk: Backend>(
                     continue;
                 }
                 let (times, state) = match ch {
-                    Some(c) => time_moment(c, n, reps)?,
+                    Some(c) => time_moment(c, n, shape_of(name, n), reps)?,
                     None => match time_burn::<Bk>(name, n, reps) {
                         Some(t) => (t, 8.0),
                         None => continue,
