@@ -1647,24 +1647,6 @@ mod cpu {
         acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail)
     }
 
-    /// Run `f` compiled for AVX2 when the CPU has it (same IEEE operations, no contraction).
-    fn best<R>(f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            fn avx2<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-                // calling a `#[target_feature(enable = "avx2")]` function.
-                #[allow(unsafe_code)]
-                return unsafe { avx2(f) };
-            }
-        }
-        f()
-    }
-
     /// [`super::FusedAdafactor`] on ndarray/flex: everything taken out of the tensors; the
     /// passes run over fixed blocks of whole rows (a factored tensor's rows; 1024-element rows
     /// for a vector) on scoped threads; put back.
@@ -1733,7 +1715,7 @@ mod cpu {
                         .zip(runs(&mut col_parts, per * c))
                         .collect();
                     run_jobs(jobs, |((gj, rows), cols)| {
-                        best(|| {
+                        {
                             let it = gj.chunks(block).zip(rows.chunks_mut(block_rows));
                             for ((gb, rb), cb) in it.zip(cols.chunks_mut(c)) {
                                 for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
@@ -1748,7 +1730,7 @@ mod cpu {
                                     }
                                 }
                             }
-                        });
+                        }
                         0
                     });
                     // Column sums per leading index. A block of whole rows lies within one
@@ -1867,7 +1849,7 @@ mod cpu {
                     .map(|(i, x)| (i, x, if full { vruns.next() } else { None }))
                     .collect();
                 run_jobs(jobs, |(ji, ((pj, gj), sj), mut vj)| {
-                    best(|| {
+                    {
                         let mut srow = vec![0.0f32; width];
                         let blocks = pj.chunks(block).zip(gj.chunks(block)).zip(sj.iter_mut());
                         for (bi, ((pb, gb), s)) in blocks.enumerate() {
@@ -1904,7 +1886,7 @@ mod cpu {
                             }
                             *s = (su, sp);
                         }
-                    });
+                    }
                     0
                 });
             }
@@ -1944,7 +1926,7 @@ mod cpu {
                 .map(|(i, x)| (i, x, if b1.is_some() { mruns.next() } else { None }))
                 .collect();
             run_jobs(jobs, |(ji, (pj, gj), mut mj)| {
-                best(|| {
+                {
                     let base = ji * per * block;
                     let mut srow = vec![0.0f32; width];
                     let d = decay.unwrap_or(0.0);
@@ -1986,7 +1968,7 @@ mod cpu {
                             }
                         }
                     }
-                });
+                }
                 0
             });
         });
