@@ -52,10 +52,16 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
-use moment_optim::{GradEntry, MomentOptimizer, OptimError, ParamTensor, StateMemory, StepReport};
+use moment_optim::{
+    GradEntry, MomentOptimizer, OptimError, ParamTensor, StateMemory, StepReport, module_params,
+    module_values, set_module_params,
+};
 
 /// Errors of distributed steps.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +307,8 @@ pub struct DataParallel<B: Backend, C: Collective<B>> {
     comm: C,
     plan: Option<ShardPlan>,
     reduce: GradReduce,
+    /// Whether the replicas were checked to be identical (on the first step).
+    checked: bool,
 }
 
 impl<B: Backend, C: Collective<B>> std::fmt::Debug for DataParallel<B, C> {
@@ -321,6 +329,7 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
             comm,
             plan: None,
             reduce: GradReduce::default(),
+            checked: false,
         }
     }
 
@@ -339,6 +348,7 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
             comm,
             plan: Some(plan),
             reduce: GradReduce::default(),
+            checked: false,
         })
     }
 
@@ -452,6 +462,23 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
         }
         drop(mean);
         // 2. prepare on every peer, agree, commit
+        // 1b. the first step checks that the replicas are identical (rank 0's checksums
+        // broadcast, compared bit for bit): a model initialised on each peer instead of
+        // cloned — or burn's lazy initialisation run after cloning — would diverge silently.
+        if !self.checked {
+            let mine = checksums(params, &order);
+            let theirs = self.comm.broadcast(0, (rank == 0).then(|| mine.clone()))?;
+            let same = mine.to_data().as_bytes() == theirs.to_data().as_bytes();
+            let err = (!same).then(|| {
+                DistError::Plan(format!(
+                    "peer {rank}'s parameters differ from peer 0's at the first step: start every \
+                     peer from the same values (DataParallel::sync_params / sync_module)"
+                ))
+            });
+            let failed = err.is_some();
+            vote(&mut self.comm, failed, &device).map_err(|e| err.unwrap_or(e))?;
+            self.checked = true;
+        }
         let Self {
             opt, comm, plan, ..
         } = self;
@@ -508,6 +535,68 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
             }
         }
         Ok(report)
+    }
+
+    /// Give every peer rank 0's parameter values (one broadcast, all tensors batched; every
+    /// peer passes the same paths and shapes). Call it once before training, like
+    /// PyTorch's DDP does at construction: peers that initialise their own model (or clone one
+    /// whose lazily initialised parameters were not materialised yet) start from different
+    /// values, which the first [`DataParallel::step`] refuses.
+    pub fn sync_params(&mut self, params: &mut [ParamTensor<B>]) -> Result<()> {
+        let rank = self.comm.rank();
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
+        if order.is_empty() {
+            return Ok(());
+        }
+        let send = (rank == 0)
+            .then(|| Tensor::cat(order.iter().map(|&i| params[i].value.clone()).collect(), 0));
+        let got = self.comm.broadcast(0, send)?;
+        if rank != 0 {
+            let mut offset = 0;
+            for &i in &order {
+                let n = params[i].value.dims()[0];
+                params[i].value = got.clone().slice(offset..offset + n);
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`DataParallel::sync_params`] for a Burn module: every peer gets rank 0's values.
+    pub fn sync_module<M, AB>(&mut self, module: M) -> (M, Result<()>)
+    where
+        M: AutodiffModule<AB>,
+        AB: AutodiffBackend<InnerBackend = B>,
+    {
+        let mut params = module_values::<M, AB>(&module);
+        if let Err(e) = self.sync_params(&mut params) {
+            return (module, Err(e));
+        }
+        let (module, set) = set_module_params::<M, AB>(module, params);
+        (module, set.map_err(DistError::from))
+    }
+
+    /// [`DataParallel::step`] for a Burn module on an autodiff backend `AB` whose inner backend
+    /// is `B`: this peer's gradients (of its part of the batch) in, the module with the new
+    /// parameters — the same on every peer — out. On error the module comes back unchanged.
+    pub fn step_module<M, AB>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: GradientsParams,
+    ) -> (M, Result<StepReport>)
+    where
+        M: AutodiffModule<AB>,
+        AB: AutodiffBackend<InnerBackend = B>,
+    {
+        let mut params = module_params::<M, AB>(&module, grads);
+        let report = match self.step(lr, &mut params) {
+            Ok(r) => r,
+            Err(e) => return (module, Err(e)),
+        };
+        let (module, set) = set_module_params::<M, AB>(module, params);
+        (module, set.map(|()| report).map_err(DistError::from))
     }
 
     /// This peer's checkpoint file in `dir` (`shard-<rank>-of-<world>.momentck`; replicated
@@ -578,6 +667,20 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
         self.opt = fresh;
         Ok(())
     }
+}
+
+/// Per parameter (in `order`) the sum and the sum of squares of its values, as one tensor.
+fn checksums<B: Backend>(params: &[ParamTensor<B>], order: &[usize]) -> Tensor<B, 1> {
+    Tensor::cat(
+        order
+            .iter()
+            .flat_map(|&i| {
+                let v = params[i].value.clone();
+                [v.clone().sum(), v.square().sum()]
+            })
+            .collect(),
+        0,
+    )
 }
 
 /// One 1-element all-reduce: did any peer fail? (Every peer calls it exactly once per step.)

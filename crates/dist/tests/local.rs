@@ -19,6 +19,35 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 const BATCH: usize = 8;
 
+/// Ends the test process if a scenario runs past `secs` (a peer that fails leaves the others
+/// blocked in a collective call, which has no timeout: fail instead of hanging CI).
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn new(secs: u64) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            while t0.elapsed().as_secs() < secs {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("scenario still running after {secs} s (a peer failed or deadlocked)");
+            std::process::exit(101);
+        });
+        Self(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Parameters of a small model: (path, shape). The four matrices are at 8-bit Adam's
 /// minimum size, so they get quantized state; like a transformer's layers, no tensor dominates
 /// (whole tensors are sharded).
@@ -102,6 +131,7 @@ fn plan(world: usize) -> ShardPlan {
 /// Run `f(rank)` on `world` peer threads (each registered), return their results by rank.
 fn peers<T: Send>(world: usize, f: impl Fn(usize, BurnCollective<B>) -> T + Sync) -> Vec<T> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _watchdog = Watchdog::new(300);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..world)
             .map(|rank| {

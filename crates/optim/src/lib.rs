@@ -68,7 +68,7 @@ pub mod transforms;
 mod validate;
 
 pub use error::{OptimError, Result};
-pub use module::ModuleOptimizer;
+pub use module::{ModuleOptimizer, module_params, module_values, set_module_params};
 pub use observer::{Observer, ParamView};
 pub use optimizer::{
     GradEntry, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup, ParamMemory,

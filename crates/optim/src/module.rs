@@ -11,7 +11,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{OptimError, Result};
-use crate::optimizer::{GradEntry, MomentOptimizer, PreparedStep, StepReport};
+use crate::optimizer::{GradEntry, MomentOptimizer, ParamTensor, PreparedStep, StepReport};
 use crate::record::OptimizerRecord;
 
 /// A [`MomentOptimizer`] bound to a module type, usable wherever burn expects an optimizer
@@ -309,6 +309,173 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Viewer<'_, B> {
             self.engine.train_view(&path, flat)
         };
         let mut out = Tensor::<B, D>::from_inner(viewed.reshape(dims));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// The module's float parameters that have a gradient in `grads`, as flat named tensors on
+/// the inner backend (paths as [`ModuleOptimizer`] names them; values on the gradient's
+/// device). With [`set_module_params`] this is how a module goes through the flat API (e.g.
+/// moment-dist's data-parallel step).
+pub fn module_params<M, B>(module: &M, grads: GradientsParams) -> Vec<ParamTensor<B::InnerBackend>>
+where
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    let mut grads = GradAdaptor::from(grads);
+    let mut collector = Collector::<B> {
+        path: Vec::new(),
+        grads: &mut grads,
+        entries: Vec::new(),
+        devices: HashMap::new(),
+    };
+    module.visit(&mut collector);
+    collector
+        .entries
+        .into_iter()
+        .filter_map(|e| {
+            let value = e.param?;
+            Some(ParamTensor {
+                path: e.path,
+                shape: e.param_shape,
+                value,
+                grad: Some(e.grad),
+            })
+        })
+        .collect()
+}
+
+/// Every float parameter of the module as a flat named tensor on the inner backend, without
+/// gradients (paths as [`ModuleOptimizer`] names them).
+pub fn module_values<M, B>(module: &M) -> Vec<ParamTensor<B::InnerBackend>>
+where
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    let mut v = ValueCollector::<B> {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+struct ValueCollector<B: AutodiffBackend> {
+    path: Vec<String>,
+    out: Vec<ParamTensor<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ValueCollector<B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val().inner();
+        let shape = value.dims().to_vec();
+        let n = shape.iter().product::<usize>();
+        self.out.push(ParamTensor {
+            path: join(&self.path),
+            shape,
+            value: value.reshape([n]),
+            grad: None,
+        });
+    }
+}
+
+/// `module` with the values of `params` (matched by path, reshaped to each parameter's shape;
+/// parameters not in `params` are kept). A value whose element count differs from the
+/// parameter's is an error, and the module comes back unchanged.
+pub fn set_module_params<M, B>(
+    module: M,
+    params: Vec<ParamTensor<B::InnerBackend>>,
+) -> (M, Result<()>)
+where
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    let mut values: HashMap<String, Tensor<B::InnerBackend, 1>> =
+        params.into_iter().map(|p| (p.path, p.value)).collect();
+    // check first, so that nothing is replaced on error
+    let mut checker = SizeChecker::<B> {
+        path: Vec::new(),
+        values: &values,
+        bad: None,
+        _b: PhantomData,
+    };
+    module.visit(&mut checker);
+    if let Some((path, expected, actual)) = checker.bad {
+        let err = OptimError::ShapeMismatch {
+            path,
+            expected,
+            actual: vec![actual],
+        };
+        return (module, Err(err));
+    }
+    let mut setter = Setter::<B> {
+        path: Vec::new(),
+        values: &mut values,
+    };
+    (module.map(&mut setter), Ok(()))
+}
+
+struct SizeChecker<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    values: &'a HashMap<String, Tensor<B::InnerBackend, 1>>,
+    bad: Option<(String, Vec<usize>, usize)>,
+    _b: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SizeChecker<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = join(&self.path);
+        if let Some(v) = self.values.get(&path) {
+            let dims = param.val().dims().to_vec();
+            if v.dims()[0] != dims.iter().product::<usize>() && self.bad.is_none() {
+                self.bad = Some((path, dims, v.dims()[0]));
+            }
+        }
+    }
+}
+
+struct Setter<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    values: &'a mut HashMap<String, Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Setter<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = join(&self.path);
+        let Some(value) = self.values.remove(&path) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let dims = tensor.dims();
+        let mut out = Tensor::<B, D>::from_inner(value.reshape(dims));
         if require_grad {
             out = out.require_grad();
         }
