@@ -436,6 +436,7 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
                     let t = self
                         .comm
                         .broadcast(root, (root == rank).then(|| flat.clone()))?;
+                    expect_len(&t, flat.dims()[0], root, rank)?;
                     sum = Some(match sum {
                         None => t,
                         Some(s) => s + t,
@@ -524,6 +525,8 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
                     Tensor::cat(mine.iter().map(|&i| params[i].value.clone()).collect(), 0)
                 });
                 let got = comm.broadcast(root, send)?;
+                let total = mine.iter().map(|&i| params[i].value.dims()[0]).sum();
+                expect_len(&got, total, root, rank)?;
                 if root != rank {
                     let mut offset = 0;
                     for &i in &mine {
@@ -552,6 +555,8 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
         let send = (rank == 0)
             .then(|| Tensor::cat(order.iter().map(|&i| params[i].value.clone()).collect(), 0));
         let got = self.comm.broadcast(0, send)?;
+        let total = order.iter().map(|&i| params[i].value.dims()[0]).sum();
+        expect_len(&got, total, 0, rank)?;
         if rank != 0 {
             let mut offset = 0;
             for &i in &order {
@@ -666,6 +671,20 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
         }
         self.opt = fresh;
         Ok(())
+    }
+}
+
+/// A broadcast from `root` must have the length this peer expects: peers that pass different
+/// parameters get an error here, not a slicing panic.
+fn expect_len<B: Backend>(t: &Tensor<B, 1>, n: usize, root: usize, rank: usize) -> Result<()> {
+    if t.dims()[0] == n {
+        Ok(())
+    } else {
+        Err(DistError::Plan(format!(
+            "peer {rank} expected {n} values from peer {root}, got {}: every peer must pass the \
+             same parameters (paths and shapes)",
+            t.dims()[0]
+        )))
     }
 }
 

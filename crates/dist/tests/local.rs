@@ -458,3 +458,22 @@ fn burn_all_reduce_mode_matches_the_whole_batch_within_tolerance() {
         assert!(d < 1e-5, "peer {rank}: {d} from the single run");
     }
 }
+
+#[test]
+fn peers_with_different_parameters_get_an_error_not_a_panic() {
+    let chain = AdamWConfig::default().build().unwrap();
+    let results = peers(2, |rank, comm| {
+        let mut dp = DataParallel::replicated(MomentOptimizer::new(chain.clone()), comm);
+        let mut p = model();
+        if rank == 1 {
+            p.pop(); // one parameter fewer on this peer
+        }
+        dp.sync_params(&mut p)
+    });
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(&results[1], Err(DistError::Plan(m)) if m.contains("same parameters")),
+        "{:?}",
+        results[1]
+    );
+}
