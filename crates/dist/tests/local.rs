@@ -3,6 +3,8 @@
 //! sharded state equals replicated state bit for bit with ~1/N of the state bytes per peer, a
 //! failure on one peer changes nothing anywhere, and sharded checkpoints resume exactly.
 
+mod common;
+use common::Watchdog;
 use std::sync::Mutex;
 
 use burn::backend::NdArray;
@@ -18,35 +20,6 @@ type B = NdArray<f32>;
 static LOCK: Mutex<()> = Mutex::new(());
 
 const BATCH: usize = 8;
-
-/// Ends the test process if a scenario runs past `secs` (a peer that fails leaves the others
-/// blocked in a collective call, which has no timeout: fail instead of hanging CI).
-struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Watchdog {
-    fn new(secs: u64) -> Self {
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            while t0.elapsed().as_secs() < secs {
-                if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            eprintln!("scenario still running after {secs} s (a peer failed or deadlocked)");
-            std::process::exit(101);
-        });
-        Self(done)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// Parameters of a small model: (path, shape). The four matrices are at 8-bit Adam's
 /// minimum size, so they get quantized state; like a transformer's layers, no tensor dominates

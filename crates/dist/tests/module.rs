@@ -2,12 +2,14 @@
 //! equals the same module trained on the whole batch by `ModuleOptimizer`, replicated or
 //! sharded, and every peer ends with the same module.
 
+mod common;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use common::Watchdog;
 use moment_dist::{BurnCollective, DataParallel, ShardPlan};
 use moment_optim::{AdamWConfig, MomentOptimizer};
 
@@ -15,35 +17,6 @@ type AB = Autodiff<NdArray>;
 
 /// burn-collective keeps one server per backend type per process: one scenario at a time.
 static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Ends the test process if a scenario runs past `secs` (a peer that fails leaves the others
-/// blocked in a collective call, which has no timeout: fail instead of hanging CI).
-struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Watchdog {
-    fn new(secs: u64) -> Self {
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            while t0.elapsed().as_secs() < secs {
-                if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            eprintln!("scenario still running after {secs} s (a peer failed or deadlocked)");
-            std::process::exit(101);
-        });
-        Self(done)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 #[derive(Module, Debug)]
 struct Net<B: Backend> {
