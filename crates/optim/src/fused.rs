@@ -31,6 +31,38 @@ pub fn set_threads(n: usize) {
     THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Ask the kernel to back `buf`'s memory with transparent huge pages (Linux
+/// `madvise(MADV_HUGEPAGE)` on the 2 MiB-aligned part of the buffer; a no-op elsewhere, for
+/// buffers under 4 MiB and where the kernel refuses). The CPU steps call it on the parameter
+/// and state buffers they take: pages not yet touched — a state tensor that burn allocated
+/// zeroed and nobody wrote yet — fault in as 2 MiB pages, and already-touched ones are
+/// collapsed later by `khugepaged`. Values are never read or changed; only the TLB reach
+/// changes, which is what limits a streaming step over several 64 MiB buffers with 4 KiB
+/// pages (AdamW 16M, 2 threads: 9.0 ms → 8.1 ms with the state on huge pages, 7.7 ms with
+/// everything; docs/benchmarks.md). Whether it applies depends on
+/// `/sys/kernel/mm/transparent_hugepage/enabled` (`madvise` or `always`).
+pub fn advise_huge_pages<T>(buf: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_ptr() as usize;
+        let end = start + size_of_val(buf);
+        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if end - start >= 2 * HUGE && hi > lo {
+            // SAFETY: `[lo, hi)` lies inside `buf`'s allocation, which this process owns, and
+            // MADV_HUGEPAGE is advice about how to back it — it neither reads nor changes the
+            // contents, so the borrow is not violated. Errors (EINVAL on memory that cannot
+            // take huge pages, e.g. a file mapping) leave everything as it was and are ignored.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 /// A chain's one-pass implementation for some backends (see the [module docs](self)).
 pub trait FusedStep<B: Backend>: Send + Sync + Debug {
     /// Name, for reports.
@@ -901,7 +933,6 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
     }
 }
 
-#[cfg(feature = "ndarray")]
 /// Adafactor's chain `[flip] → scale_by_adafactor → flip`, fused on the CPU (no device
 /// kernel): the row/column (or full) statistics, the update and its RMS, and the parameter
 /// step in three passes over the gradient (one over the parameter for its RMS when the step is
@@ -962,11 +993,13 @@ impl<B: Backend> FusedStep<B> for FusedAdafactor {
         }
         #[cfg(not(feature = "ndarray"))]
         {
+            let _ = (lr, factored);
             Err((param, grad))
         }
     }
 }
 
+#[cfg(feature = "ndarray")]
 mod cpu {
     //! burn-ndarray f32: take the buffers out of the tensors (no copy when uniquely owned),
     //! run one pass over contiguous chunks on scoped threads, put them back.
@@ -1064,9 +1097,16 @@ mod cpu {
                         Ok(nd) => {
                             return match *nd {
                                 NdArrayTensor::$variant(storage) => {
+                                    let unique = storage.is_unique();
                                     let arr = storage.into_owned();
                                     if arr.is_standard_layout() {
-                                        Ok(Buf::Nd(arr))
+                                        let mut buf = Buf::Nd(arr);
+                                        if unique {
+                                            // (a shared one was just copied by `into_owned`;
+                                            // moving that copy again would double the cost)
+                                            buf.rehome();
+                                        }
+                                        Ok(buf)
                                     } else {
                                         Err($back::<B>(Box::new(NdArrayTensor::from(arr))))
                                     }
@@ -1102,6 +1142,89 @@ mod cpu {
                 }
             }
         };
+    }
+
+    /// Buffers of at least this many bytes are re-homed ([`Buf::rehome`]).
+    const REHOME_MIN: usize = 16 << 20;
+    const HUGE_PAGE: usize = 2 << 20;
+
+    impl<T: Copy + Default> Buf<T> {
+        /// Move a large, uniquely owned ndarray buffer (once) into memory whose 2 MiB-aligned
+        /// interior is advised for huge pages ([`super::advise_huge_pages`]) before it is first
+        /// touched, so the step streams through 2 MiB pages from its first call instead of
+        /// whenever `khugepaged` gets to them. The array's data then starts on a 2 MiB
+        /// boundary (a view into a `Vec` up to 2 MiB longer: < 12.5% at the 16 MiB threshold,
+        /// < 1% from 256 MiB), which is how an already re-homed buffer is recognised: the next
+        /// steps cost one pointer check. burn-ndarray honours the view's offset everywhere
+        /// (`into_data` drains it). One copy per buffer, on its first fused step; flex buffers
+        /// and small ones are left as they are.
+        fn rehome(&mut self) {
+            #[allow(irrefutable_let_patterns)]
+            let Buf::Nd(a) = self else { return };
+            let n = a.len();
+            let start = a.as_ptr() as usize;
+            if size_of::<T>() * n < REHOME_MIN || start.is_multiple_of(HUGE_PAGE) {
+                return;
+            }
+            let Some(src) = a.as_slice() else { return };
+            let pad = HUGE_PAGE / size_of::<T>();
+            let mut v: Vec<T> = Vec::with_capacity(n + pad);
+            let base = v.as_ptr() as usize;
+            let k = (base.next_multiple_of(HUGE_PAGE) - base) / size_of::<T>();
+            super::advise_huge_pages(v.spare_capacity_mut());
+            v.resize(k, T::default());
+            v.extend_from_slice(src);
+            let Ok(mut b) = SharedArray::<T>::from_shape_vec(vec![k + n], v) else {
+                return;
+            };
+            b.slice_axis_inplace(ndarray::Axis(0), ndarray::Slice::from(k..k + n));
+            if b.is_standard_layout() && b.len() == n {
+                *a = b;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod rehome_tests {
+        use super::*;
+
+        #[test]
+        fn rehome_moves_a_large_buffer_to_a_2mib_boundary_once_and_keeps_it() {
+            let n = REHOME_MIN / 4 + 3;
+            let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+            let arr = SharedArray::<f32>::from_shape_vec(vec![n], data.clone()).unwrap();
+            let mut b = Buf::Nd(arr);
+            b.rehome();
+            let Buf::Nd(a) = &b else {
+                panic!("ndarray buffer")
+            };
+            let at = a.as_ptr() as usize;
+            assert_eq!(at % HUGE_PAGE, 0, "data starts on a 2 MiB boundary");
+            assert_eq!(a.shape(), &[n]);
+            assert!(a.is_standard_layout());
+            assert!(
+                a.as_slice().unwrap() == &data[..],
+                "contents moved unchanged"
+            );
+            // A second call recognises it and does not move it again.
+            b.rehome();
+            let Buf::Nd(a) = &b else {
+                panic!("ndarray buffer")
+            };
+            assert_eq!(a.as_ptr() as usize, at);
+            // Through burn: the tensor's data is exactly the view (the offset is drained).
+            let t: Tensor<burn::backend::NdArray<f32>, 1> = b.back();
+            assert!(t.into_data().to_vec::<f32>().unwrap() == data);
+            // Small buffers stay where they are.
+            let small = SharedArray::<f32>::from_shape_vec(vec![1000], vec![1.0; 1000]).unwrap();
+            let p = small.as_ptr();
+            let mut b = Buf::Nd(small);
+            b.rehome();
+            let Buf::Nd(a) = &b else {
+                panic!("ndarray buffer")
+            };
+            assert_eq!(a.as_ptr(), p);
+        }
     }
 
     buf_impl!(
@@ -1208,6 +1331,13 @@ mod cpu {
         };
         let n = xs.len();
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
+        // At the widest SIMD level (same lanes, same order: the same bits).
+        let part = |c: &[f32]| {
+            simd(
+                #[inline(always)]
+                || part(c),
+            )
+        };
         if nt <= 1 {
             return part(xs);
         }
@@ -1265,15 +1395,21 @@ mod cpu {
         }
     }
 
-    /// Run `jobs` on scoped threads, one per job; whoever takes a job runs it — this thread runs
-    /// the first and any job whose thread the OS refused to start. Returns the sum of `run`'s
-    /// results.
+    /// Run `jobs` on scoped threads, one per job, each at the widest SIMD level ([`simd`]);
+    /// whoever takes a job runs it — this thread runs the first and any job whose thread the OS
+    /// refused to start. Returns the sum of `run`'s results.
     fn run_jobs<J: Send>(jobs: Vec<J>, run: impl Fn(J) -> u64 + Sync) -> u64 {
         let jobs: Vec<Mutex<Option<J>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
         let total = AtomicU64::new(0);
         let take_and_run = |job: &Mutex<Option<J>>| {
             if let Some(j) = job.lock().ok().and_then(|mut j| j.take()) {
-                total.fetch_add(run(j), Ordering::Relaxed);
+                total.fetch_add(
+                    simd(
+                        #[inline(always)]
+                        || run(j),
+                    ),
+                    Ordering::Relaxed,
+                );
             }
         };
         std::thread::scope(|scope| {
@@ -1288,25 +1424,52 @@ mod cpu {
         total.into_inner()
     }
 
-    /// `k.run` compiled for AVX2 when the CPU has it (8-wide `sqrt`/`div`; the same IEEE
-    /// operations in the same order, no FMA contraction — results are unchanged).
+    /// `k.run` at the CPU's widest SIMD level ([`simd`]).
     fn run_best<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+        simd(
+            #[inline(always)]
+            || k.run(p, g, s),
+        )
+    }
+
+    /// `f()` compiled for the widest SIMD level the CPU has: AVX-512F, else AVX2, else the
+    /// baseline. The kernels' loops are plain Rust that LLVM vectorizes; inlined here they get
+    /// 16- or 8-wide `sqrt`/`div`/loads — the same IEEE operations in the same order and no
+    /// FMA contraction, so results are bitwise those of the baseline build (tested: fused ≡
+    /// composed). Wider vectors matter even for the memory-bound steps: fewer instructions per
+    /// byte keep more loads in flight (AdamW at 16M on a 2-core AMD EPYC: 9.9 ms AVX2 → 8.6 ms
+    /// AVX-512; docs/benchmarks.md).
+    #[inline(always)]
+    fn simd<R>(f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-                // calling a `#[target_feature(enable = "avx2")]` function.
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above), the only requirement
+                // of calling a `#[target_feature(enable = "avx512f")]` function.
                 #[allow(unsafe_code)]
-                return unsafe { run_avx2(k, p, g, s) };
+                return unsafe { on_avx512(f) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above, for AVX2.
+                #[allow(unsafe_code)]
+                return unsafe { on_avx2(f) };
             }
         }
-        k.run(p, g, s)
+        f()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn on_avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn run_avx2<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
-        k.run(p, g, s)
+    #[inline]
+    fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
     }
 
     /// The one-pass driver: check that `st`'s first tensors are `names` with the parameter's
@@ -1371,7 +1534,9 @@ mod cpu {
 
     impl Adam8Scalars {
         /// Whole blocks: `a1`/`a2` hold one max-abs per block of `ps`. Compiled for AVX2 when
-        /// the CPU has it (same IEEE operations in the same order, no FMA contraction).
+        /// the CPU has it (same IEEE operations in the same order, no FMA contraction) — not
+        /// AVX-512, even from inside [`simd`]: this kernel is built around 8-lane blocks and
+        /// measured slower at 16 lanes (16M, 2 threads: 43.8 → 50.4 ms).
         #[allow(clippy::too_many_arguments)]
         fn blocks_best(
             &self,
@@ -1396,6 +1561,7 @@ mod cpu {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
+        #[inline(never)]
         #[allow(clippy::too_many_arguments)]
         fn blocks_avx2(
             &self,
@@ -1714,25 +1880,29 @@ mod cpu {
                         .zip(runs(&mut row_sums, per * block_rows))
                         .zip(runs(&mut col_parts, per * c))
                         .collect();
-                    run_jobs(jobs, |((gj, rows), cols)| {
-                        {
-                            let it = gj.chunks(block).zip(rows.chunks_mut(block_rows));
-                            for ((gb, rb), cb) in it.zip(cols.chunks_mut(c)) {
-                                for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
-                                    let add = if hf { eps1 } else { 0.0 };
-                                    let u = |gv: f32, _: f32| {
-                                        let gv = gv * sign;
-                                        gv * gv + add
-                                    };
-                                    *rs = lane_sum(grow, grow, u);
-                                    for (cs, &gv) in cb.iter_mut().zip(grow) {
-                                        *cs += f64::from(u(gv, 0.0));
+                    run_jobs(
+                        jobs,
+                        #[inline(always)]
+                        |((gj, rows), cols)| {
+                            {
+                                let it = gj.chunks(block).zip(rows.chunks_mut(block_rows));
+                                for ((gb, rb), cb) in it.zip(cols.chunks_mut(c)) {
+                                    for (grow, rs) in gb.chunks(c).zip(rb.iter_mut()) {
+                                        let add = if hf { eps1 } else { 0.0 };
+                                        let u = |gv: f32, _: f32| {
+                                            let gv = gv * sign;
+                                            gv * gv + add
+                                        };
+                                        *rs = lane_sum(grow, grow, u);
+                                        for (cs, &gv) in cb.iter_mut().zip(grow) {
+                                            *cs += f64::from(u(gv, 0.0));
+                                        }
                                     }
                                 }
                             }
-                        }
-                        0
-                    });
+                            0
+                        },
+                    );
                     // Column sums per leading index. A block of whole rows lies within one
                     // leading index when `r` is a multiple of the block's rows (or `l` = 1);
                     // otherwise the sums are taken row by row.
@@ -1848,47 +2018,51 @@ mod cpu {
                     .enumerate()
                     .map(|(i, x)| (i, x, if full { vruns.next() } else { None }))
                     .collect();
-                run_jobs(jobs, |(ji, ((pj, gj), sj), mut vj)| {
-                    {
-                        let mut srow = vec![0.0f32; width];
-                        let blocks = pj.chunks(block).zip(gj.chunks(block)).zip(sj.iter_mut());
-                        for (bi, ((pb, gb), s)) in blocks.enumerate() {
-                            let first = (ji * per + bi) * block_rows;
-                            let (mut su, mut sp) = (0.0f64, 0.0f64);
-                            for (ri, (prow, grow)) in
-                                pb.chunks(width).zip(gb.chunks(width)).enumerate()
-                            {
-                                let row = first + ri;
-                                let w = prow.len();
-                                let vrow: &[f32] = match vj.as_deref_mut() {
-                                    Some(v) => {
-                                        let off = bi * block + ri * width;
-                                        let vr = &mut v[off..off + w];
-                                        for (x, &gv) in vr.iter_mut().zip(grow) {
-                                            let gv = gv * sign;
-                                            *x = if hf {
-                                                *x * b2t32 + (gv * gv + eps1) * omb32
-                                            } else {
-                                                lerp(*x, gv * gv)
-                                            };
+                run_jobs(
+                    jobs,
+                    #[inline(always)]
+                    |(ji, ((pj, gj), sj), mut vj)| {
+                        {
+                            let mut srow = vec![0.0f32; width];
+                            let blocks = pj.chunks(block).zip(gj.chunks(block)).zip(sj.iter_mut());
+                            for (bi, ((pb, gb), s)) in blocks.enumerate() {
+                                let first = (ji * per + bi) * block_rows;
+                                let (mut su, mut sp) = (0.0f64, 0.0f64);
+                                for (ri, (prow, grow)) in
+                                    pb.chunks(width).zip(gb.chunks(width)).enumerate()
+                                {
+                                    let row = first + ri;
+                                    let w = prow.len();
+                                    let vrow: &[f32] = match vj.as_deref_mut() {
+                                        Some(v) => {
+                                            let off = bi * block + ri * width;
+                                            let vr = &mut v[off..off + w];
+                                            for (x, &gv) in vr.iter_mut().zip(grow) {
+                                                let gv = gv * sign;
+                                                *x = if hf {
+                                                    *x * b2t32 + (gv * gv + eps1) * omb32
+                                                } else {
+                                                    lerp(*x, gv * gv)
+                                                };
+                                            }
+                                            vr
                                         }
-                                        vr
-                                    }
-                                    None => &[],
-                                };
-                                let srow = &mut srow[..w];
-                                fill_scale(row, vrow, srow);
-                                su += lane_sum(srow, grow, |s, gv| {
-                                    let u = s * (gv * sign);
-                                    u * u
-                                });
-                                sp += lane_sum(prow, prow, |x, _| x * x);
+                                        None => &[],
+                                    };
+                                    let srow = &mut srow[..w];
+                                    fill_scale(row, vrow, srow);
+                                    su += lane_sum(srow, grow, |s, gv| {
+                                        let u = s * (gv * sign);
+                                        u * u
+                                    });
+                                    sp += lane_sum(prow, prow, |x, _| x * x);
+                                }
+                                *s = (su, sp);
                             }
-                            *s = (su, sp);
                         }
-                    }
-                    0
-                });
+                        0
+                    },
+                );
             }
             let (su, sp) = sums
                 .iter()
@@ -1925,52 +2099,56 @@ mod cpu {
                 .enumerate()
                 .map(|(i, x)| (i, x, if b1.is_some() { mruns.next() } else { None }))
                 .collect();
-            run_jobs(jobs, |(ji, (pj, gj), mut mj)| {
-                {
-                    let base = ji * per * block;
-                    let mut srow = vec![0.0f32; width];
-                    let d = decay.unwrap_or(0.0);
-                    let rows = pj.chunks_mut(width).zip(gj.chunks(width));
-                    for (ri, (prow, grow)) in rows.enumerate() {
-                        let row = base / width + ri;
-                        let (off, w) = (ri * width, prow.len());
-                        let vrow = if full {
-                            &vs[base + off..base + off + w]
-                        } else {
-                            &[][..]
-                        };
-                        let srow = &mut srow[..w];
-                        fill_scale(row, vrow, srow);
-                        let step = |s: f32, gv: f32| s * (gv * sign) / denom * lr_eff;
-                        match (mj.as_deref_mut(), b1) {
-                            (Some(m), Some((b1, omb1))) => {
-                                let m = &mut m[off..off + w];
-                                let it = prow.iter_mut().zip(grow).zip(&*srow).zip(m);
-                                for (((pv, &gv), &s), mv) in it {
-                                    *mv = *mv * b1 + step(s, gv) * omb1;
-                                    let mut u = *mv;
-                                    if decay.is_some() {
-                                        u += *pv * d;
+            run_jobs(
+                jobs,
+                #[inline(always)]
+                |(ji, (pj, gj), mut mj)| {
+                    {
+                        let base = ji * per * block;
+                        let mut srow = vec![0.0f32; width];
+                        let d = decay.unwrap_or(0.0);
+                        let rows = pj.chunks_mut(width).zip(gj.chunks(width));
+                        for (ri, (prow, grow)) in rows.enumerate() {
+                            let row = base / width + ri;
+                            let (off, w) = (ri * width, prow.len());
+                            let vrow = if full {
+                                &vs[base + off..base + off + w]
+                            } else {
+                                &[][..]
+                            };
+                            let srow = &mut srow[..w];
+                            fill_scale(row, vrow, srow);
+                            let step = |s: f32, gv: f32| s * (gv * sign) / denom * lr_eff;
+                            match (mj.as_deref_mut(), b1) {
+                                (Some(m), Some((b1, omb1))) => {
+                                    let m = &mut m[off..off + w];
+                                    let it = prow.iter_mut().zip(grow).zip(&*srow).zip(m);
+                                    for (((pv, &gv), &s), mv) in it {
+                                        *mv = *mv * b1 + step(s, gv) * omb1;
+                                        let mut u = *mv;
+                                        if decay.is_some() {
+                                            u += *pv * d;
+                                        }
+                                        *pv += -u;
                                     }
-                                    *pv += -u;
                                 }
-                            }
-                            _ if decay.is_some() => {
-                                for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
-                                    let u = step(s, gv) + *pv * d;
-                                    *pv += -u;
+                                _ if decay.is_some() => {
+                                    for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
+                                        let u = step(s, gv) + *pv * d;
+                                        *pv += -u;
+                                    }
                                 }
-                            }
-                            _ => {
-                                for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
-                                    *pv += -step(s, gv);
+                                _ => {
+                                    for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
+                                        *pv += -step(s, gv);
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                0
-            });
+                    0
+                },
+            );
         });
         if let Some(m) = m_buf {
             bufs.push(m);

@@ -190,6 +190,25 @@ fn fused_matches_composed_on_non_finite_gradients() {
     }
 }
 
+/// Buffers of 16 MiB and more are moved once into huge-page-advised memory, as a view that
+/// starts on a 2 MiB boundary inside a longer allocation: the numbers, the records (read
+/// through burn's `into_data`, which must honour the view's offset) and shared buffers
+/// (copied, never re-homed or written through) are as on the composed path.
+#[test]
+fn large_rehomed_buffers_keep_numbers_and_records() {
+    let n = (1usize << 22) + 7;
+    let chain = AdamWConfig::default().build::<B>().unwrap();
+    let (fused, rf) = run(chain.clone(), n, 3, false);
+    let (composed, rc) = run(chain.clone().composed(), n, 3, false);
+    assert!(bits(&fused) == bits(&composed), "large AdamW step differs");
+    assert!(rf == rc, "large AdamW records differ");
+    let (aliased, _) = run(chain, n, 3, true);
+    assert!(
+        bits(&aliased) == bits(&composed),
+        "large aliased AdamW differs"
+    );
+}
+
 #[test]
 fn fused_threads_setting_does_not_change_results() {
     let chain = AdamWConfig::default().build::<B>().unwrap();
