@@ -1185,6 +1185,8 @@ mod cpu {
     }
 
     #[cfg(test)]
+    // `Buf` has one variant unless the `flex` feature is on
+    #[allow(irrefutable_let_patterns)]
     mod rehome_tests {
         use super::*;
 

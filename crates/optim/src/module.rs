@@ -262,22 +262,34 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
         let Some(device) = self.devices.remove(&path) else {
             return param;
         };
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let mut inner = tensor.inner();
-        if inner.device() != device {
-            inner = inner.to_device(&device);
-        }
-        let dims = inner.dims();
-        let n = dims.iter().product::<usize>();
-        let updated: Tensor<B::InnerBackend, 1> =
-            self.engine.apply(self.prep, &path, inner.reshape([n]));
-        let mut out = Tensor::<B, D>::from_inner(updated.reshape(dims));
-        if require_grad {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        remap_flat(param, |flat| {
+            let flat = if flat.device() != device {
+                flat.to_device(&device)
+            } else {
+                flat
+            };
+            self.engine.apply(self.prep, &path, flat)
+        })
     }
+}
+
+/// `param` with its value replaced by `f(value)`, `f` seeing and returning the inner value
+/// flattened (the same number of elements); the id, the mapper and the require-grad flag are
+/// kept. The one way the mappers below put a new value into a module.
+fn remap_flat<B: AutodiffBackend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    f: impl FnOnce(Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>,
+) -> Param<Tensor<B, D>> {
+    let (id, tensor, mapper) = param.consume();
+    let require_grad = tensor.is_require_grad();
+    let inner = tensor.inner();
+    let dims = inner.dims();
+    let n = dims.iter().product::<usize>();
+    let mut out = Tensor::<B, D>::from_inner(f(inner.reshape([n])).reshape(dims));
+    if require_grad {
+        out = out.require_grad();
+    }
+    Param::from_mapped_value(id, out, mapper)
 }
 
 struct Viewer<'a, B: AutodiffBackend> {
@@ -297,22 +309,13 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Viewer<'_, B> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = join(&self.path);
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let inner = tensor.inner();
-        let dims = inner.dims();
-        let n = dims.iter().product::<usize>();
-        let flat = inner.reshape([n]);
-        let viewed = if self.eval {
-            self.engine.eval_view(&path, flat)
-        } else {
-            self.engine.train_view(&path, flat)
-        };
-        let mut out = Tensor::<B, D>::from_inner(viewed.reshape(dims));
-        if require_grad {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        remap_flat(param, |flat| {
+            if self.eval {
+                self.engine.eval_view(&path, flat)
+            } else {
+                self.engine.train_view(&path, flat)
+            }
+        })
     }
 }
 
@@ -472,14 +475,8 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Setter<'_, B> {
         let Some(value) = self.values.remove(&path) else {
             return param;
         };
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let dims = tensor.dims();
-        let mut out = Tensor::<B, D>::from_inner(value.reshape(dims));
-        if require_grad {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        // (its length was checked against the parameter's by `SizeChecker`)
+        remap_flat(param, |_| value)
     }
 }
 
