@@ -89,15 +89,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
     /// [`GnbEstimator::sampled_loss`](crate::curvature::GnbEstimator::sampled_loss)) to the
     /// transforms that use them (Sophia); see [`MomentOptimizer::update_curvature`].
     pub fn update_curvature(&mut self, module: &M, grads: GradientsParams) -> Result<usize> {
-        let mut grads = GradAdaptor::from(grads);
-        let mut collector = Collector::<B> {
-            path: Vec::new(),
-            grads: &mut grads,
-            entries: Vec::new(),
-            devices: HashMap::new(),
-        };
-        module.visit(&mut collector);
-        let entries = collector.entries;
+        let (entries, _) = collect::<M, B>(module, &mut GradAdaptor::from(grads));
         self.engine.update_curvature(entries)
     }
 
@@ -140,16 +132,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         if self.in_eval {
             return (module, Err(OptimError::EvalMode));
         }
-        let mut collector = Collector::<B> {
-            path: Vec::new(),
-            grads: &mut grads,
-            entries: Vec::new(),
-            devices: HashMap::new(),
-        };
-        module.visit(&mut collector);
-        let Collector {
-            entries, devices, ..
-        } = collector;
+        let (entries, devices) = collect::<M, B>(&module, &mut grads);
         let mut prep = match self.engine.prepare(lr, entries) {
             Ok(p) => p,
             Err(e) => return (module, Err(e)),
@@ -203,6 +186,40 @@ fn join(path: &[String]) -> String {
     path.join(".")
 }
 
+/// The `enter_module` / `exit_module` pair of a visitor or mapper with a `path: Vec<String>`
+/// field: the path of the parameter being visited, as [`join`] names it.
+macro_rules! track_path {
+    () => {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+    };
+}
+
+/// The module's float parameters that have a gradient in `grads` (taken out of it) as flat
+/// gradient entries, and each one's device, by path.
+#[allow(clippy::type_complexity)]
+fn collect<M: AutodiffModule<B>, B: AutodiffBackend>(
+    module: &M,
+    grads: &mut GradAdaptor,
+) -> (
+    Vec<GradEntry<B::InnerBackend>>,
+    HashMap<String, Device<B::InnerBackend>>,
+) {
+    let mut collector = Collector::<B> {
+        path: Vec::new(),
+        grads,
+        entries: Vec::new(),
+        devices: HashMap::new(),
+    };
+    module.visit(&mut collector);
+    (collector.entries, collector.devices)
+}
+
 struct Collector<'a, B: AutodiffBackend> {
     path: Vec<String>,
     grads: &'a mut GradAdaptor,
@@ -211,13 +228,7 @@ struct Collector<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let Some((grad, device)) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
@@ -249,13 +260,7 @@ struct Applier<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Applier<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = join(&self.path);
@@ -299,13 +304,7 @@ struct Viewer<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Viewer<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = join(&self.path);
@@ -328,16 +327,8 @@ where
     M: AutodiffModule<B>,
     B: AutodiffBackend,
 {
-    let mut grads = GradAdaptor::from(grads);
-    let mut collector = Collector::<B> {
-        path: Vec::new(),
-        grads: &mut grads,
-        entries: Vec::new(),
-        devices: HashMap::new(),
-    };
-    module.visit(&mut collector);
-    collector
-        .entries
+    collect::<M, B>(module, &mut GradAdaptor::from(grads))
+        .0
         .into_iter()
         .filter_map(|e| {
             let value = e.param?;
@@ -372,13 +363,7 @@ struct ValueCollector<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for ValueCollector<B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let value = param.val().inner();
@@ -437,13 +422,7 @@ struct SizeChecker<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SizeChecker<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let path = join(&self.path);
@@ -462,13 +441,7 @@ struct Setter<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Setter<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+    track_path!();
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = join(&self.path);
