@@ -21,9 +21,9 @@ pub fn adam(
     one_minus_b1: f32,
     b2: f32,
     one_minus_b2: f32,
-    bc2_sqrt: f32,
+    inv_bc2_sqrt: f32,
     eps: f32,
-    bc1: f32,
+    inv_bc1: f32,
     neg_lr: f32,
     wd_l2: f32,
     wd_dec: f32,
@@ -45,8 +45,8 @@ pub fn adam(
             vu = select(x < v1, v1, x);
             vmax[i] = vu;
         }
-        let den = f32::sqrt(vu) / bc2_sqrt + eps;
-        let mut out = m1 / den / bc1;
+        let den = f32::sqrt(vu) * inv_bc2_sqrt + eps;
+        let mut out = m1 / den * inv_bc1;
         if decoupled {
             out += theta * wd_dec;
         }

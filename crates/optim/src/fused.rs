@@ -80,10 +80,32 @@ pub trait FusedStep<B: Backend>: Send + Sync + Debug {
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
     ) -> FusedResult<B>;
+
+    /// [`FusedStep::step`] that also returns the gradient's `Σ g²` exactly as [`sum_squares`]
+    /// computes it (same blocks, same order: the same bits), measured in the same pass over
+    /// memory as the update where the kernel can (the engine's [`GradientScan::InPass`]).
+    /// `None` in the result: not measured (the caller measures). The default measures nothing.
+    ///
+    /// [`GradientScan::InPass`]: crate::GradientScan::InPass
+    #[allow(clippy::result_large_err)]
+    fn step_measured(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.step(lr, shape, param, grad, states).map(|p| (p, None))
+    }
 }
 
 /// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
 pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
+
+/// [`FusedStep::step_measured`]'s outcome: the new parameter and the gradient's `Σ g²` when
+/// it was measured, or the inputs handed back unchanged.
+pub type MeasuredResult<B> = Result<(Tensor<B, 1>, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)>;
 
 /// One-pass kernels for a backend outside this crate (e.g. moment-cuda's CubeCL kernels on
 /// burn's CUDA and wgpu backends), registered with [`register_device_steps`]. The fused
@@ -241,6 +263,20 @@ pub fn sum_squares<B: Backend>(t: &Tensor<B, 1>) -> Option<f64> {
     }
 }
 
+/// Whether [`sum_squares`] (and so the CPU kernels' in-pass measurement) can read `t` in
+/// place: an f32 tensor of burn's CPU backends.
+pub(crate) fn host_readable<B: Backend>(t: &Tensor<B, 1>) -> bool {
+    #[cfg(feature = "ndarray")]
+    {
+        cpu::readable(t)
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
 /// The Adam family's chain `[flip] → [L2] → scale_by_adam → [decoupled] → −lr`, fused.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdam {
@@ -265,7 +301,7 @@ pub struct FusedAdam {
 /// Per-step f32 constants of [`FusedAdam`], rounded exactly as the composed transforms round
 /// them (device kernels take them as they are). Per element, in this order:
 /// `g ← maximize ? −g : g; g ← g + θ·coupled; m ← m + (g − m)·(1−β1); v ← v·β2 + g·g·(1−β2);
-/// v̂ ← amsgrad ? max(vmax, v) : v; u ← m / (√v̂ / bc2_sqrt + ε) / bc1; u ← u + θ·decoupled;
+/// v̂ ← amsgrad ? max(vmax, v) : v; u ← m / (√v̂ · inv_bc2_sqrt + ε) · inv_bc1; u ← u + θ·decoupled;
 /// θ ← θ + u·neg_lr`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamScalars {
@@ -281,12 +317,12 @@ pub struct AdamScalars {
     pub b2: f32,
     /// 1 − β2.
     pub one_minus_b2: f32,
-    /// √(1 − β2ᵗ).
-    pub bc2_sqrt: f32,
+    /// 1 / √(1 − β2ᵗ) (computed in f64, rounded once).
+    pub inv_bc2_sqrt: f32,
     /// ε.
     pub eps: f32,
-    /// 1 − β1ᵗ.
-    pub bc1: f32,
+    /// 1 / (1 − β1ᵗ) (computed in f64, rounded once).
+    pub inv_bc1: f32,
     /// −lr.
     pub neg_lr: f32,
     /// AMSGrad.
@@ -325,8 +361,8 @@ impl AdamScalars {
         } else {
             v1
         };
-        let den = vu.sqrt() / self.bc2_sqrt + self.eps;
-        let mut out = m1 / den / self.bc1;
+        let den = vu.sqrt() * self.inv_bc2_sqrt + self.eps;
+        let mut out = m1 / den * self.inv_bc1;
         if DECOUPLED {
             out += *p * wd_dec;
         }
@@ -516,6 +552,32 @@ impl<B: Backend> FusedStep<B> for FusedLion {
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
     ) -> FusedResult<B> {
+        self.run(lr, param, grad, states, false).map(|(p, _)| p)
+    }
+
+    fn step_measured(
+        &self,
+        lr: f64,
+        _shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.run(lr, param, grad, states, true)
+    }
+}
+
+impl FusedLion {
+    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    #[allow(clippy::result_large_err)]
+    fn run<B: Backend>(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+        measure: bool,
+    ) -> MeasuredResult<B> {
         let sc = self.scalars(lr);
         let Some(st) = states.get_mut(self.lion_index) else {
             return Err((param, grad));
@@ -525,15 +587,16 @@ impl<B: Backend> FusedStep<B> for FusedLion {
             return Err((param, grad));
         }
         let (param, grad) = match on_device(param, grad, |d, p, g| d.lion(&sc, p, g, st)) {
-            Ok(p) => return Ok(p),
+            Ok(p) => return Ok((p, None)),
             Err(x) => x,
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, &names, |_| sc).map(|(p, _)| p)
+            cpu::one_pass(param, grad, st, &names, measure, |_| sc).map(|(p, _, s)| (p, s))
         }
         #[cfg(not(feature = "ndarray"))]
         {
+            let _ = measure;
             Err((param, grad))
         }
     }
@@ -706,6 +769,32 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
     ) -> FusedResult<B> {
+        self.run(lr, param, grad, states, false).map(|(p, _)| p)
+    }
+
+    fn step_measured(
+        &self,
+        lr: f64,
+        _shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.run(lr, param, grad, states, true)
+    }
+}
+
+impl FusedSophia {
+    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    #[allow(clippy::result_large_err)]
+    fn run<B: Backend>(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+        measure: bool,
+    ) -> MeasuredResult<B> {
         let sc = self.scalars(lr);
         let Some(st) = states.get_mut(self.sophia_index) else {
             return Err((param, grad));
@@ -722,13 +811,13 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
         let (param, grad) = match with_counter(st, |st| {
             on_device(param, grad, |d, p, g| d.sophia(&sc, p, g, st))
         }) {
-            Ok(p) => return Ok(p),
+            Ok(p) => return Ok((p, None)),
             Err(x) => x,
         };
         #[cfg(feature = "ndarray")]
         {
             let n = param.dims()[0];
-            let (p, win) = cpu::one_pass(param, grad, st, &names, |st| {
+            let (p, win, sumsq) = cpu::one_pass(param, grad, st, &names, measure, |st| {
                 st.counters[0].1 = st.counters[0].1.saturating_add(1);
                 sc
             })?;
@@ -739,10 +828,11 @@ impl<B: Backend> FusedStep<B> for FusedSophia {
                 st.tensors[2].tensor =
                     Tensor::from_data(burn::tensor::TensorData::new(vec![rate], [1]), &device);
             }
-            Ok(p)
+            Ok((p, sumsq))
         }
         #[cfg(not(feature = "ndarray"))]
         {
+            let _ = measure;
             Err((param, grad))
         }
     }
@@ -874,9 +964,9 @@ impl FusedAdam {
             one_minus_b1: (1.0 - b1) as f32,
             b2: b2 as f32,
             one_minus_b2: (1.0 - b2) as f32,
-            bc2_sqrt: (1.0 - b2.powi(ti)).sqrt() as f32,
+            inv_bc2_sqrt: (1.0 / (1.0 - b2.powi(ti)).sqrt()) as f32,
             eps: self.eps as f32,
-            bc1: (1.0 - b1.powi(ti)) as f32,
+            inv_bc1: (1.0 / (1.0 - b1.powi(ti))) as f32,
             neg_lr: -(lr as f32),
             amsgrad: self.amsgrad,
         }
@@ -896,6 +986,32 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
     ) -> FusedResult<B> {
+        self.run(lr, param, grad, states, false).map(|(p, _)| p)
+    }
+
+    fn step_measured(
+        &self,
+        lr: f64,
+        _shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.run(lr, param, grad, states, true)
+    }
+}
+
+impl FusedAdam {
+    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    #[allow(clippy::result_large_err)]
+    fn run<B: Backend>(
+        &self,
+        lr: f64,
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+        measure: bool,
+    ) -> MeasuredResult<B> {
         let names: &[&str] = if self.amsgrad {
             &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
         } else {
@@ -914,20 +1030,21 @@ impl<B: Backend> FusedStep<B> for FusedAdam {
             let sc = self.scalars(lr, st.counters[0].1);
             on_device(param, grad, |d, p, g| d.adam(&sc, p, g, st))
         }) {
-            Ok(p) => return Ok(p),
+            Ok(p) => return Ok((p, None)),
             Err(x) => x,
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, names, |st| {
+            cpu::one_pass(param, grad, st, names, measure, |st| {
                 let t = st.counters[0].1.saturating_add(1);
                 st.counters[0].1 = t;
                 self.scalars(lr, t)
             })
-            .map(|(p, _)| p)
+            .map(|(p, _, s)| (p, s))
         }
         #[cfg(not(feature = "ndarray"))]
         {
+            let _ = measure;
             Err((param, grad))
         }
     }
@@ -1008,8 +1125,8 @@ mod cpu {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// One chunk's slices: parameter, gradient, state streams.
-    type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
+    /// One chunk's slices: parameter, gradient, state streams, and where its `Σ g²` goes.
+    type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>, &'a mut f64);
 
     #[cfg(feature = "flex")]
     use burn::backend::flex::FlexTensor;
@@ -1307,43 +1424,57 @@ mod cpu {
         }
     }
 
+    pub(super) fn readable<B: Backend>(t: &Tensor<B, 1>) -> bool {
+        View::peek(t.clone()).is_ok()
+    }
+
     pub(super) fn sum_squares<B: Backend>(t: &Tensor<B, 1>) -> Option<f64> {
         let view = View::peek(t.clone()).ok()?;
         Some(view.with(sum_squares_slice))
     }
 
-    fn sum_squares_slice(xs: &[f32]) -> f64 {
-        let part = |c: &[f32]| -> f64 {
-            // Eight f32 lanes per block of 256 (vectorizes), block totals added in f64. A block
-            // whose f32 sum overflows gives +Inf; the engine then tells overflow from NaN/Inf
-            // gradients itself.
-            c.chunks(256)
-                .map(|b| {
-                    let mut acc = [0.0f32; 8];
-                    let mut lanes = b.chunks_exact(8);
-                    for l in &mut lanes {
-                        for (a, x) in acc.iter_mut().zip(l) {
-                            *a += x * x;
-                        }
-                    }
-                    let tail: f32 = lanes.remainder().iter().map(|x| x * x).sum();
-                    acc.iter().map(|a| f64::from(*a)).sum::<f64>() + f64::from(tail)
-                })
-                .sum()
-        };
-        let n = xs.len();
+    /// Elements per block of [`sumsq_fold`]: eight f32 lanes each, block totals in f64.
+    const SUMSQ_BLOCK: usize = 256;
+
+    /// `acc` plus `Σ x²` of `c`, block by block: eight f32 lanes per block of
+    /// [`SUMSQ_BLOCK`] (vectorizes), each block's total added to `acc` in f64, in order. A
+    /// block whose f32 sum overflows gives +Inf; the engine then tells overflow from NaN/Inf
+    /// gradients itself. Folding a slice in pieces that are whole blocks gives the same bits
+    /// as folding it at once (the in-pass measurement relies on it).
+    #[inline(always)]
+    fn sumsq_fold(acc: f64, c: &[f32]) -> f64 {
+        c.chunks(SUMSQ_BLOCK).fold(acc, |total, b| {
+            let mut lanes_acc = [0.0f32; 8];
+            let mut lanes = b.chunks_exact(8);
+            for l in &mut lanes {
+                for (a, x) in lanes_acc.iter_mut().zip(l) {
+                    *a += x * x;
+                }
+            }
+            let tail: f32 = lanes.remainder().iter().map(|x| x * x).sum();
+            total + (lanes_acc.iter().map(|a| f64::from(*a)).sum::<f64>() + f64::from(tail))
+        })
+    }
+
+    /// The chunk length the CPU passes split `n` elements into (one chunk per thread).
+    fn chunk_len(n: usize) -> usize {
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
+        n.div_ceil(nt).max(1)
+    }
+
+    fn sum_squares_slice(xs: &[f32]) -> f64 {
         // At the widest SIMD level (same lanes, same order: the same bits).
         let part = |c: &[f32]| {
             simd(
                 #[inline(always)]
-                || part(c),
+                || sumsq_fold(0.0, c),
             )
         };
-        if nt <= 1 {
+        let chunk = chunk_len(xs.len());
+        if chunk >= xs.len() {
             return part(xs);
         }
-        let chunk = n.div_ceil(nt);
+        // Chunk totals added in chunk order (as `one_pass` adds its measured chunks).
         std::thread::scope(|scope| {
             let handles: Vec<_> = xs
                 .chunks(chunk)
@@ -1351,8 +1482,7 @@ mod cpu {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or(f64::NAN))
-                .sum()
+                .fold(0.0, |total, h| total + h.join().unwrap_or(f64::NAN))
         })
     }
 
@@ -1426,11 +1556,46 @@ mod cpu {
         total.into_inner()
     }
 
-    /// `k.run` at the CPU's widest SIMD level ([`simd`]).
-    fn run_best<K: Kernel>(k: &K, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64 {
+    /// Elements per kernel call when the pass also measures `Σ g²`: the gradient's block is
+    /// summed right before the kernel reads it again from L1 (16 KiB), so memory sees one read.
+    /// A multiple of [`SUMSQ_BLOCK`].
+    const MEASURE_BLOCK: usize = 16 * SUMSQ_BLOCK;
+
+    /// `k.run` at the CPU's widest SIMD level ([`simd`]); with `sumsq`, the chunk's `Σ g²`
+    /// as [`sumsq_fold`] gives it (from 0), measured block by block in the same pass.
+    fn run_best<K: Kernel>(
+        k: &K,
+        p: &mut [f32],
+        g: &[f32],
+        s: &mut [&mut [f32]],
+        sumsq: Option<&mut f64>,
+    ) -> u64 {
+        let Some(out) = sumsq else {
+            return simd(
+                #[inline(always)]
+                || k.run(p, g, s),
+            );
+        };
         simd(
             #[inline(always)]
-            || k.run(p, g, s),
+            || {
+                let mut total = 0.0f64;
+                let mut count = 0u64;
+                let mut rest: Vec<&mut [f32]> = s.iter_mut().map(std::mem::take).collect();
+                let mut cur: Vec<&mut [f32]> = Vec::with_capacity(rest.len());
+                for (pb, gb) in p.chunks_mut(MEASURE_BLOCK).zip(g.chunks(MEASURE_BLOCK)) {
+                    total = sumsq_fold(total, gb);
+                    cur.clear();
+                    for r in rest.iter_mut() {
+                        let (head, tail) = std::mem::take(r).split_at_mut(gb.len());
+                        cur.push(head);
+                        *r = tail;
+                    }
+                    count += k.run(pb, gb, &mut cur);
+                }
+                *out = total;
+                count
+            },
         )
     }
 
@@ -1480,14 +1645,17 @@ mod cpu {
     /// reached when nothing can fail any more), run the kernel over contiguous chunks on scoped
     /// threads and put everything back. Returns the new parameter and the kernel's count, or the
     /// inputs unchanged (and `st` untouched) when the backend, dtype or layout does not fit.
+    /// With `measure`, also the gradient's `Σ g²`, bitwise as [`sum_squares`] gives it (same
+    /// chunks, same blocks, same order), read in the same pass.
     #[allow(clippy::result_large_err, clippy::type_complexity)]
     pub(super) fn one_pass<B: Backend, K: Kernel>(
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         st: &mut TransformState<B>,
         names: &[&str],
+        measure: bool,
         make: impl FnOnce(&mut TransformState<B>) -> K,
-    ) -> Result<(Tensor<B, 1>, u64), (Tensor<B, 1>, Tensor<B, 1>)> {
+    ) -> Result<(Tensor<B, 1>, u64, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)> {
         let n = param.dims()[0];
         let k = names.len();
         let layout_ok = st.tensors.len() >= k
@@ -1505,14 +1673,17 @@ mod cpu {
             return Err((p.back(), g.back()));
         };
         let kernel = make(st);
+        let mut sums: Vec<f64> = Vec::new();
         let count = g.with(|gs| {
             let ps = p.slice_mut();
             let mut ss: Vec<&mut [f32]> = streams.iter_mut().map(Buf::<f32>::slice_mut).collect();
-            let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
+            let chunk = chunk_len(n);
+            let nt = n.div_ceil(chunk).max(1);
+            sums = vec![0.0; nt];
             if nt <= 1 {
-                run_best(&kernel, ps, gs, &mut ss)
+                let out = measure.then_some(&mut sums[0]);
+                run_best(&kernel, ps, gs, &mut ss, out)
             } else {
-                let chunk = n.div_ceil(nt);
                 let kernel = &kernel;
                 let mut per_job: Vec<Vec<&mut [f32]>> = (0..nt).map(|_| Vec::new()).collect();
                 for s in ss {
@@ -1524,14 +1695,19 @@ mod cpu {
                     .chunks_mut(chunk)
                     .zip(gs.chunks(chunk))
                     .zip(per_job)
-                    .map(|((p, g), s)| (p, g, s))
+                    .zip(sums.iter_mut())
+                    .map(|(((p, g), s), out)| (p, g, s, out))
                     .collect();
-                run_jobs(jobs, |(p, g, mut s)| run_best(kernel, p, g, &mut s))
+                run_jobs(jobs, |(p, g, mut s, out)| {
+                    run_best(kernel, p, g, &mut s, measure.then_some(out))
+                })
             }
         });
         put_floats(st, streams);
         drop(g);
-        Ok((p.back(), count))
+        // Chunk totals added in chunk order, as `sum_squares_slice` adds them.
+        let sumsq = measure.then(|| sums.iter().fold(0.0, |total, s| total + s));
+        Ok((p.back(), count, sumsq))
     }
 
     impl Adam8Scalars {

@@ -71,8 +71,8 @@ pub use error::{OptimError, Result};
 pub use module::{ModuleOptimizer, module_params, module_values, set_module_params};
 pub use observer::{Observer, ParamView};
 pub use optimizer::{
-    GradEntry, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup, ParamMemory,
-    ParamTensor, PreparedStep, StateMemory, StepReport,
+    GradEntry, GradientScan, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup,
+    ParamMemory, ParamTensor, PreparedStep, StateMemory, StepReport,
 };
 pub use optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,

@@ -15,7 +15,10 @@
 //! the bytes the algorithm must move per parameter (its floor), effective GB/s
 //! (`bytes · n / median`), that as a % of the bandwidth measured in the same run with a kernel of
 //! the same access pattern, and the state bytes per parameter from the accounting API.
-//! Implementations: `moment-fused` (one pass, where the chain has one), `moment-composed`
+//! Implementations: `moment-fused` (one pass, where the chain has one; the engine's default
+//! checks: every gradient is scanned before the step), `moment-inpass` (the same with
+//! `NonFinitePolicy::Propagate` and `GradientScan::InPass`: the gradient is measured inside
+//! the fused pass and read once, as PyTorch's unchecked step reads it), `moment-composed`
 //! (the chain's tensor ops) and `burn-optim` (burn's own AdamW / Adam, where burn has it).
 //! PyTorch's `AdamW` / `Adam` (`torch-fused`, `torch-foreach`) run in the same process tree
 //! through `xtask/gpu/torch_adamw.py` (embedded in this binary) when `--torch PYTHON` (default
@@ -37,8 +40,8 @@ use burn::tensor::{Distribution, Tensor};
 use moment_examples::model_bench::{ModelRow, time_model};
 use moment_monitor::plot::{Bar, bar_chart};
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, LionConfig, MomentOptimizer, ParamTensor,
-    SophiaConfig,
+    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, GradientScan, LionConfig, MomentOptimizer,
+    NonFinitePolicy, ParamGroup, ParamTensor, Selector, SophiaConfig,
 };
 use serde::Serialize;
 
@@ -296,12 +299,20 @@ use flat::Flat;
 
 fn time_moment<Bk: Backend>(
     chain: Chain<Bk>,
+    scan: GradientScan,
     n: usize,
     shape: Vec<usize>,
     reps: usize,
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
     let device = Default::default();
-    let mut opt = MomentOptimizer::new(chain);
+    let mut opt = match scan {
+        GradientScan::BeforeStep => MomentOptimizer::new(chain),
+        GradientScan::InPass => MomentOptimizer::builder()
+            .group(ParamGroup::new("all", Selector::All, chain))
+            .non_finite(NonFinitePolicy::Propagate)
+            .gradient_scan(scan)
+            .build()?,
+    };
     let mut params = vec![ParamTensor {
         path: "w".into(),
         shape,
@@ -366,7 +377,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut reps = 7usize;
     let mut json: Option<String> = None;
     let mut chart: Option<String> = None;
-    let mut impl_filter = "moment-fused,moment-composed,burn-optim,torch".to_string();
+    let mut impl_filter = "moment-fused,moment-inpass,moment-composed,burn-optim,torch".to_string();
     let mut quick = false;
     let mut backend = "ndarray".to_string();
     let mut model = "tiny".to_string();
@@ -729,11 +740,18 @@ fn bench_rows<Bk: Backend>(
                 .find(|(p, _)| *p == pattern(name))
                 .map_or(f64::NAN, |(_, g)| *g);
             let base = chain::<Bk>(name)?;
-            let mut impls: Vec<(&str, Option<Chain<Bk>>)> = Vec::new();
+            let mut impls: Vec<(&str, Option<(Chain<Bk>, GradientScan)>)> = Vec::new();
             if base.fused().is_some() {
-                impls.push(("moment-fused", Some(base.clone())));
+                impls.push((
+                    "moment-fused",
+                    Some((base.clone(), GradientScan::BeforeStep)),
+                ));
+                impls.push(("moment-inpass", Some((base.clone(), GradientScan::InPass))));
             }
-            impls.push(("moment-composed", Some(base.composed())));
+            impls.push((
+                "moment-composed",
+                Some((base.composed(), GradientScan::BeforeStep)),
+            ));
             if matches!(*name, "adamw" | "adam") {
                 impls.push(("burn-optim", None));
             }
@@ -742,7 +760,7 @@ fn bench_rows<Bk: Backend>(
                     continue;
                 }
                 let (times, state) = match ch {
-                    Some(c) => time_moment(c, n, shape_of(name, n), reps)?,
+                    Some((c, scan)) => time_moment(c, scan, n, shape_of(name, n), reps)?,
                     None => match time_burn::<Bk>(name, n, reps) {
                         Some(t) => (t, 8.0),
                         None => continue,

@@ -91,15 +91,18 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
             v.clone()
         };
 
-        // Bias corrections in f64 (torch computes them as Python floats), rounded once.
+        // Bias corrections in f64 (torch computes them as Python floats), inverted there and
+        // rounded once: one division per element (m / denom) instead of torch's two — a
+        // multiplication by the f32 reciprocal differs from torch's division by ≤ 1 ulp
+        // (docs/algorithms.md, "Adam: reciprocal bias corrections").
         let ti = i32::try_from(t).unwrap_or(i32::MAX);
-        let bc1 = 1.0 - b1.powi(ti);
-        let bc2_sqrt = (1.0 - b2.powi(ti)).sqrt();
+        let inv_bc1 = 1.0 / (1.0 - b1.powi(ti));
+        let inv_bc2_sqrt = 1.0 / (1.0 - b2.powi(ti)).sqrt();
         let denom = v_used
             .sqrt()
-            .div_scalar(bc2_sqrt as f32)
+            .mul_scalar(inv_bc2_sqrt as f32)
             .add_scalar(self.eps as f32);
-        let out = m.clone().div(denom).div_scalar(bc1 as f32);
+        let out = m.clone().div(denom).mul_scalar(inv_bc1 as f32);
 
         state.tensors[EXP_AVG].tensor = m;
         state.tensors[EXP_AVG_SQ].tensor = v;
