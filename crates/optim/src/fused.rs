@@ -107,6 +107,40 @@ pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
 /// it was measured, or the inputs handed back unchanged.
 pub type MeasuredResult<B> = Result<(Tensor<B, 1>, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)>;
 
+/// [`FusedStep`] for a fused step whose CPU kernel can measure `Σ g²` in its own pass: `step`
+/// and `step_measured` both call the type's `run(lr, param, grad, states, measure)`.
+macro_rules! measuring_fused_step {
+    ($ty:ty, $name:literal) => {
+        impl<B: Backend> FusedStep<B> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn step(
+                &self,
+                lr: f64,
+                _shape: &[usize],
+                param: Tensor<B, 1>,
+                grad: Tensor<B, 1>,
+                states: &mut [TransformState<B>],
+            ) -> FusedResult<B> {
+                self.run(lr, param, grad, states, false).map(|(p, _)| p)
+            }
+
+            fn step_measured(
+                &self,
+                lr: f64,
+                _shape: &[usize],
+                param: Tensor<B, 1>,
+                grad: Tensor<B, 1>,
+                states: &mut [TransformState<B>],
+            ) -> MeasuredResult<B> {
+                self.run(lr, param, grad, states, true)
+            }
+        }
+    };
+}
+
 /// One-pass kernels for a backend outside this crate (e.g. moment-cuda's CubeCL kernels on
 /// burn's CUDA and wgpu backends), registered with [`register_device_steps`]. The fused
 /// chains call them before their CPU kernels; each method gets the step's constants (rounded
@@ -524,6 +558,8 @@ impl Kernel for LionScalars {
     }
 }
 
+measuring_fused_step!(FusedLion, "fused_lion");
+
 impl FusedLion {
     /// This step's constants.
     pub fn scalars(&self, lr: f64) -> LionScalars {
@@ -537,37 +573,7 @@ impl FusedLion {
             neg_lr: -(lr as f32),
         }
     }
-}
 
-impl<B: Backend> FusedStep<B> for FusedLion {
-    fn name(&self) -> &'static str {
-        "fused_lion"
-    }
-
-    fn step(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> FusedResult<B> {
-        self.run(lr, param, grad, states, false).map(|(p, _)| p)
-    }
-
-    fn step_measured(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> MeasuredResult<B> {
-        self.run(lr, param, grad, states, true)
-    }
-}
-
-impl FusedLion {
     /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
@@ -729,6 +735,8 @@ impl Kernel for SophiaScalars {
     }
 }
 
+measuring_fused_step!(FusedSophia, "fused_sophia");
+
 impl FusedSophia {
     /// This step's constants.
     pub fn scalars(&self, lr: f64) -> SophiaScalars {
@@ -754,37 +762,7 @@ impl FusedSophia {
             ["exp_avg", "hessian"]
         }
     }
-}
 
-impl<B: Backend> FusedStep<B> for FusedSophia {
-    fn name(&self) -> &'static str {
-        "fused_sophia"
-    }
-
-    fn step(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> FusedResult<B> {
-        self.run(lr, param, grad, states, false).map(|(p, _)| p)
-    }
-
-    fn step_measured(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> MeasuredResult<B> {
-        self.run(lr, param, grad, states, true)
-    }
-}
-
-impl FusedSophia {
     /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
@@ -952,6 +930,8 @@ impl<B: Backend> FusedStep<B> for FusedAdam8bit {
     }
 }
 
+measuring_fused_step!(FusedAdam, "fused_adam");
+
 impl FusedAdam {
     /// The constants of step `t` (1-based).
     pub fn scalars(&self, lr: f64, t: u64) -> AdamScalars {
@@ -971,37 +951,7 @@ impl FusedAdam {
             amsgrad: self.amsgrad,
         }
     }
-}
 
-impl<B: Backend> FusedStep<B> for FusedAdam {
-    fn name(&self) -> &'static str {
-        "fused_adam"
-    }
-
-    fn step(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> FusedResult<B> {
-        self.run(lr, param, grad, states, false).map(|(p, _)| p)
-    }
-
-    fn step_measured(
-        &self,
-        lr: f64,
-        _shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> MeasuredResult<B> {
-        self.run(lr, param, grad, states, true)
-    }
-}
-
-impl FusedAdam {
     /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
