@@ -287,7 +287,12 @@ impl<B: Backend> PreparedStep<B> {
     fn measured(&mut self, path: &str, g: &Tensor<B, 1>, s: Option<f64>) {
         let s = s
             .or_else(|| crate::fused::sum_squares(g))
-            .unwrap_or_else(|| read_scalars(vec![g.clone().square().sum()])[0]);
+            .unwrap_or_else(|| {
+                read_scalars(vec![g.clone().square().sum()])
+                    .into_iter()
+                    .next()
+                    .unwrap_or(f64::NAN)
+            });
         let (_, s, bad) = settle(g.clone(), s, NonFinitePolicy::Propagate);
         if bad > 0 {
             self.report.non_finite += bad;

@@ -36,6 +36,48 @@ fn data(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 /// Sizes: several threads and a ragged last measuring block; one thread; tiny.
 const SIZES: [usize; 3] = [100_003, 1000, 7];
 
+/// Parameter `i`'s gradient at `step` in [`run`].
+fn gradient(step: u64, i: usize, huge: bool) -> Vec<f32> {
+    let n = SIZES[i];
+    let mut g = data(100 + 10 * step + i as u64, n, 2.0);
+    if step == 2 && i == 1 {
+        g[3] = f32::NAN;
+        g[10] = f32::INFINITY;
+        g[n - 1] = -f32::INFINITY;
+        g[20] = if huge { 1e30 } else { 1e6 };
+    }
+    if step == 3 && i == 0 && huge {
+        for x in g.iter_mut().take(300) {
+            *x = 3e19;
+        }
+    }
+    g
+}
+
+/// The global norm `Propagate` reports for [`run`]'s step: `√Σ g²` over the finite elements of
+/// every gradient, summed here in f64 from the host data (independently of the engine's f32
+/// lanes, blocks and overflow handling).
+fn expected_norm(step: u64, huge: bool) -> f64 {
+    (0..SIZES.len())
+        .flat_map(|i| gradient(step, i, huge))
+        .filter(|x| x.is_finite())
+        .map(|x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Asserts every report's norm is [`expected_norm`] to f32-summation accuracy.
+fn assert_norms(name: &str, reports: &[StepReport], huge: bool) {
+    for (step, r) in (0u64..).zip(reports) {
+        let expected = expected_norm(step, huge);
+        assert!(
+            (r.grad_norm / expected - 1.0).abs() < 1e-5,
+            "{name}, step {step}: norm {} vs {expected}",
+            r.grad_norm
+        );
+    }
+}
+
 /// Four steps over three parameters; at step 2 parameter `b` gets NaN and ±Inf elements (and
 /// one large finite value), at step 3 `a` gets a gradient whose f32 block sums overflow when
 /// `huge` (chains that square the gradient in f32 refuse that when scanning first: see
@@ -67,20 +109,7 @@ fn run(
     let mut reports = Vec::new();
     for step in 0..4u64 {
         for (i, p) in params.iter_mut().enumerate() {
-            let n = p.shape[0];
-            let mut g = data(100 + 10 * step + i as u64, n, 2.0);
-            if step == 2 && i == 1 {
-                g[3] = f32::NAN;
-                g[10] = f32::INFINITY;
-                g[n - 1] = -f32::INFINITY;
-                g[20] = if huge { 1e30 } else { 1e6 };
-            }
-            if step == 3 && i == 0 && huge {
-                for x in g.iter_mut().take(300) {
-                    *x = 3e19;
-                }
-            }
-            p.grad = Some(flat(&g));
+            p.grad = Some(flat(&gradient(step, i, huge)));
         }
         reports.push(opt.step(1e-3, &mut params)?);
     }
@@ -143,7 +172,7 @@ fn in_pass_scan_gives_the_same_steps_and_reports_as_scanning_first() {
                 r_pass[3].grad_norm
             );
         }
-        assert!(r_pass[0].grad_norm > 0.0, "{name}");
+        assert_norms(&name, &r_pass, huge);
     }
 }
 
@@ -282,6 +311,7 @@ fn in_pass_scan_does_not_refuse_gradients_too_large_for_f32_squares() {
     let err = run(chain(), GradientScan::BeforeStep, true).unwrap_err();
     assert!(matches!(err, OptimError::GradientTooLarge { .. }), "{err}");
     let (_, reports, _) = run(chain(), GradientScan::InPass, true).unwrap();
+    assert_norms("adafactor", &reports, true);
     assert!(reports[2].grad_norm > 1e29, "{}", reports[2].grad_norm);
     assert_eq!(reports[2].non_finite, 3);
 }
