@@ -57,12 +57,12 @@ pub struct QuantMap {
 #[derive(Debug, Clone, Default)]
 struct OnceLockBuckets(OnceLock<Buckets>);
 
-/// The tables of [`NearestCoder`]: per bucket (a range of consecutive floats) the code of its
-/// lowest value, or [`SLOW`]; per code the smallest value whose code is higher.
+/// The table of [`NearestCoder`]: per bucket (a range of consecutive floats) one entry, the
+/// code of its lowest value in bits 0–7 and, in bits 8–24, the [`NearestCoder::low_key`] from
+/// which the code is one higher ([`NEVER`] if none), or [`SLOW`].
 #[derive(Debug, Clone)]
 struct Buckets {
-    table: Vec<u16>,
-    up: [f32; 256],
+    table: Box<[u32; BUCKETS + 1]>,
 }
 
 impl PartialEq for OnceLockBuckets {
@@ -73,16 +73,24 @@ impl PartialEq for OnceLockBuckets {
 
 /// A table entry that sends the value to the binary search (its bucket spans more than two
 /// codes — none does for the dynamic maps — or the value is outside the table: |x| ≥ 2, NaN).
-const SLOW: u16 = 0x100;
-/// Mantissa bits below the bucket index (23 − 8: 256 buckets per binade).
-const BUCKET_SHIFT: u32 = 15;
+const SLOW: u32 = 1 << 31;
+/// Mantissa bits below the bucket index (23 − 7: 128 buckets per binade — the finest the
+/// dynamic maps need: the unsigned map's top codes are 0.007 apart, a bucket in [0.5, 1) is
+/// 0.0039 wide).
+const BUCKET_SHIFT: u32 = 16;
+/// The bits of a value's position inside its bucket ([`NearestCoder::low_key`]).
+const LOW_MASK: u32 = (1 << BUCKET_SHIFT) - 1;
+/// An entry's threshold when no value of the bucket has a higher code (above every low key).
+const NEVER: u32 = 1 << BUCKET_SHIFT;
 /// Buckets per binade.
 const BUCKETS_PER_EXPONENT: usize = 1 << (23 - BUCKET_SHIFT);
-/// Smallest biased exponent with its own row (2^-40); row 0 holds every magnitude below it
-/// (zero and denormals included).
-const BUCKET_MIN_EXPONENT: u32 = 127 - 40;
-/// Rows per sign: the small-magnitude row, then the binades 2^-40 … 2^0 (magnitudes below 2).
-const BUCKET_ROWS: usize = 1 + 40 + 1;
+/// Smallest biased exponent with its own row (2^-24); row 0 holds every magnitude below it
+/// (zero and denormals included). The build checks that each row-0 bucket has one code (for
+/// the dynamic maps: their smallest decision point is ~1.6e-7 > 2^-23); one that had more
+/// would be [`SLOW`], still exact.
+const BUCKET_MIN_EXPONENT: u32 = 127 - 24;
+/// Rows per sign: the small-magnitude row, then the binades 2^-24 … 2^0 (magnitudes below 2).
+const BUCKET_ROWS: usize = 1 + 24 + 1;
 /// Buckets in the table; entry `BUCKETS` is the [`SLOW`] entry for values outside it.
 const BUCKETS: usize = 2 * BUCKET_ROWS * BUCKETS_PER_EXPONENT;
 
@@ -227,21 +235,20 @@ impl QuantMap {
         self.coder().code(x)
     }
 
-    /// The bucket tables behind [`QuantMap::nearest_fast`] (built on first use), looked up once
+    /// The bucket table behind [`QuantMap::nearest_fast`] (built on first use), looked up once
     /// for a loop.
     pub fn coder(&self) -> NearestCoder<'_> {
         let b = self.buckets.0.get_or_init(|| self.build_buckets());
         NearestCoder {
             map: self,
             table: &b.table,
-            up: &b.up,
         }
     }
 
     /// `up[c]`: the smallest value whose code is above `c` (bisection over the floats in
     /// `[-2, 2]`, using that [`QuantMap::nearest`] is monotone); `+inf` for the top code.
-    /// The table: per bucket, the code of its lowest value if its highest value's code is at
-    /// most one higher, else [`SLOW`].
+    /// The table: per bucket, the code `c` of its lowest value and the low key of `up[c]` if
+    /// its highest value's code is `c + 1` ([`NEVER`] if it is `c`), else [`SLOW`].
     fn build_buckets(&self) -> Buckets {
         let mut up = [f32::INFINITY; 256];
         let (lo_key, hi_key) = (order_key(-2.0), order_key(2.0));
@@ -282,15 +289,26 @@ impl QuantMap {
                     (-m_hi, -m_lo)
                 };
                 let (ca, cb) = (self.nearest(lo), self.nearest(hi));
-                if ca <= cb && u16::from(cb) <= u16::from(ca) + 1 {
-                    u16::from(ca)
+                if ca == cb {
+                    u32::from(ca) | NEVER << 8
+                } else if u16::from(cb) == u16::from(ca) + 1 && row > 0 {
+                    // up[ca] lies in (lo, hi]: same sign, binade and top bits, so its low key
+                    // orders it among the bucket's values.
+                    u32::from(ca) | NearestCoder::low_key(up[usize::from(ca)]) << 8
                 } else {
                     SLOW
                 }
             })
             .chain([SLOW])
-            .collect();
-        Buckets { table, up }
+            .collect::<Box<[u32]>>();
+        #[allow(
+            clippy::expect_used,
+            reason = "invariant: BUCKETS + 1 entries by construction"
+        )]
+        let table = table
+            .try_into()
+            .expect("BUCKETS + 1 entries by construction");
+        Buckets { table }
     }
 
     /// The nearest code with the first moment's sign kept (the CUDA kernel's fix-up: a code
@@ -382,17 +400,18 @@ fn check_block(block: usize) -> Result<()> {
 }
 
 /// [`QuantMap::nearest`] through a bucket table: the floats are cut into buckets by sign,
-/// binade and top 8 mantissa bits (magnitudes below 2^-40 share one bucket per sign); as the
+/// binade and top 7 mantissa bits (magnitudes below 2^-24 share one bucket per sign); as the
 /// binary search is monotone in `x`, a bucket whose two ends get codes `c` and at most `c + 1`
-/// needs one comparison with the smallest value of code above `c`. Every bucket of the dynamic
-/// maps qualifies; values outside (|x| ≥ 2, NaN) run the search. The tables take 44 KB per map.
-/// From [`QuantMap::coder`]: the tables are fetched once, so a loop does a few bit operations,
-/// two loads and a comparison per value.
+/// needs one comparison: of the value's position in the bucket with that of the smallest value
+/// of code above `c`, both kept in the bucket's one 32-bit entry. Every bucket of the dynamic
+/// maps qualifies; values outside (|x| ≥ 2, NaN) run the search. The table takes 26 KB per map.
+/// From [`QuantMap::coder`]: the table is fetched once, so a loop does a few bit operations,
+/// one load and a comparison per value — with no branch when it uses [`NearestCoder::entry`] and
+/// [`NearestCoder::code_from`] (LLVM then vectorizes the load as a gather).
 #[derive(Debug, Clone, Copy)]
 pub struct NearestCoder<'a> {
     map: &'a QuantMap,
-    table: &'a [u16],
-    up: &'a [f32; 256],
+    table: &'a [u32; BUCKETS + 1],
 }
 
 impl NearestCoder<'_> {
@@ -429,15 +448,45 @@ impl NearestCoder<'_> {
         }
     }
 
+    /// The position of `x` inside its bucket, increasing with `x` for either sign: the low
+    /// mantissa bits, complemented for negative values.
+    #[inline(always)]
+    pub fn low_key(x: f32) -> u32 {
+        let bits = x.to_bits();
+        (bits ^ ((bits as i32 >> 31) as u32)) & LOW_MASK
+    }
+
+    /// The table entry of a [`NearestCoder::bucket`] (a bucket past the table gets the
+    /// [`SLOW`] entry).
+    #[inline(always)]
+    pub fn entry(&self, bucket: u32) -> u32 {
+        // In bounds by the `min` (no check, so a loop of it vectorizes).
+        self.table[(bucket as usize).min(BUCKETS)]
+    }
+
+    /// Whether an entry sends its values to [`QuantMap::nearest`] ([`NearestCoder::code_from`]
+    /// is then meaningless).
+    #[inline(always)]
+    pub fn is_slow(entry: u32) -> bool {
+        entry & SLOW != 0
+    }
+
+    /// The code of `x` from its bucket's entry, which must not be [`NearestCoder::is_slow`].
+    /// Branch-free.
+    #[inline(always)]
+    pub fn code_from(entry: u32, x: f32) -> u8 {
+        let threshold = (entry >> 8) & (2 * NEVER - 1);
+        (entry as u8).wrapping_add(u8::from(Self::low_key(x) >= threshold))
+    }
+
     /// The code of `x` given its [`NearestCoder::bucket`].
     #[inline(always)]
     pub fn lookup(&self, bucket: u32, x: f32) -> u8 {
-        match self.table.get(bucket as usize) {
-            Some(&e) if e & SLOW == 0 => {
-                let c = e as u8;
-                c.wrapping_add(u8::from(x >= self.up[c as usize]))
-            }
-            _ => self.slow(x),
+        let e = self.entry(bucket);
+        if Self::is_slow(e) {
+            self.slow(x)
+        } else {
+            Self::code_from(e, x)
         }
     }
 
@@ -652,4 +701,30 @@ fn nearest_tensor<B: Backend>(
     pivot
         .mask_where(take_upper, upper_pivot)
         .mask_where(take_lower, lower_pivot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bucket of the dynamic maps takes the one-comparison path (a slow bucket would
+    /// still be exact, but would send its blocks back to the binary search): the bucket width
+    /// and the small-magnitude row are fine enough for them.
+    #[test]
+    fn dynamic_maps_have_no_slow_bucket() {
+        for map in [QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned()] {
+            let coder = map.coder();
+            let slow = (0..BUCKETS as u32)
+                .filter(|&b| NearestCoder::is_slow(coder.entry(b)))
+                .count();
+            assert_eq!(slow, 0, "signed = {}", map.is_signed());
+            assert!(NearestCoder::is_slow(coder.entry(BUCKETS as u32)));
+            assert!(NearestCoder::is_slow(
+                coder.entry(NearestCoder::bucket(f32::NAN))
+            ));
+            assert!(NearestCoder::is_slow(
+                coder.entry(NearestCoder::bucket(2.0))
+            ));
+        }
+    }
 }
