@@ -26,7 +26,9 @@ use crate::transform::TransformState;
 
 static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Threads the CPU kernels use (0 = automatic: `MOMENT_THREADS`, else all cores).
+/// Threads the CPU kernels use (0 = automatic: `MOMENT_THREADS`, else all cores). The passes
+/// run on a kept pool of that many threads minus one (the calling thread is the last one),
+/// started on first use and started again when the count changes.
 pub fn set_threads(n: usize) {
     THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
 }
@@ -1069,7 +1071,7 @@ impl<B: Backend> FusedStep<B> for FusedAdafactor {
 #[cfg(feature = "ndarray")]
 mod cpu {
     //! burn-ndarray f32: take the buffers out of the tensors (no copy when uniquely owned),
-    //! run one pass over contiguous chunks on scoped threads, put them back.
+    //! run one pass over contiguous chunks on the kept worker pool, put them back.
 
     use std::any::Any;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -2195,7 +2197,7 @@ mod cpu {
 
     /// [`super::FusedAdafactor`] on ndarray/flex: everything taken out of the tensors; the
     /// passes run over fixed blocks of whole rows (a factored tensor's rows; 1024-element rows
-    /// for a vector) on scoped threads; put back.
+    /// for a vector) on the worker pool; put back.
     #[allow(clippy::result_large_err, clippy::too_many_lines)]
     pub(super) fn adafactor<B: Backend>(
         fused: &super::FusedAdafactor,
