@@ -1435,10 +1435,15 @@ mod cpu {
         // Chunk totals added in chunk order (as `one_pass` adds its measured chunks).
         let mut sums = vec![0.0f64; xs.len().div_ceil(chunk)];
         let jobs: Vec<_> = xs.chunks(chunk).zip(sums.iter_mut()).collect();
-        run_jobs(jobs, |(c, out)| {
-            *out = sumsq_fold(0.0, c);
-            0
-        });
+        run_jobs(
+            jobs,
+            // Inlined into `run_jobs`' SIMD wrapper (out of line it was baseline SSE2).
+            #[inline(always)]
+            |(c, out)| {
+                *out = sumsq_fold(0.0, c);
+                0
+            },
+        );
         sums.iter().fold(0.0, |total, s| total + s)
     }
 
