@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--backend ndarray|flex|wgpu|cuda] [--threads N] [--reps N] [--json PATH] [--quick]\n  gpu-check [--out DIR]"
+        "usage: cargo xtask <task>\n  golden [--dir DIR] [--optimizer FAMILY,...] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]\n  ci\n  bench [--optimizers all|LIST] [--sizes 1M,16M] [--backend ndarray|flex|wgpu|cuda] [--threads N] [--reps N] [--json PATH] [--quick] [--replot JSON]\n  gpu-check [--out DIR]"
     );
     ExitCode::from(2)
 }

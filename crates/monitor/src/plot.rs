@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::MonitorError;
 use crate::record::{SpikeMetric, StepRecord};
@@ -770,7 +771,6 @@ fn draw_bars<DB: DrawingBackend>(
         }
     }
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 18))
         .margin(12)
@@ -783,14 +783,8 @@ fn draw_bars<DB: DrawingBackend>(
         .disable_x_mesh()
         .y_desc(y_desc)
         .label_style((FONT, 11))
-        .x_labels(bars.len().max(2))
-        .x_label_formatter(&|x| {
-            let r = x.round();
-            if (x - r).abs() > 1e-6 || r < 0.0 {
-                return String::new();
-            }
-            labels.get(r as usize).cloned().unwrap_or_default()
-        })
+        // The bars' labels are drawn below, one per group.
+        .x_labels(0)
         .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(err)?;
@@ -820,8 +814,11 @@ fn draw_bars<DB: DrawingBackend>(
                 .map(|(i, b)| {
                     Text::new(
                         tick(b.value),
-                        (i as f64 - 0.3, b.value + top * 0.05),
-                        (FONT, 11).into_font().color(&BLACK),
+                        (i as f64, b.value + top * 0.01),
+                        (FONT, 11)
+                            .into_font()
+                            .color(&BLACK)
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
                     )
                 }),
         )
@@ -838,8 +835,34 @@ fn draw_bars<DB: DrawingBackend>(
             .label(name.to_string())
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
     }
+    let style = (FONT, 11)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (x, label) in label_groups(bars) {
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        root.draw(&Text::new(label, (px, py + 8), style.clone()))
+            .map_err(err)?;
+    }
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
+}
+
+/// The x labels of [`bar_chart`]: each run of neighbouring bars with the same label gets it
+/// once, centred under the run (so a group of bars reads as one, and long labels of narrow
+/// bars do not overlap).
+fn label_groups(bars: &[Bar]) -> Vec<(f64, &str)> {
+    let mut groups: Vec<(usize, usize, &str)> = Vec::new();
+    for (i, b) in bars.iter().enumerate() {
+        match groups.last_mut() {
+            Some((_, end, label)) if *label == b.label => *end = i,
+            _ => groups.push((i, i, &b.label)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(start, end, label)| ((start + end) as f64 / 2.0, label))
+        .collect()
 }
 
 /// A bar chart (coloured by [`Bar::series`]) with an optional dashed reference line.
@@ -854,4 +877,30 @@ pub fn bar_chart(
     render!(path.as_ref(), size, |root| draw_bars(
         &root, title, y_desc, bars, hline
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(label: &str) -> Bar {
+        Bar {
+            label: label.into(),
+            series: "s".into(),
+            value: 1.0,
+        }
+    }
+
+    #[test]
+    fn bar_labels_are_one_per_run_of_neighbours_centred_under_it() {
+        let bars: Vec<Bar> = ["adamw", "adamw", "adamw", "lion", "adamw", "adamw"]
+            .into_iter()
+            .map(bar)
+            .collect();
+        assert_eq!(
+            label_groups(&bars),
+            vec![(1.0, "adamw"), (3.0, "lion"), (4.5, "adamw")]
+        );
+        assert!(label_groups(&[]).is_empty());
+    }
 }

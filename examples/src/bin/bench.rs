@@ -4,7 +4,7 @@
 //! cargo run --release -p moment-examples --bin bench -- [--optimizers all|LIST] [--sizes 1M,16M]
 //!     [--threads N] [--reps N] [--json PATH] [--chart PATH] [--quick] [--impls LIST]
 //!     [--model tiny,small|none] [--model-optimizers LIST] [--batch B] [--seq S] [--model-reps N]
-//!     [--torch PYTHON|none]
+//!     [--torch PYTHON|none] [--replot JSON]
 //! ```
 //!
 //! Backends: ndarray (CPU, default), flex (CPU), wgpu and cuda (features `wgpu` / `cuda`,
@@ -27,7 +27,7 @@
 //! Model level (`--model`, default `tiny`): a training step of the test transformer split into
 //! forward, backward, optimizer and monitor time per optimizer ([`moment_examples::model_bench`]).
 //! `--chart` (default: the `--json` path with `.png`) draws each implementation's % of the
-//! measured bandwidth at the largest size. Schema of `--json`: `docs/benchmarks.md`.
+//! measured bandwidth at the largest size; `--replot JSON` redraws it from a saved report. Schema of `--json`: `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -43,7 +43,7 @@ use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, GradientScan, LionConfig, MomentOptimizer,
     NonFinitePolicy, ParamGroup, ParamTensor, Selector, SophiaConfig,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 type B = NdArray<f32>;
 
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 /// One result row (`--json` `results[]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
     optimizer: String,
     #[serde(rename = "impl")]
@@ -373,6 +373,54 @@ fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>>
     Some(times)
 }
 
+/// The chart of `--chart`: each row's % of the measured bandwidth at the largest size.
+fn draw_chart(rows: &[Row], threads: usize, path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(n) = rows.iter().map(|r| r.numel).max() else {
+        return Ok(());
+    };
+    let bars: Vec<Bar> = rows
+        .iter()
+        .filter(|r| r.numel == n)
+        .map(|r| Bar {
+            label: r.optimizer.clone(),
+            series: r.implementation.clone(),
+            value: r.pct_of_bandwidth,
+        })
+        .collect();
+    bar_chart(
+        &format!(
+            "optimizer step, % of the streaming bandwidth of its access pattern ({n} f32, {threads} threads)"
+        ),
+        "% of bandwidth",
+        &bars,
+        Some((100.0, "measured bandwidth")),
+        path,
+        (1200, 600),
+    )?;
+    println!("\nChart written to {path}");
+    Ok(())
+}
+
+/// `--replot JSON`: redraw the chart of a saved `--json` report (to `--chart`, default the
+/// report's path with `.png`) without running anything.
+fn replot_chart(from: &str, chart: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        threads: usize,
+        results: Vec<Row>,
+    }
+    let text = std::fs::read_to_string(from).map_err(|e| format!("--replot {from}: {e}"))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .map_err(|e| format!("--replot {from}: not a bench report: {e}"))?;
+    let path = chart.unwrap_or_else(|| {
+        std::path::Path::new(from)
+            .with_extension("png")
+            .display()
+            .to_string()
+    });
+    draw_chart(&saved.results, saved.threads, &path)
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".to_string();
     let mut sizes = "1M,16M".to_string();
@@ -380,6 +428,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut reps = 7usize;
     let mut json: Option<String> = None;
     let mut chart: Option<String> = None;
+    let mut replot: Option<String> = None;
     let mut impl_filter = "moment-fused,moment-inpass,moment-composed,burn-optim,torch".to_string();
     let mut quick = false;
     let mut backend = "ndarray".to_string();
@@ -426,8 +475,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             "--quick" => quick = true,
+            "--replot" => replot = Some(value()?),
             other => return Err(format!("unknown argument `{other}`").into()),
         }
+    }
+    if let Some(from) = replot {
+        return replot_chart(&from, chart);
     }
     if optimizers == "all" {
         optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".into();
@@ -622,27 +675,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .to_string()
         })
     });
-    if let (Some(path), Some(&n)) = (&chart, sizes.iter().max()) {
-        let bars: Vec<Bar> = rows
-            .iter()
-            .filter(|r| r.numel == n)
-            .map(|r| Bar {
-                label: r.optimizer.clone(),
-                series: r.implementation.clone(),
-                value: r.pct_of_bandwidth,
-            })
-            .collect();
-        bar_chart(
-            &format!(
-                "optimizer step, % of the streaming bandwidth of its access pattern ({n} f32, {threads} threads)"
-            ),
-            "% of bandwidth",
-            &bars,
-            Some((100.0, "measured bandwidth")),
-            path,
-            (1200, 600),
-        )?;
-        println!("\nChart written to {path}");
+    if let Some(path) = &chart {
+        draw_chart(&rows, threads, path)?;
     }
     if let Some(path) = json {
         let report = Report {
