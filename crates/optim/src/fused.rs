@@ -1880,6 +1880,13 @@ mod cpu {
             let (map1, map2) = (QuantMap::dynamic_signed(), QuantMap::dynamic_unsigned());
             let (v1, v2) = (map1.values(), map2.values());
             let (q1, q2) = (map1.coder(), map2.coder());
+            #[allow(
+                clippy::unreachable,
+                reason = "invariant: the dynamic signed map holds 0"
+            )]
+            let Some(limit1) = q1.negative_limit() else {
+                unreachable!("the dynamic signed map holds 0 after its negative values")
+            };
             let mut mb = vec![0.0f32; self.block];
             let mut vb = vec![0.0f32; self.block];
             let it = ps
@@ -1900,14 +1907,17 @@ mod cpu {
                 // become gathers): normalise, bucket, one entry per code, the sign fix (of the
                 // unquantized value, −0.0 included). A block that met a slow entry (a NaN
                 // moment) is encoded again the scalar way.
-                let norm = |v: f32, a: f32| if a > 0.0 { v / a } else { 0.0 };
+                // The zero of an all-zero block keeps the value's sign, so `y1` has `m`'s and
+                // the sign fix is one `min` (`code_keep_sign`).
+                let norm1 = |m: f32, a: f32| if a > 0.0 { m / a } else { 0.0f32.copysign(m) };
+                let norm2 = |v: f32, a: f32| if a > 0.0 { v / a } else { 0.0 };
                 let mut slow = 0u32;
                 for (((k1, k2), &m), &v) in c1.iter_mut().zip(c2.iter_mut()).zip(&*mb).zip(&*vb) {
-                    let (y1, y2) = (norm(m, n1), norm(v, n2));
+                    let (y1, y2) = (norm1(m, n1), norm2(v, n2));
                     let e1 = q1.entry(NearestCoder::bucket(y1));
                     let e2 = q2.entry(NearestCoder::bucket(y2));
                     slow |= e1 | e2;
-                    *k1 = q1.fix_sign(NearestCoder::code_from(e1, y1), m);
+                    *k1 = NearestCoder::code_keep_sign(e1, y1, limit1);
                     *k2 = NearestCoder::code_from(e2, y2);
                 }
                 if NearestCoder::is_slow(slow) {

@@ -503,6 +503,27 @@ impl NearestCoder<'_> {
         self.map.fix_sign(code, v)
     }
 
+    /// The largest code a negative value may keep under the sign fix, when the map holds 0
+    /// right after its negative values (the dynamic signed map does; `None` otherwise). Then
+    /// [`QuantMap::fix_sign`] of a value's nearest code is one `min`: the nearest code of a
+    /// value of negative sign (−0.0 included) is at most that zero's and moves just below it,
+    /// that of a non-negative one is at least it and stays — see
+    /// [`NearestCoder::code_keep_sign`].
+    pub fn negative_limit(&self) -> Option<u8> {
+        let n = self.map.negatives;
+        (n > 0 && self.map.values[usize::from(n)] == 0.0).then(|| n - 1)
+    }
+
+    /// [`NearestCoder::code_from`] with the sign fix of the unquantized value `v` folded in,
+    /// for `x = v / a` with `a > 0` (or `x` = ±0 of `v`'s sign) and `limit` from
+    /// [`NearestCoder::negative_limit`]: `x` then has `v`'s sign, and the fix is a `min`
+    /// (branch-free, three vector instructions instead of about fifteen).
+    #[inline(always)]
+    pub fn code_keep_sign(entry: u32, x: f32, limit: u8) -> u8 {
+        let cap = if x.is_sign_negative() { limit } else { u8::MAX };
+        Self::code_from(entry, x).min(cap)
+    }
+
     /// [`encode_one`] with [`Rounding::Nearest`]: the code of `v` in a block of max-abs `a`,
     /// the sign of `v` kept when `keep_sign`.
     #[inline(always)]
@@ -726,5 +747,41 @@ mod tests {
                 coder.entry(NearestCoder::bucket(2.0))
             ));
         }
+    }
+
+    /// The one-`min` sign fix equals the kernel's [`QuantMap::fix_sign`] on the dynamic signed
+    /// map, for normalised values of either sign: zeros, values that round to the zero code,
+    /// values at and around every decision threshold, and a sweep of the range.
+    #[test]
+    fn folded_sign_fix_matches_the_kernels() {
+        let map = QuantMap::dynamic_signed();
+        let coder = map.coder();
+        let limit = coder
+            .negative_limit()
+            .expect("the dynamic signed map holds 0");
+        assert_eq!(limit, 126);
+        assert_eq!(QuantMap::dynamic_unsigned().coder().negative_limit(), None);
+        let mut xs = vec![0.0f32, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, 1.0, -1.0];
+        for w in map.values().windows(2) {
+            let mid = 0.5 * (w[0] + w[1]);
+            for x in [mid, w[0], w[1]] {
+                let b = x.to_bits();
+                xs.extend([
+                    x,
+                    f32::from_bits(b.wrapping_add(1)),
+                    f32::from_bits(b.wrapping_sub(1)),
+                ]);
+            }
+        }
+        xs.extend((0..=20_000).map(|i| i as f32 / 10_000.0 - 1.0));
+        let mut moved = 0;
+        for x in xs.into_iter().filter(|x| x.abs() <= 1.0) {
+            let e = coder.entry(NearestCoder::bucket(x));
+            let want = map.fix_sign(NearestCoder::code_from(e, x), x);
+            assert_eq!(NearestCoder::code_keep_sign(e, x, limit), want, "x = {x:e}");
+            moved += usize::from(want != NearestCoder::code_from(e, x));
+        }
+        // the fix does act (on the negative values that round to the zero code)
+        assert!(moved > 0);
     }
 }

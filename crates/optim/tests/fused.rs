@@ -326,6 +326,71 @@ fn run_expect(chain: Chain<B>, n: usize, fused: usize) -> (Vec<f32>, u64) {
     (values(&p[0].value), r.step)
 }
 
+/// A block whose first moment is all zeros of negative sign (negative codes under a max-abs
+/// of 0, stepped with −0.0 gradients): the kernel's sign fix sends −0.0 to the smallest
+/// negative code, and the fused encoder, which folds that fix into a `min` on the normalised
+/// value's sign, must keep the zero's sign when the block's max-abs is 0.
+#[test]
+fn fused_adam8bit_keeps_the_sign_of_a_zero_block() {
+    use moment_optim::Adam8bitConfig;
+    let n = 4096;
+    let chain: Chain<B> = Adam8bitConfig::adamw().build().unwrap();
+    let param = || ParamTensor {
+        path: "w".into(),
+        shape: vec![n],
+        value: flat(&(0..n).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>()),
+        grad: None,
+    };
+    // One step to get a record; then the first block's first moment becomes −0.0 everywhere.
+    let mut opt = MomentOptimizer::new(chain.clone());
+    let mut p = vec![param()];
+    p[0].grad = Some(flat(&vec![0.25; n]));
+    opt.step(1e-2, &mut p).unwrap();
+    let mut record = opt.to_record();
+    let t = &mut record.params[0].transforms[0];
+    let absmax = t
+        .tensors
+        .iter_mut()
+        .find(|x| x.name == "absmax1")
+        .expect("absmax1");
+    absmax.values[0] = 0.0;
+    let block = n / absmax.values.len();
+    let codes = t
+        .codes
+        .iter_mut()
+        .find(|x| x.name == "state1")
+        .expect("state1");
+    codes.values[..block].fill(0);
+    let mut out = Vec::new();
+    for c in [chain.clone(), chain.composed()] {
+        let mut opt = MomentOptimizer::new(c);
+        opt.load_record(record.clone(), &Default::default())
+            .unwrap();
+        let mut p = vec![param()];
+        p[0].grad = Some(flat(&vec![-0.0; n]));
+        let fused = opt.step(1e-2, &mut p).unwrap().params_fused;
+        let rec = opt.to_record();
+        let t = &rec.params[0].transforms[0];
+        let codes = &t.codes.iter().find(|x| x.name == "state1").unwrap().values;
+        out.push((
+            bits(&values(&p[0].value)),
+            codes[..block].to_vec(),
+            rec,
+            fused,
+        ));
+    }
+    // the kernel's choice: −0.0 → the smallest negative code (one below the zero's)
+    assert!(out[1].1.iter().all(|&c| c == 126), "{:?}", &out[1].1[..8]);
+    assert_eq!(out[0].0, out[1].0);
+    assert_eq!(out[0].1, out[1].1);
+    assert_eq!(out[0].2, out[1].2);
+    assert_eq!(
+        (out[0].3, out[1].3),
+        (1, 0),
+        "steps that took the fused path"
+    );
+}
+
 /// 8-bit Adam on non-finite gradients under `Propagate` (CUDA semantics: state zeroed and the
 /// parameter untouched at those elements): the same bits and the same codes.
 #[test]
