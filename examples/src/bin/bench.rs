@@ -27,7 +27,8 @@
 //! Model level (`--model`, default `tiny`): a training step of the test transformer split into
 //! forward, backward, optimizer and monitor time per optimizer ([`moment_examples::model_bench`]).
 //! `--chart` (default: the `--json` path with `.png`) draws each implementation's % of the
-//! measured bandwidth at the largest size; `--replot JSON` redraws it from a saved report. Schema of `--json`: `docs/benchmarks.md`.
+//! measured bandwidth at the largest size; `--replot JSON` redraws it from a saved report.
+//! Schema of `--json`: `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -376,7 +377,7 @@ fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>>
 /// The chart of `--chart`: each row's % of the measured bandwidth at the largest size.
 fn draw_chart(rows: &[Row], threads: usize, path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let Some(n) = rows.iter().map(|r| r.numel).max() else {
-        return Ok(());
+        return Err(format!("no optimizer results: no chart written to {path}").into());
     };
     let bars: Vec<Bar> = rows
         .iter()
@@ -675,7 +676,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .to_string()
         })
     });
-    if let Some(path) = &chart {
+    if let Some(path) = chart.as_ref().filter(|_| !rows.is_empty()) {
         draw_chart(&rows, threads, path)?;
     }
     if let Some(path) = json {
