@@ -22,6 +22,17 @@ pub fn default_cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/reference/cases")
 }
 
+/// The hyper-parameter sweep's cases (`testdata/reference/sweep/`: settings drawn at random
+/// from each family's valid range, recorded by its `record.py`).
+pub fn sweep_cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/reference/sweep/cases")
+}
+
+/// What `golden` runs when no `--dir` is given: the reference cases, then the sweep.
+pub fn default_case_dirs() -> Vec<PathBuf> {
+    vec![default_cases_dir(), sweep_cases_dir()]
+}
+
 /// Outcome of one case.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
@@ -31,6 +42,9 @@ pub enum Status {
     Fail(String),
     /// moment does not implement this class or protocol yet.
     Unsupported(String),
+    /// moment differs from the reference here on purpose: the case failed (or was refused)
+    /// within a documented [`Difference`], whose reason this holds, followed by the failure.
+    Differs(String),
 }
 
 /// One case's result.
@@ -80,6 +94,7 @@ impl fmt::Display for CaseResult {
             Status::Pass => "PASS",
             Status::Fail(_) => "FAIL",
             Status::Unsupported(_) => "UNSUPPORTED",
+            Status::Differs(_) => "DIFFERS",
         };
         write!(
             f,
@@ -91,7 +106,9 @@ impl fmt::Display for CaseResult {
         }
         match &self.status {
             Status::Pass => write!(f, " state_tensors={}", self.state_compared),
-            Status::Fail(why) | Status::Unsupported(why) => write!(f, " ({why})"),
+            Status::Fail(why) | Status::Unsupported(why) | Status::Differs(why) => {
+                write!(f, " ({why})")
+            }
         }
     }
 }
@@ -105,16 +122,50 @@ pub struct Summary {
     pub failed: usize,
     /// Unsupported cases.
     pub unsupported: usize,
+    /// Cases that differ within a documented [`Difference`].
+    pub differs: usize,
+}
+
+impl Summary {
+    /// Count one result.
+    pub fn add(&mut self, status: &Status) {
+        match status {
+            Status::Pass => self.passed += 1,
+            Status::Fail(_) => self.failed += 1,
+            Status::Unsupported(_) => self.unsupported += 1,
+            Status::Differs(_) => self.differs += 1,
+        }
+    }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "golden: {} passed, {} failed, {} unsupported",
-            self.passed, self.failed, self.unsupported
+            "golden: {} passed, {} failed, {} unsupported, {} documented differences",
+            self.passed, self.failed, self.unsupported, self.differs
         )
     }
+}
+
+/// [`run_dir_with`] over several directories, one after the other, with one summary.
+pub fn run_dirs_with(
+    dirs: &[PathBuf],
+    families: &[String],
+    options: &RunOptions,
+) -> std::io::Result<(Vec<CaseResult>, Summary)> {
+    let mut results = Vec::new();
+    let mut summary = Summary::default();
+    for dir in dirs {
+        let (r, s) = run_dir_with(dir, families, options)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        results.extend(r);
+        summary.passed += s.passed;
+        summary.failed += s.failed;
+        summary.unsupported += s.unsupported;
+        summary.differs += s.differs;
+    }
+    Ok((results, summary))
 }
 
 /// Run every `*.json` in `dir` (sorted by name) whose family is in `families` (all when empty).
@@ -140,11 +191,7 @@ pub fn run_dir_with(
         if !families.is_empty() && !families.contains(&r.family) {
             continue;
         }
-        match r.status {
-            Status::Pass => summary.passed += 1,
-            Status::Fail(_) => summary.failed += 1,
-            Status::Unsupported(_) => summary.unsupported += 1,
-        }
+        summary.add(&r.status);
         results.push(r);
     }
     Ok((results, summary))
@@ -192,13 +239,86 @@ pub fn run_file_with(file: &Path, options: &RunOptions) -> CaseResult {
     if let Some(f) = case.get("optimizer").and_then(Value::as_str) {
         result.family = f.to_string();
     }
-    result.status = match run_case(&case, options, &mut result) {
-        Ok(()) => Status::Pass,
-        Err(CaseError::Fail(m)) => Status::Fail(m),
-        Err(CaseError::Unsupported(m)) => Status::Unsupported(m),
+    let difference = DIFFERENCES.iter().find(|d| (d.applies)(&case, options));
+    let outcome = run_case(&case, options, difference.is_some(), &mut result);
+    result.status = match (outcome, difference) {
+        (Ok(()), _) => Status::Pass,
+        (Err(CaseError::Fail(m)), Some(d)) if result.worst_ratio <= d.max_ratio => {
+            Status::Differs(format!("{} ({}); {m}", d.reason, d.documented))
+        }
+        (Err(CaseError::Fail(m)), Some(d)) => Status::Fail(format!(
+            "{m}; beyond the documented difference's bound ({:.3} > {} of the tolerance: {})",
+            result.worst_ratio, d.max_ratio, d.reason
+        )),
+        (Err(CaseError::Unsupported(m)), Some(d)) if d.refused => {
+            Status::Differs(format!("{} ({}); {m}", d.reason, d.documented))
+        }
+        (Err(CaseError::Fail(m)), None) => Status::Fail(m),
+        (Err(CaseError::Unsupported(m)), _) => Status::Unsupported(m),
     };
     result
 }
+
+/// A documented, deliberate difference between moment and a reference. A case it applies to
+/// that fails within `max_ratio` of its tolerance (or that moment refuses, when `refused`) is
+/// reported `DIFFERS` with the reason instead of `FAIL`; a case it applies to that passes is
+/// `PASS` as usual. Never keyed by case id: by the reference class, its arguments and the run
+/// options.
+pub struct Difference {
+    /// Whether the difference applies to a case (the parsed case file) under these options.
+    pub applies: fn(&Value, &RunOptions) -> bool,
+    /// Largest error, as a fraction of the case tolerance over the whole trajectory, that the
+    /// difference explains (0 for refusals).
+    pub max_ratio: f64,
+    /// The difference is that moment refuses the setting with a clear error.
+    pub refused: bool,
+    /// Why moment differs.
+    pub reason: &'static str,
+    /// Where it is written down.
+    pub documented: &'static str,
+}
+
+fn class_of(case: &Value) -> &str {
+    case.pointer("/reference/class")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn arg<'a>(case: &'a Value, key: &str) -> Option<&'a Value> {
+    case.get("reference_args").and_then(|a| a.get(key))
+}
+
+/// Every documented difference (see `docs/algorithms/`).
+pub const DIFFERENCES: &[Difference] = &[
+    Difference {
+        // The family tolerance was chosen to cover the CUDA kernel's drift at lr ~1e-3 (≤ 0.66
+        // of it in every case up to lr 1.1e-3); the drift grows with the step size.
+        applies: |case, options| {
+            class_of(case).starts_with("bitsandbytes.optim.")
+                && options.port.bnb_kernel == moment_optim::BnbKernel::Cuda
+                && arg(case, "lr")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|lr| lr > 2e-3)
+        },
+        max_ratio: 5.0,
+        refused: false,
+        reason: "8-bit cases are recorded from bitsandbytes' CPU path (lookup-table quantizer); the default mode follows its CUDA kernel (exact nearest code, sign fix), whose codes differ in ~1-3% of elements, and above lr 2e-3 that moves the trajectory past the tolerance; `--bnb-kernel cpu` reproduces the recording",
+        documented: "docs/algorithms/adam8bit.md",
+    },
+    Difference {
+        applies: |case, _| {
+            class_of(case) == "pytorch_optimizer.Prodigy"
+                && arg(case, "weight_decouple") == Some(&Value::Bool(false))
+                && arg(case, "weight_decay")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|wd| wd > 0.0)
+        },
+        max_ratio: 0.0,
+        refused: true,
+        reason: "pytorch_optimizer Prodigy's coupled decay is added to the gradient after every use of it, so it has no effect; moment refuses the setting instead of ignoring it",
+        documented: "docs/algorithms/prodigy.md",
+    },
+];
 
 enum CaseError {
     Fail(String),
@@ -237,20 +357,29 @@ struct ParamSpec {
     init: Vec<f32>,
 }
 
-fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Result<(), CaseError> {
+/// `keep_going`: compare the whole trajectory after a failing step (the worst ratio then covers
+/// every step) and report the first failure at the end.
+fn run_case(
+    case: &Value,
+    options: &RunOptions,
+    keep_going: bool,
+    result: &mut CaseResult,
+) -> Result<(), CaseError> {
     use crate::compare::BackendKind;
     match options.backend {
-        BackendKind::NdArray => run_case_on::<NdArray<f32>>(case, options, result),
-        BackendKind::Flex => run_case_on::<burn::backend::Flex<f32>>(case, options, result),
+        BackendKind::NdArray => run_case_on::<NdArray<f32>>(case, options, keep_going, result),
+        BackendKind::Flex => {
+            run_case_on::<burn::backend::Flex<f32>>(case, options, keep_going, result)
+        }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             moment_cuda::enable::<moment_cuda::Wgpu>();
-            run_case_on::<moment_cuda::Wgpu>(case, options, result)
+            run_case_on::<moment_cuda::Wgpu>(case, options, keep_going, result)
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
             moment_cuda::enable::<moment_cuda::Cuda>();
-            run_case_on::<moment_cuda::Cuda>(case, options, result)
+            run_case_on::<moment_cuda::Cuda>(case, options, keep_going, result)
         }
         #[allow(unreachable_patterns)]
         other => Err(CaseError::Fail(format!(
@@ -262,8 +391,10 @@ fn run_case(case: &Value, options: &RunOptions, result: &mut CaseResult) -> Resu
 fn run_case_on<B: Backend>(
     case: &Value,
     options: &RunOptions,
+    keep_going: bool,
     result: &mut CaseResult,
 ) -> Result<(), CaseError> {
+    let mut first_failure: Option<String> = None;
     let format = case.get("format").and_then(Value::as_i64);
     if format != Some(1) {
         return Err(CaseError::Unsupported(format!(
@@ -416,8 +547,13 @@ fn run_case_on<B: Backend>(
                 .to_data()
                 .to_vec::<f32>()
                 .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
-            compare(&a, &e, rtol, atol, 1.0, result)
-                .map_err(|m| CaseError::Fail(format!("step {} param `{}`: {m}", t + 1, p.path)))?;
+            if let Err(m) = compare(&a, &e, rtol, atol, 1.0, result) {
+                let m = format!("step {} param `{}`: {m}", t + 1, p.path);
+                if !keep_going {
+                    return Err(CaseError::Fail(m));
+                }
+                first_failure.get_or_insert(m);
+            }
         }
     }
 
@@ -448,7 +584,12 @@ fn run_case_on<B: Backend>(
                         values.iter_mut().for_each(|x| *x = x.abs());
                     }
                     let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
-                    compare(&a, &values, rtol, atol, scale, result).map_err(what)?;
+                    if let Err(m) = compare(&a, &values, rtol, atol, scale, result) {
+                        if !keep_going {
+                            return Err(what(m));
+                        }
+                        first_failure.get_or_insert(format!("final state `{pname}.{key}`: {m}"));
+                    }
                     result.state_compared += 1;
                 } else if let Some(c) = ours.iter().find_map(|s| s.code(key)) {
                     // 8-bit codes: agreement is reported, not required (see `CaseResult`).
@@ -490,7 +631,7 @@ fn run_case_on<B: Backend>(
             }
         }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), |m| Err(CaseError::Fail(m)))
 }
 
 /// State whose values are defined only up to sign (compared by absolute value), by key prefix,
@@ -580,12 +721,7 @@ pub fn parse_families(list: &str) -> Vec<String> {
 pub fn by_family(results: &[CaseResult]) -> BTreeMap<String, Summary> {
     let mut m: BTreeMap<String, Summary> = BTreeMap::new();
     for r in results {
-        let s = m.entry(r.family.clone()).or_default();
-        match r.status {
-            Status::Pass => s.passed += 1,
-            Status::Fail(_) => s.failed += 1,
-            Status::Unsupported(_) => s.unsupported += 1,
-        }
+        m.entry(r.family.clone()).or_default().add(&r.status);
     }
     m
 }

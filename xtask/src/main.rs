@@ -129,6 +129,22 @@ fn ci() -> ExitCode {
             "--optimizer",
             IMPLEMENTED_FAMILIES,
         ],
+        // The 8-bit cases in bitsandbytes' CPU-path mode, the mode that reproduces their
+        // recordings (codes included); the default mode's difference is documented.
+        vec![
+            "run",
+            "--quiet",
+            "-p",
+            "moment-examples",
+            "--bin",
+            "golden",
+            "--",
+            "--strict",
+            "--bnb-kernel",
+            "cpu",
+            "--optimizer",
+            "adam8bit,adamw8bit",
+        ],
         vec![
             "run",
             "--quiet",

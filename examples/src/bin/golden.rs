@@ -1,15 +1,16 @@
-//! `golden [--dir DIR] [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]`: run reference
+//! `golden [--dir DIR]… [--optimizer FAMILY,…] [--bnb-kernel cuda|cpu] [--backend ndarray|flex|wgpu|cuda] [--strict]`: run reference
 //! cases (`--bnb-kernel`: which bitsandbytes code path the 8-bit optimizers follow; default cuda).
+//! Without `--dir`, the reference cases and the hyper-parameter sweep; `--dir` may be repeated.
 //! Usually invoked as `cargo xtask golden …`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use moment_examples::golden::{RunOptions, default_cases_dir, parse_families, run_dir_with};
+use moment_examples::golden::{RunOptions, default_case_dirs, parse_families, run_dirs_with};
 use moment_optim::BnbKernel;
 
 fn main() -> ExitCode {
-    let mut dir = default_cases_dir();
+    let mut dirs = Vec::new();
     let mut families = Vec::new();
     let mut strict = false;
     let mut options = RunOptions::default();
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => match args.next() {
-                Some(d) => dir = PathBuf::from(d),
+                Some(d) => dirs.push(PathBuf::from(d)),
                 None => return usage("--dir needs a directory"),
             },
             "--optimizer" | "--optimizers" => match args.next() {
@@ -46,10 +47,13 @@ fn main() -> ExitCode {
             other => return usage(&format!("unknown argument `{other}`")),
         }
     }
-    let (results, summary) = match run_dir_with(&dir, &families, &options) {
+    if dirs.is_empty() {
+        dirs = default_case_dirs();
+    }
+    let (results, summary) = match run_dirs_with(&dirs, &families, &options) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("golden: cannot read {}: {e}", dir.display());
+            eprintln!("golden: cannot read {e}");
             return ExitCode::from(2);
         }
     };
