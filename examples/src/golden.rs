@@ -64,8 +64,8 @@ pub struct CaseResult {
     pub worst_ratio: f64,
     /// Final-state tensors compared.
     pub state_compared: usize,
-    /// 8-bit state codes compared with the reference's (reported, not a pass criterion: the
-    /// reference codes come from bitsandbytes' CPU lookup-table quantizer).
+    /// 8-bit state codes compared with the reference's: all must agree in the CPU-path mode,
+    /// at least [`CUDA_MODE_CODE_AGREEMENT`] of them in the default (CUDA-kernel) mode.
     pub codes_total: u64,
     /// Of those, codes equal to the reference's.
     pub codes_equal: u64,
@@ -188,7 +188,8 @@ pub fn run_dir_with(
     let mut summary = Summary::default();
     for file in files {
         let r = run_file_with(&file, options);
-        if !families.is_empty() && !families.contains(&r.family) {
+        // A file whose family cannot be read is reported whatever the filter.
+        if !families.is_empty() && !r.family.is_empty() && !families.contains(&r.family) {
             continue;
         }
         summary.add(&r.status);
@@ -239,8 +240,22 @@ pub fn run_file_with(file: &Path, options: &RunOptions) -> CaseResult {
     if let Some(f) = case.get("optimizer").and_then(Value::as_str) {
         result.family = f.to_string();
     }
+    if result.family.is_empty() {
+        result.status = Status::Fail(format!(
+            "{}: malformed case: no `optimizer` family",
+            file.display()
+        ));
+        return result;
+    }
     let difference = DIFFERENCES.iter().find(|d| (d.applies)(&case, options));
-    let outcome = run_case(&case, options, difference.is_some(), &mut result);
+    let outcome = match run_case(&case, options, difference.is_some(), &mut result) {
+        // A broken case is never explained by a difference.
+        Err(CaseError::Fail(m)) if m.starts_with("malformed") => {
+            result.status = Status::Fail(format!("{}: {m}", file.display()));
+            return result;
+        }
+        other => other,
+    };
     result.status = match (outcome, difference) {
         (Ok(()), _) => Status::Pass,
         (Err(CaseError::Fail(m)), Some(d)) if result.worst_ratio <= d.max_ratio => {
@@ -487,6 +502,14 @@ fn run_case_on<B: Backend>(
         .get("steps")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("steps"))?;
+    // A case that compares nothing must not pass.
+    if specs.is_empty() {
+        return Err(malformed("no params"));
+    }
+    if steps.is_empty() {
+        return Err(malformed("no steps"));
+    }
+    let cpu_path = options.port.bnb_kernel == moment_optim::BnbKernel::Cpu;
     for (t, step) in steps.iter().enumerate() {
         // Curvature estimates (Sophia): fed before the step, as `update_hessian()` /
         // `step(hessian=…)` do.
@@ -558,81 +581,106 @@ fn run_case_on<B: Backend>(
     }
 
     // Final state: compare every reference state tensor moment keeps under the same name.
-    if let Some(fs) = case.get("final_state").and_then(Value::as_object) {
-        for (pname, states) in fs {
-            let Some(ours) = optim.state(pname) else {
-                return Err(CaseError::Fail(format!("no state for `{pname}`")));
-            };
-            let constants = optim.constants(pname).unwrap_or_default();
-            let Some(states) = states.as_object() else {
-                return Err(malformed("final_state entry"));
-            };
-            for (key, st) in states {
-                let values = f32s(
-                    st.get("values").unwrap_or(&Value::Null),
-                    "final_state values",
-                )?;
-                let what = |m: String| CaseError::Fail(format!("final state `{pname}.{key}`: {m}"));
-                if let Some(t) = ours.iter().find_map(|s| s.tensor(key)) {
-                    let mut a = t
-                        .to_data()
-                        .to_vec::<f32>()
-                        .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
-                    let mut values = values;
-                    if UP_TO_SIGN.iter().any(|(prefix, _)| key.starts_with(prefix)) {
-                        a.iter_mut().for_each(|x| *x = x.abs());
-                        values.iter_mut().for_each(|x| *x = x.abs());
+    let fs = case
+        .get("final_state")
+        .and_then(Value::as_object)
+        .filter(|fs| !fs.is_empty())
+        .ok_or_else(|| malformed("no final_state"))?;
+    for (pname, states) in fs {
+        let Some(ours) = optim.state(pname) else {
+            return Err(CaseError::Fail(format!("no state for `{pname}`")));
+        };
+        let constants = optim.constants(pname).unwrap_or_default();
+        let Some(states) = states.as_object() else {
+            return Err(malformed("final_state entry"));
+        };
+        for (key, st) in states {
+            let values = f32s(
+                st.get("values").unwrap_or(&Value::Null),
+                "final_state values",
+            )?;
+            let what = |m: String| CaseError::Fail(format!("final state `{pname}.{key}`: {m}"));
+            if let Some(t) = ours.iter().find_map(|s| s.tensor(key)) {
+                let mut a = t
+                    .to_data()
+                    .to_vec::<f32>()
+                    .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
+                let mut values = values;
+                if UP_TO_SIGN.iter().any(|(prefix, _)| key.starts_with(prefix)) {
+                    a.iter_mut().for_each(|x| *x = x.abs());
+                    values.iter_mut().for_each(|x| *x = x.abs());
+                }
+                let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
+                if let Err(m) = compare(&a, &values, rtol, atol, scale, result) {
+                    if !keep_going {
+                        return Err(what(m));
                     }
-                    let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
-                    if let Err(m) = compare(&a, &values, rtol, atol, scale, result) {
-                        if !keep_going {
-                            return Err(what(m));
-                        }
-                        first_failure.get_or_insert(format!("final state `{pname}.{key}`: {m}"));
-                    }
-                    result.state_compared += 1;
-                } else if let Some(c) = ours.iter().find_map(|s| s.code(key)) {
-                    // 8-bit codes: agreement is reported, not required (see `CaseResult`).
-                    let a = moment_optim::stats::code_values(c);
-                    if a.len() != values.len() {
-                        return Err(what(format!(
-                            "{} codes, reference has {}",
-                            a.len(),
-                            values.len()
-                        )));
-                    }
-                    result.codes_total += a.len() as u64;
-                    result.codes_equal += a
+                    first_failure.get_or_insert(format!("final state `{pname}.{key}`: {m}"));
+                }
+                result.state_compared += 1;
+            } else if let Some(c) = ours.iter().find_map(|s| s.code(key)) {
+                // 8-bit codes: agreement is reported, not required (see `CaseResult`).
+                let a = moment_optim::stats::code_values(c);
+                if a.len() != values.len() {
+                    return Err(what(format!(
+                        "{} codes, reference has {}",
+                        a.len(),
+                        values.len()
+                    )));
+                }
+                result.codes_total += a.len() as u64;
+                result.codes_equal += a
+                    .iter()
+                    .zip(&values)
+                    .filter(|(a, e)| f32::from(**a) == **e)
+                    .count() as u64;
+            } else if let Some((_, table)) = constants.iter().find(|(n, _)| n == key) {
+                // Constant tables (quantization maps) must match bit for bit.
+                let same = table.len() == values.len()
+                    && table
                         .iter()
                         .zip(&values)
-                        .filter(|(a, e)| f32::from(**a) == **e)
-                        .count() as u64;
-                } else if let Some((_, table)) = constants.iter().find(|(n, _)| n == key) {
-                    // Constant tables (quantization maps) must match bit for bit.
-                    let same = table.len() == values.len()
-                        && table
-                            .iter()
-                            .zip(&values)
-                            .all(|(a, e)| a.to_bits() == e.to_bits());
-                    if !same {
-                        return Err(what("constant table differs from the reference".into()));
-                    }
-                    result.state_compared += 1;
-                } else if let Some(c) = ours.iter().find_map(|s| s.counter(key)) {
-                    if values.len() != 1 || f64::from(values[0]) != c as f64 {
-                        return Err(what(format!("counter {c}, reference {values:?}")));
-                    }
-                    result.state_compared += 1;
-                } else if !NOT_KEPT.iter().any(|(k, _)| k == key) {
-                    return Err(what(
+                        .all(|(a, e)| a.to_bits() == e.to_bits());
+                if !same {
+                    return Err(what("constant table differs from the reference".into()));
+                }
+                result.state_compared += 1;
+            } else if let Some(c) = ours.iter().find_map(|s| s.counter(key)) {
+                if values.len() != 1 || f64::from(values[0]) != c as f64 {
+                    return Err(what(format!("counter {c}, reference {values:?}")));
+                }
+                result.state_compared += 1;
+            } else if !NOT_KEPT.iter().any(|(k, _)| k == key) {
+                return Err(what(
                         "the reference keeps this state and moment has no counterpart (add it, or list it in NOT_KEPT with the reason)".into(),
                     ));
-                }
             }
+        }
+    }
+    if let Some(agreement) = result.code_agreement() {
+        let required = if cpu_path {
+            1.0
+        } else {
+            CUDA_MODE_CODE_AGREEMENT
+        };
+        if agreement < required {
+            first_failure.get_or_insert(format!(
+                "8-bit codes agree with the reference's in {:.3}% ({} of {}), below the {:.1}% this mode requires",
+                100.0 * agreement,
+                result.codes_equal,
+                result.codes_total,
+                100.0 * required
+            ));
         }
     }
     first_failure.map_or(Ok(()), |m| Err(CaseError::Fail(m)))
 }
+
+/// Share of 8-bit codes that must equal the recorded (bitsandbytes CPU-path) ones in the
+/// default mode, whose exact-nearest quantizer differs from the recording's lookup table: the
+/// lowest agreement over the 23 reference and sweep 8-bit cases is 97.33% (CPU-path mode:
+/// 100% of codes, required).
+pub const CUDA_MODE_CODE_AGREEMENT: f64 = 0.97;
 
 /// State whose values are defined only up to sign (compared by absolute value), by key prefix,
 /// with the reason.

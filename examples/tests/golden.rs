@@ -300,3 +300,95 @@ fn unseen_directories_unknown_classes_and_broken_files() {
     assert!(matches!(by_id("unknown-arg"), Status::Fail(m) if m.contains("nesterov")));
     assert!(matches!(by_id("broken"), Status::Fail(_)));
 }
+
+/// A case that compares nothing is an error naming its file: no steps, no parameters, no final
+/// state.
+#[test]
+fn a_case_that_compares_nothing_fails_naming_its_file() {
+    let dir = scratch("vacuous");
+    let base = load("adamw-default");
+    let mut no_steps = base.clone();
+    no_steps["steps"] = Value::Array(vec![]);
+    let mut no_params = base.clone();
+    no_params["params"] = Value::Array(vec![]);
+    for step in no_params["steps"].as_array_mut().unwrap() {
+        step["grads"] = Value::Array(vec![]);
+        step["params"] = Value::Array(vec![]);
+    }
+    no_params["final_state"] = serde_json::json!({});
+    let mut no_state = base.clone();
+    no_state.as_object_mut().unwrap().remove("final_state");
+    for (name, case) in [
+        ("no-steps", no_steps),
+        ("no-params", no_params),
+        ("no-state", no_state),
+    ] {
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, case.to_string()).unwrap();
+        let r = run_file(&file);
+        assert!(
+            matches!(&r.status, Status::Fail(m) if m.contains(&file.display().to_string())),
+            "{name}: {r}"
+        );
+    }
+}
+
+/// An unreadable case is reported whatever the family filter.
+#[test]
+fn a_broken_file_is_reported_under_a_family_filter() {
+    let dir = scratch("filtered-broken");
+    std::fs::write(dir.join("broken.json"), "{\"format\": 1, \"id\": ").unwrap();
+    std::fs::write(dir.join("lion.json"), load("lion-default").to_string()).unwrap();
+    let (results, summary) = run_dir(&dir, &["lion".to_string()]).unwrap();
+    assert_eq!((summary.passed, summary.failed), (1, 1), "{summary}");
+    assert!(results.iter().any(|r| r.id == "broken"));
+}
+
+/// In the CPU-path mode every 8-bit code must equal the recording's: one changed code fails
+/// the case (the default mode, within its agreement threshold, lets it pass).
+#[test]
+fn eight_bit_codes_are_part_of_the_verdict() {
+    let dir = scratch("codes");
+    let base = load("adam8bit-default");
+    let mut code = base.clone();
+    let v = &mut code["final_state"]["w_big"]["state2"]["values"][100];
+    *v = Value::from((v.as_u64().unwrap() + 1) % 256);
+    std::fs::write(dir.join("code.json"), code.to_string()).unwrap();
+    let r = run_file_with(&dir.join("code.json"), &cpu_8bit());
+    assert!(
+        matches!(&r.status, Status::Fail(m) if m.contains("8-bit codes agree")),
+        "{r}"
+    );
+    assert_eq!(run_file(&dir.join("code.json")).status, Status::Pass);
+    // Every code of the first block changed: below the default mode's threshold too.
+    let mut block = base.clone();
+    for v in block["final_state"]["w_big"]["state2"]["values"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .take(256)
+    {
+        *v = Value::from((v.as_u64().unwrap() + 7) % 256);
+    }
+    std::fs::write(dir.join("block.json"), block.to_string()).unwrap();
+    let r = run_file(&dir.join("block.json"));
+    assert!(
+        matches!(&r.status, Status::Fail(m) if m.contains("8-bit codes agree")),
+        "{r}"
+    );
+}
+
+/// `--strict` with a requested family that has no case is an error.
+#[test]
+fn strict_requires_every_requested_family() {
+    let run = |families: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_golden"))
+            .args(["--strict", "--optimizer", families])
+            .output()
+            .unwrap()
+    };
+    assert!(run("lion").status.success());
+    let out = run("lion,lino");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lino"));
+}

@@ -61,7 +61,18 @@ fn main() -> ExitCode {
         println!("{r}");
     }
     println!("{summary}");
-    if summary.failed > 0 || (strict && summary.unsupported > 0) || (strict && results.is_empty()) {
+    let missing: Vec<&String> = families
+        .iter()
+        .filter(|f| !results.iter().any(|r| &r.family == *f))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("golden: no cases of the requested families {missing:?}");
+    }
+    if summary.failed > 0
+        || (strict && summary.unsupported > 0)
+        || (strict && results.is_empty())
+        || (strict && !missing.is_empty())
+    {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
