@@ -338,14 +338,21 @@ pub fn from_reference_with<B: Backend>(
                             .into(),
                 });
             }
+            // `weight_decouple=False` is not L2: the reference never touches the gradient
+            // (`apply_weight_decay(grad=None)` / no foreach add to the grads) and adds `λθ` to
+            // the Adam direction before the norms (`_step_foreach`: `_foreach_add_(updates,
+            // params, alpha=weight_decay)`), so the trust ratio sees `r + λθ`.
             let decay = match a.pytorch_optimizer_decay(true)? {
-                Decay::Coupled(wd) => LambDecay::L2(wd),
+                Decay::Coupled(wd) => LambDecay::InUpdate(wd),
                 Decay::Decoupled(wd) => LambDecay::DecoupledBeforeNorm(wd),
                 Decay::None => LambDecay::DecoupledBeforeNorm(0.0),
             };
+            // One `eps` for both the Adam denominator and the trust ratio's `‖u‖ + eps`.
+            let eps = a.float("eps", d.eps)?;
             let config = LambConfig {
                 betas: a.pair("betas", d.betas)?,
-                eps: a.float("eps", d.eps)?,
+                eps,
+                trust_eps: eps,
                 decay,
                 max_weight_norm: Some(a.float("clamp", 10.0)?),
                 grad_averaging: a.bool("grad_averaging", d.grad_averaging)?,

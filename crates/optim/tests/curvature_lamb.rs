@@ -10,6 +10,7 @@ use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use moment_optim::curvature::{GnbEstimator, Hutchinson, Probe};
+use moment_optim::port::{ArgValue, RefArgs, from_reference};
 use moment_optim::{
     Chain, Decay, GradEntry, LambConfig, LambDecay, MomentOptimizer, Observer, ParamGroup,
     ParamView, Selector, SophiaConfig, StepReport, TrustRatio,
@@ -210,6 +211,106 @@ fn lamb_vectors_excluded_by_group() {
         let want = 5.0 - 1e-2 / 0.1 * m / (v.sqrt() + 1e-6);
         assert!((f64::from(*x) - want).abs() < 1e-5, "{x} vs {want}");
     }
+}
+
+/// One step of `pytorch_optimizer.Lamb` (foreach path, β = (0.9, 0.999), t = 1) in f64, straight
+/// from its `_step_foreach`: `m = 0.1·g`, `v = 0.001·g²`, `u = m/(√v + eps)` (+ `λθ` with
+/// `weight_decouple=False`, after `θ·(1 − lr·λ)` with `True`), `φ = min(‖θ‖, 10)/(‖u‖ + eps)`
+/// with the **same** `eps` (`trust_eps` = `eps`), `θ ← θ − lr/(1 − 0.9)·φ·u`.
+fn pytorch_optimizer_lamb_step(
+    theta: &[f64],
+    g: &[f64],
+    (lr, wd, decouple): (f64, f64, bool),
+    (eps, trust_eps): (f64, f64),
+) -> Vec<f64> {
+    let theta: Vec<f64> = if decouple {
+        theta.iter().map(|x| x * (1.0 - lr * wd)).collect()
+    } else {
+        theta.to_vec()
+    };
+    let u: Vec<f64> = g
+        .iter()
+        .zip(&theta)
+        .map(|(g, x)| {
+            let r = 0.1 * g / ((0.001 * g * g).sqrt() + eps);
+            if decouple { r } else { r + wd * x }
+        })
+        .collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let phi = norm(&theta).min(10.0) / (norm(&u) + trust_eps);
+    theta
+        .iter()
+        .zip(&u)
+        .map(|(x, u)| x - lr / 0.1 * phi * u)
+        .collect()
+}
+
+fn lamb_port(args: &[(&str, ArgValue)]) -> MomentOptimizer<B> {
+    let args: RefArgs = args
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect();
+    MomentOptimizer::new(
+        from_reference::<B>("pytorch_optimizer.Lamb", &args)
+            .unwrap()
+            .chain,
+    )
+}
+
+/// pytorch_optimizer's trust ratio adds its `eps` argument to `‖u‖`, not a fixed 1e-6. With
+/// gradients near `eps` the direction's norm is comparable to it (the 1e-10-gradient first
+/// step of the sweep cases), so a fixed 1e-6 moves this step by ~0.3%.
+#[test]
+fn lamb_port_trust_ratio_uses_the_eps_argument() {
+    let (theta, g) = ([1.0, 2.0, -2.0], [1e-3, -2e-3, 4e-4]);
+    let mut opt = lamb_port(&[
+        ("lr", ArgValue::Float(1e-2)),
+        ("eps", ArgValue::Float(1e-3)),
+    ]);
+    let mut params = vec![param(
+        "p",
+        &theta.map(|x| x as f32),
+        Some(&g.map(|x| x as f32)),
+    )];
+    opt.step(1e-2, &mut params).unwrap();
+    let want = pytorch_optimizer_lamb_step(&theta, &g, (1e-2, 0.0, true), (1e-3, 1e-3));
+    assert_close(
+        &values(&params[0].value),
+        &want,
+        1e-5,
+        1e-6,
+        "trust eps = eps",
+    );
+    // A ratio with a fixed 1e-6 would be far outside that tolerance.
+    let fixed = pytorch_optimizer_lamb_step(&theta, &g, (1e-2, 0.0, true), (1e-3, 1e-6));
+    assert!((want[0] - fixed[0]).abs() > 1e-4, "{want:?} vs {fixed:?}");
+}
+
+/// pytorch_optimizer `Lamb(weight_decouple=False)` is not L2: the gradient (and so both moments)
+/// stays untouched and `λθ` joins the direction before the norms; `θ`'s norm (above the clamp
+/// here) is the undecayed one.
+#[test]
+fn lamb_port_coupled_decay_goes_into_the_direction() {
+    let theta = [6.0, -8.0, 3.0]; // ‖θ‖ ≈ 10.44 > clamp 10
+    let g = [0.5, -0.25, 2.0];
+    let (lr, wd) = (1e-2, 0.1);
+    let mut opt = lamb_port(&[
+        ("lr", ArgValue::Float(lr)),
+        ("weight_decay", ArgValue::Float(wd)),
+        ("weight_decouple", ArgValue::Bool(false)),
+    ]);
+    let mut params = vec![param(
+        "p",
+        &theta.map(|x| x as f32),
+        Some(&g.map(|x| x as f32)),
+    )];
+    opt.step(lr, &mut params).unwrap();
+    let want = pytorch_optimizer_lamb_step(&theta, &g, (lr, wd, false), (1e-6, 1e-6));
+    assert_close(&values(&params[0].value), &want, 1e-5, 1e-6, "decay in u");
+    // Moments of the raw gradient: exp_avg = 0.1·g exactly as the reference keeps it.
+    let st = opt.state("p").unwrap();
+    let m = st.iter().find_map(|s| s.tensor("exp_avg")).unwrap();
+    assert_close(&values(m), &g.map(|x| 0.1 * x), 1e-6, 1e-9, "exp_avg");
 }
 
 /// Before any curvature estimate Sophia-G is sign descent (h = 0 clips every coordinate).

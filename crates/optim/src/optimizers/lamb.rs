@@ -6,9 +6,9 @@
 //! | | [`LambConfig::pytorch_optimizer`] (default) | [`LambConfig::apex`] (NVIDIA FusedLAMB) | [`LambConfig::cybertronai`] |
 //! | --- | --- | --- | --- |
 //! | bias correction | `lr/(1−β1^t)` on the step, outside the ratio ([`LambBiasCorrection::StepFirstMoment`]) | both moments ([`LambBiasCorrection::Moments`]) | none |
-//! | weight decay | decoupled, before the norms ([`LambDecay::DecoupledBeforeNorm`]) | inside `u` ([`LambDecay::InUpdate`]) | inside `u` |
+//! | weight decay | decoupled, before the norms ([`LambDecay::DecoupledBeforeNorm`]); `weight_decouple=False`: inside `u` | inside `u` ([`LambDecay::InUpdate`]) | inside `u` |
 //! | weight-norm clamp | 10 | none | 10 |
-//! | ε in the ratio | 1e-6 | 0 | 0 |
+//! | ε in the ratio | the direction's `eps` (1e-6) | 0 | 0 |
 //! | ratio applied | always | only when λ > 0 ([`TrustRatio::WhenDecayed`]) | always |
 //!
 //! Zero norms give a ratio of 1, never NaN. To exclude 1-D parameters (biases, norms) from
@@ -41,9 +41,11 @@ pub enum LambBiasCorrection {
 pub enum LambDecay {
     /// `θ ← θ·(1 − lr·λ)` before the norms (pytorch_optimizer `weight_decouple=True`).
     DecoupledBeforeNorm(f64),
-    /// `u ← r + λθ`, inside the trust-ratio direction (apex `adam_w_mode`, cybertronai).
+    /// `u ← r + λθ`, inside the trust-ratio direction (apex `adam_w_mode`, cybertronai, and
+    /// pytorch_optimizer `weight_decouple=False`, which adds `λθ` to the direction, not to the
+    /// gradient).
     InUpdate(f64),
-    /// L2: `g ← g + λθ` before the moments.
+    /// L2: `g ← g + λθ` before the moments (none of the matched references does this).
     L2(f64),
 }
 
@@ -80,7 +82,8 @@ pub struct LambConfig {
     pub bias_correction: LambBiasCorrection,
     /// Clamp of the weight norm in the ratio.
     pub max_weight_norm: Option<f64>,
-    /// ε added to the update norm in the ratio (≥ 0).
+    /// ε added to the update norm in the ratio (≥ 0). pytorch_optimizer uses its one `eps`
+    /// for both this and the direction's denominator: change both together.
     pub trust_eps: f64,
     /// When the ratio is applied.
     pub trust_ratio: TrustRatio,
