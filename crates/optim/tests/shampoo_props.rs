@@ -9,6 +9,7 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use moment_optim::linalg::{RootConfig, RootFailure, RootPrecision, inverse_root};
+use moment_optim::port::{ArgValue, RefArgs, from_reference};
 use moment_optim::transforms::merge_small_dims;
 use moment_optim::{MomentOptimizer, NonFinitePolicy, ParamGroup, Selector, ShampooConfig};
 use proptest::prelude::*;
@@ -271,6 +272,74 @@ fn roots_fail_cleanly_and_the_optimizer_keeps_the_previous_one() {
     assert_eq!(st.counter("root_failures"), Some(2));
     assert_eq!(roots(&opt), before);
     assert!(roots(&opt).iter().all(|x| x.is_finite()));
+}
+
+/// pytorch_optimizer `Shampoo(maximize=True, momentum=μ)`: `init_group` stores
+/// `momentum_buffer = grad.clone()` before `maximize_gradient` negates `p.grad`, so step 1 is
+/// `lerp(−g, g, μ) = (2μ − 1)·g` — a *descent* step for μ > ½; from step 2 the buffer is the
+/// previous preconditioned update. Two steps of a `[1]` parameter, by hand from `Shampoo.step`
+/// (`S = 1e-6 + Σ ĝ²`, root `S^(−1/2)`, `θ ← θ − lr·ĝ·S^(−1/2)`).
+#[test]
+fn maximize_with_momentum_starts_from_the_unflipped_gradient() {
+    let (mu, lr, eps) = (0.9, 1e-2, 1e-6);
+    let args: RefArgs = [
+        ("lr", ArgValue::Float(lr)),
+        ("momentum", ArgValue::Float(mu)),
+        ("maximize", ArgValue::Bool(true)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut opt = MomentOptimizer::new(
+        from_reference::<B>("pytorch_optimizer.Shampoo", &args)
+            .unwrap()
+            .chain,
+    );
+    let (theta0, g1, g2) = (1.0f64, 0.5f64, -0.3f64);
+    let mut params = vec![param("p", &[theta0 as f32], None)];
+    // Step 1: ĝ = lerp(−g1, g1, μ) = (2μ − 1)·g1.
+    let h1 = (2.0 * mu - 1.0) * g1;
+    let s1 = eps + h1 * h1;
+    let x1 = h1 / s1.sqrt();
+    let theta1 = theta0 - lr * x1;
+    // Step 2: ĝ = lerp(−g2, x1, μ).
+    let h2 = -g2 + mu * (x1 + g2);
+    let s2 = s1 + h2 * h2;
+    let theta2 = theta1 - lr * h2 / s2.sqrt();
+    params[0].grad = Some(flat(&[g1 as f32]));
+    opt.step(lr, &mut params).unwrap();
+    let p1 = values(&params[0].value);
+    assert!(
+        p1[0] < 1.0,
+        "μ = 0.9: the first maximize step descends, {p1:?}"
+    );
+    assert_close(&p1, &[theta1], 1e-5, 1e-6, "step 1");
+    params[0].grad = Some(flat(&[g2 as f32]));
+    opt.step(lr, &mut params).unwrap();
+    assert_close(&values(&params[0].value), &[theta2], 1e-5, 1e-6, "step 2");
+    // Without maximize the first lerp is a no-op: plain −lr·g/√(ε + g²).
+    let plain: RefArgs = [
+        ("lr", ArgValue::Float(lr)),
+        ("momentum", ArgValue::Float(mu)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut opt = MomentOptimizer::new(
+        from_reference::<B>("pytorch_optimizer.Shampoo", &plain)
+            .unwrap()
+            .chain,
+    );
+    let mut params = vec![param("p", &[theta0 as f32], Some(&[g1 as f32]))];
+    opt.step(lr, &mut params).unwrap();
+    let want = theta0 - lr * g1 / (eps + g1 * g1).sqrt();
+    assert_close(
+        &values(&params[0].value),
+        &[want],
+        1e-5,
+        1e-6,
+        "no maximize",
+    );
 }
 
 #[test]

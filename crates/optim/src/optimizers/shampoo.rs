@@ -9,7 +9,7 @@
 //! | shapes | every dim of the tensor, vectors by a full matrix | merged small dims, blocks of `block_size` (512) |
 //! | roots | `−1/(2·ndim)` every `precondition_frequency` (1), zero before the first | `−1/(2·rank)` every 1000 steps, identity before the first |
 //! | grafting | none | SGD (pytorch_optimizer's default; its cases use AdaGrad, `graft_type=2`); also RMSProp, Adam (bias-corrected, Meta's), SQRT_N |
-//! | momentum | lerp toward the previous update (μ = 0) | heavy ball β1 = 0.9, Nesterov, graft direction before step 25 |
+//! | momentum | lerp toward the previous update (μ = 0); with `maximize` the first lerp goes toward the un-negated gradient (reference quirk) | heavy ball β1 = 0.9, Nesterov, graft direction before step 25 |
 //! | decay | L2 after the momentum lerp | L2 after the graft rescale, or decoupled |
 //!
 //! Roots use the coupled Newton iteration in tensor ops (f64 by default; `RootPrecision::F32`
@@ -65,6 +65,7 @@ impl ShampooConfig {
                 graft_eps: 1e-10,
                 momentum: ShampooMomentum::LerpPrevious(0.0),
                 l2: 0.0,
+                raw_initial_buffer: true,
                 root: RootConfig::default(),
             },
             decoupled_weight_decay: 0.0,
@@ -95,6 +96,7 @@ impl ShampooConfig {
                     moving_average: false,
                 },
                 l2: 0.0,
+                raw_initial_buffer: false,
                 root: RootConfig::default(),
             },
             decoupled_weight_decay: 0.0,
@@ -173,12 +175,15 @@ impl ShampooConfig {
     }
 
     /// The validated chain: `[flip_sign] → scale_by_shampoo → [decoupled decay] →
-    /// scale_by_learning_rate`.
+    /// scale_by_learning_rate`. `shampoo.raw_initial_buffer` is kept only with `maximize` (it
+    /// describes a buffer that saw the gradient before the flip).
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         self.validate()?;
+        let mut shampoo = self.shampoo;
+        shampoo.raw_initial_buffer &= self.maximize;
         Ok(Chain::new("shampoo")
             .then_if(self.maximize, flip_sign())
-            .then(self.shampoo)
+            .then(shampoo)
             .then_if(
                 self.decoupled_weight_decay > 0.0,
                 add_decayed_weights(self.decoupled_weight_decay),

@@ -51,7 +51,9 @@ pub enum Graft {
 pub enum ShampooMomentum {
     /// pytorch_optimizer `Shampoo`: `g ← lerp(g, previous preconditioned update, μ)` before
     /// statistics and preconditioning (μ = 0: none); the update is stored as `momentum_buffer`.
-    /// Coupled decay is added after the lerp, so the statistics include it.
+    /// Coupled decay is added after the lerp, so the statistics include it. The buffer starts
+    /// as the gradient itself (step 1 is a no-op lerp), but see
+    /// [`ScaleByShampoo::raw_initial_buffer`] for `maximize`.
     LerpPrevious(f64),
     /// ScalableShampoo: heavy ball `m ← β1·m + d` (or an EMA with `moving_average`) on both the
     /// Shampoo and the graft direction, Nesterov optional; the graft's is used before
@@ -111,6 +113,13 @@ pub struct ScaleByShampoo {
     pub momentum: ShampooMomentum,
     /// Coupled (L2) decay λ, where the momentum form puts it.
     pub l2: f64,
+    /// pytorch_optimizer `Shampoo(maximize=True, momentum=μ>0)` quirk: its `init_group` creates
+    /// `momentum_buffer = grad.clone()` *before* `maximize_gradient` negates `p.grad`, so step 1
+    /// uses `lerp(−g, g, μ) = (2μ−1)·g` (a descent step for μ > ½) instead of `−g`. With this
+    /// set and [`ShampooMomentum::LerpPrevious`], step 1 lerps the incoming gradient toward its
+    /// negation. Meaningful only right after a sign flip: [`crate::ShampooConfig::build`] keeps
+    /// it only with `maximize` (`gupta()` sets it, `scalable()` does not).
+    pub raw_initial_buffer: bool,
     /// Root iteration options.
     pub root: RootConfig,
 }
@@ -434,6 +443,9 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
             if t > 1 && mu > 0.0 {
                 let buf = state.tensors[find(state, "momentum_buffer")].tensor.clone();
                 g = lerp(g, buf, mu);
+            } else if mu > 0.0 && self.raw_initial_buffer {
+                // The reference's first buffer is the gradient before the maximize flip.
+                g = lerp(g.clone(), g.neg(), mu);
             }
             if self.l2 > 0.0 {
                 g = g.add(ctx.param.clone().mul_scalar(self.l2 as f32));
