@@ -177,7 +177,9 @@ fn every_sweep_case_passes_or_differs_as_documented() {
     // The settings a report named are there and pass.
     for id in [
         "sweep-lamb-wd-above-clamp",
+        "sweep-lamb-coupled-wd-above-clamp",
         "sweep-shampoo-momentum-decoupled-wd",
+        "sweep-shampoo-momentum-decoupled-wd-stale-roots",
         "sweep-shampoo-matrix-eps-1e-2",
     ] {
         let r = results.iter().find(|r| r.id == id).expect(id);

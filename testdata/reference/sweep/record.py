@@ -395,6 +395,24 @@ def lamb_decay_above_clamp(rng, family):
     return d
 
 
+def lamb_coupled_decay_above_clamp(rng, family):
+    """LAMB with weight_decouple=False (decay added to the direction) above the clamp."""
+    d = lamb_decay_above_clamp(rng, family)
+    d.args.update(weight_decouple=False)
+    d.notes = ("Pinned: coupled decay 0.1 (weight_decouple=False: λθ joins the Adam direction "
+               "before the norms) with t0's norm (~19) above the weight-norm clamp 10.")
+    return d
+
+
+def shampoo_momentum_decoupled_stale(rng, family):
+    """Shampoo with momentum, decoupled decay and roots every second step."""
+    d = shampoo_momentum_decoupled(rng, family)
+    d.args.update(preconditioning_compute_steps=2)
+    d.notes = ("Pinned: momentum 0.9 with decoupled weight decay 0.05, roots every second step "
+               "(step 1 uses the zero roots).")
+    return d
+
+
 def shampoo_momentum_decoupled(rng, family):
     """Shampoo with momentum and decoupled weight decay on matrices."""
     d = shampoo_class(rng, family, "pytorch_optimizer.Shampoo")
@@ -423,8 +441,10 @@ def shampoo_class(rng, family, cls):
 
 # Settings that a report named, recorded beside the random draws (`sweep-<family>-<name>`).
 PINNED = {
-    "lamb": [("wd-above-clamp", lamb_decay_above_clamp)],
+    "lamb": [("wd-above-clamp", lamb_decay_above_clamp),
+             ("coupled-wd-above-clamp", lamb_coupled_decay_above_clamp)],
     "shampoo": [("momentum-decoupled-wd", shampoo_momentum_decoupled),
+                ("momentum-decoupled-wd-stale-roots", shampoo_momentum_decoupled_stale),
                 ("matrix-eps-1e-2", shampoo_large_matrix_eps)],
 }
 
