@@ -148,26 +148,6 @@ impl fmt::Display for Summary {
     }
 }
 
-/// [`run_dir_with`] over several directories, one after the other, with one summary.
-pub fn run_dirs_with(
-    dirs: &[PathBuf],
-    families: &[String],
-    options: &RunOptions,
-) -> std::io::Result<(Vec<CaseResult>, Summary)> {
-    let mut results = Vec::new();
-    let mut summary = Summary::default();
-    for dir in dirs {
-        let (r, s) = run_dir_with(dir, families, options)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-        results.extend(r);
-        summary.passed += s.passed;
-        summary.failed += s.failed;
-        summary.unsupported += s.unsupported;
-        summary.differs += s.differs;
-    }
-    Ok((results, summary))
-}
-
 /// Run every `*.json` in `dir` (sorted by name) whose family is in `families` (all when empty).
 pub fn run_dir(dir: &Path, families: &[String]) -> std::io::Result<(Vec<CaseResult>, Summary)> {
     run_dir_with(dir, families, &RunOptions::default())
@@ -187,15 +167,23 @@ pub fn run_dir_with(
     let mut results = Vec::new();
     let mut summary = Summary::default();
     for file in files {
-        let r = run_file_with(&file, options);
-        // A file whose family cannot be read is reported whatever the filter.
-        if !families.is_empty() && !r.family.is_empty() && !families.contains(&r.family) {
+        // Cases of other families are skipped unread beyond their family; a file whose family
+        // cannot be read is run (and reported) whatever the filter.
+        if !families.is_empty() && family_of(&file).is_some_and(|f| !families.contains(&f)) {
             continue;
         }
+        let r = run_file_with(&file, options);
         summary.add(&r.status);
         results.push(r);
     }
     Ok((results, summary))
+}
+
+/// The `optimizer` field of a case file, if it can be read.
+fn family_of(file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let case: Value = serde_json::from_str(&text).ok()?;
+    case.get("optimizer")?.as_str().map(str::to_string)
 }
 
 /// Run one case file.
@@ -256,28 +244,32 @@ pub fn run_file_with(file: &Path, options: &RunOptions) -> CaseResult {
         }
         other => other,
     };
+    // Only a tolerance mismatch (finite, within the bound) or the named refusal can be
+    // explained by a difference; any other failure stays a failure.
     result.status = match (outcome, difference) {
         (Ok(()), _) => Status::Pass,
-        (Err(CaseError::Fail(m)), Some(d)) if result.worst_ratio <= d.max_ratio => {
+        (Err(CaseError::Tolerance(m)), Some(d)) if result.worst_ratio <= d.max_ratio => {
             Status::Differs(format!("{} ({}); {m}", d.reason, d.documented))
         }
-        (Err(CaseError::Fail(m)), Some(d)) => Status::Fail(format!(
+        (Err(CaseError::Tolerance(m)), Some(d)) => Status::Fail(format!(
             "{m}; beyond the documented difference's bound ({:.3} > {} of the tolerance: {})",
             result.worst_ratio, d.max_ratio, d.reason
         )),
-        (Err(CaseError::Unsupported(m)), Some(d)) if d.refused => {
+        (Err(CaseError::Unsupported(m)), Some(d)) if d.refusal.is_some_and(|r| m.contains(r)) => {
             Status::Differs(format!("{} ({}); {m}", d.reason, d.documented))
         }
-        (Err(CaseError::Fail(m)), None) => Status::Fail(m),
+        (Err(CaseError::Tolerance(m) | CaseError::Fail(m)), _) => Status::Fail(m),
         (Err(CaseError::Unsupported(m)), _) => Status::Unsupported(m),
     };
     result
 }
 
 /// A documented, deliberate difference between moment and a reference. A case it applies to
-/// that fails within `max_ratio` of its tolerance (or that moment refuses, when `refused`) is
-/// reported `DIFFERS` with the reason instead of `FAIL`; a case it applies to that passes is
-/// `PASS` as usual. Never keyed by case id: by the reference class, its arguments and the run
+/// whose only failures are finite values out of tolerance by at most `max_ratio` of it (or
+/// that moment refuses with a message containing `refusal`) is reported `DIFFERS` with the
+/// reason instead of `FAIL`; a case it applies to that passes is `PASS` as usual; any other
+/// failure (non-finite values, missing state, counters, tables, 8-bit code agreement) stays
+/// `FAIL`. Never keyed by case id: by the reference class, its arguments and the run
 /// options.
 pub struct Difference {
     /// Whether the difference applies to a case (the parsed case file) under these options.
@@ -285,8 +277,8 @@ pub struct Difference {
     /// Largest error, as a fraction of the case tolerance over the whole trajectory, that the
     /// difference explains (0 for refusals).
     pub max_ratio: f64,
-    /// The difference is that moment refuses the setting with a clear error.
-    pub refused: bool,
+    /// The difference is that moment refuses the setting: a text its error message contains.
+    pub refusal: Option<&'static str>,
     /// Why moment differs.
     pub reason: &'static str,
     /// Where it is written down.
@@ -315,8 +307,9 @@ pub const DIFFERENCES: &[Difference] = &[
                     .and_then(Value::as_f64)
                     .is_some_and(|lr| lr > 2e-3)
         },
-        max_ratio: 5.0,
-        refused: false,
+        // Largest seen over the sweep: 3.57 (sweep-adamw8bit-09).
+        max_ratio: 4.0,
+        refusal: None,
         reason: "8-bit cases are recorded from bitsandbytes' CPU path (lookup-table quantizer); the default mode follows its CUDA kernel (exact nearest code, sign fix), whose codes differ in ~1-3% of elements, and above lr 2e-3 that moves the trajectory past the tolerance; `--bnb-kernel cpu` reproduces the recording",
         documented: "docs/algorithms/adam8bit.md",
     },
@@ -329,13 +322,46 @@ pub const DIFFERENCES: &[Difference] = &[
                     .is_some_and(|wd| wd > 0.0)
         },
         max_ratio: 0.0,
-        refused: true,
+        refusal: Some("Prodigy(weight_decouple=False)"),
         reason: "pytorch_optimizer Prodigy's coupled decay is added to the gradient after every use of it, so it has no effect; moment refuses the setting instead of ignoring it",
         documented: "docs/algorithms/prodigy.md",
     },
 ];
 
+/// A case that compares nothing must not pass: it needs parameters, steps, and a final state
+/// with at least one entry for every parameter it names. Checked before anything is built.
+fn check_compares_something(case: &Value) -> Result<(), CaseError> {
+    let non_empty = |key: &str| {
+        case.get(key).is_some_and(|v| match v {
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => false,
+        })
+    };
+    for (key, what) in [
+        ("params", "no params"),
+        ("steps", "no steps"),
+        ("final_state", "no final_state"),
+    ] {
+        if !non_empty(key) {
+            return Err(malformed(what));
+        }
+    }
+    let empty_entry = case["final_state"].as_object().and_then(|fs| {
+        fs.iter()
+            .find(|(_, v)| v.as_object().is_none_or(|o| o.is_empty()))
+    });
+    if let Some((name, _)) = empty_entry {
+        return Err(malformed(&format!(
+            "final_state entry `{name}` holds nothing"
+        )));
+    }
+    Ok(())
+}
+
 enum CaseError {
+    /// Values out of tolerance (finite): the only failure a [`Difference`] can explain.
+    Tolerance(String),
     Fail(String),
     Unsupported(String),
 }
@@ -416,6 +442,7 @@ fn run_case_on<B: Backend>(
             "case format {format:?} (this runner reads format 1)"
         )));
     }
+    check_compares_something(case)?;
     let class = case
         .pointer("/reference/class")
         .and_then(Value::as_str)
@@ -502,13 +529,6 @@ fn run_case_on<B: Backend>(
         .get("steps")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("steps"))?;
-    // A case that compares nothing must not pass.
-    if specs.is_empty() {
-        return Err(malformed("no params"));
-    }
-    if steps.is_empty() {
-        return Err(malformed("no steps"));
-    }
     let cpu_path = options.port.bnb_kernel == moment_optim::BnbKernel::Cpu;
     for (t, step) in steps.iter().enumerate() {
         // Curvature estimates (Sophia): fed before the step, as `update_hessian()` /
@@ -573,7 +593,7 @@ fn run_case_on<B: Backend>(
             if let Err(m) = compare(&a, &e, rtol, atol, 1.0, result) {
                 let m = format!("step {} param `{}`: {m}", t + 1, p.path);
                 if !keep_going {
-                    return Err(CaseError::Fail(m));
+                    return Err(CaseError::Tolerance(m));
                 }
                 first_failure.get_or_insert(m);
             }
@@ -584,7 +604,6 @@ fn run_case_on<B: Backend>(
     let fs = case
         .get("final_state")
         .and_then(Value::as_object)
-        .filter(|fs| !fs.is_empty())
         .ok_or_else(|| malformed("no final_state"))?;
     for (pname, states) in fs {
         let Some(ours) = optim.state(pname) else {
@@ -613,7 +632,9 @@ fn run_case_on<B: Backend>(
                 let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
                 if let Err(m) = compare(&a, &values, rtol, atol, scale, result) {
                     if !keep_going {
-                        return Err(what(m));
+                        return Err(CaseError::Tolerance(format!(
+                            "final state `{pname}.{key}`: {m}"
+                        )));
                     }
                     first_failure.get_or_insert(format!("final state `{pname}.{key}`: {m}"));
                 }
@@ -664,16 +685,16 @@ fn run_case_on<B: Backend>(
             CUDA_MODE_CODE_AGREEMENT
         };
         if agreement < required {
-            first_failure.get_or_insert(format!(
+            return Err(CaseError::Fail(format!(
                 "8-bit codes agree with the reference's in {:.3}% ({} of {}), below the {:.1}% this mode requires",
                 100.0 * agreement,
                 result.codes_equal,
                 result.codes_total,
                 100.0 * required
-            ));
+            )));
         }
     }
-    first_failure.map_or(Ok(()), |m| Err(CaseError::Fail(m)))
+    first_failure.map_or(Ok(()), |m| Err(CaseError::Tolerance(m)))
 }
 
 /// Share of 8-bit codes that must equal the recorded (bitsandbytes CPU-path) ones in the
@@ -740,6 +761,8 @@ fn compare(
         let err = (a - e).abs();
         let allowed = atol * atol_scale + rtol * e.abs();
         if !err.is_finite() {
+            // Never within any bound, so never explained by a documented difference.
+            result.worst_ratio = f64::INFINITY;
             return Err(format!("element {i}: {a} vs reference {e}"));
         }
         result.max_abs = result.max_abs.max(err);

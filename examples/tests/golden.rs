@@ -225,6 +225,37 @@ fn a_documented_difference_is_bounded() {
     assert!(matches!(r.status, Status::Fail(_)), "{r}");
 }
 
+/// A documented difference explains only tolerance mismatches: in a case it applies to, a wrong
+/// constant table or a missing state entry still fails.
+#[test]
+fn a_documented_difference_explains_only_tolerance_mismatches() {
+    let dir = scratch("difference-kind");
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(sweep_cases_dir().join("sweep-adamw8bit-09.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(base["reference_args"]["lr"].as_f64().unwrap() > 2e-3);
+    assert!(matches!(
+        run_file(&sweep_cases_dir().join("sweep-adamw8bit-09.json")).status,
+        Status::Differs(_)
+    ));
+    let mut table = base.clone();
+    let v = &mut table["final_state"]["w_big"]["qmap1"]["values"][3];
+    *v = Value::from(v.as_f64().unwrap() * 0.5);
+    std::fs::write(dir.join("table.json"), table.to_string()).unwrap();
+    let mut missing = base.clone();
+    missing["final_state"]["w_big"]["mystery"] =
+        serde_json::json!({"shape": [1], "dtype": "float32", "values": [1.0]});
+    std::fs::write(dir.join("missing.json"), missing.to_string()).unwrap();
+    let mut empty = base;
+    empty["final_state"]["w_big"] = serde_json::json!({});
+    std::fs::write(dir.join("empty.json"), empty.to_string()).unwrap();
+    for f in ["table.json", "missing.json", "empty.json"] {
+        let r = run_file(&dir.join(f));
+        assert!(matches!(r.status, Status::Fail(_)), "{f}: {r}");
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("moment-golden-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use moment_examples::golden::{RunOptions, default_case_dirs, parse_families, run_dirs_with};
+use moment_examples::golden::{
+    RunOptions, Summary, default_case_dirs, parse_families, run_dir_with,
+};
 use moment_optim::BnbKernel;
 
 fn main() -> ExitCode {
@@ -50,27 +52,39 @@ fn main() -> ExitCode {
     if dirs.is_empty() {
         dirs = default_case_dirs();
     }
-    let (results, summary) = match run_dirs_with(&dirs, &families, &options) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("golden: cannot read {e}");
-            return ExitCode::from(2);
+    let mut summary = Summary::default();
+    let mut any = false;
+    let mut missing = Vec::new();
+    for dir in &dirs {
+        let results = match run_dir_with(dir, &families, &options) {
+            Ok((r, _)) => r,
+            Err(e) => {
+                eprintln!("golden: cannot read {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        };
+        for r in &results {
+            println!("{r}");
+            summary.add(&r.status);
         }
-    };
-    for r in &results {
-        println!("{r}");
+        any |= !results.is_empty();
+        // Every requested family must have cases in every directory run.
+        for f in &families {
+            if !results.iter().any(|r| &r.family == f) {
+                missing.push(format!("{f} in {}", dir.display()));
+            }
+        }
     }
     println!("{summary}");
-    let missing: Vec<&String> = families
-        .iter()
-        .filter(|f| !results.iter().any(|r| &r.family == *f))
-        .collect();
     if !missing.is_empty() {
-        eprintln!("golden: no cases of the requested families {missing:?}");
+        eprintln!(
+            "golden: no cases of the requested families: {}",
+            missing.join(", ")
+        );
     }
     if summary.failed > 0
         || (strict && summary.unsupported > 0)
-        || (strict && results.is_empty())
+        || (strict && !any)
         || (strict && !missing.is_empty())
     {
         ExitCode::FAILURE
