@@ -1194,6 +1194,10 @@ mod cpu {
                     Err($back::<B>(any))
                 }
 
+                #[allow(
+                    clippy::expect_used,
+                    reason = "invariant: `take` keeps only standard-layout arrays"
+                )]
                 fn slice_mut(&mut self) -> &mut [$elem] {
                     match self {
                         Buf::Nd(a) => a.as_slice_mut().expect("standard layout checked in take"),
@@ -1587,8 +1591,8 @@ mod cpu {
         )
     }
 
-    /// `f()` compiled for the widest SIMD level the CPU has: AVX-512F, else AVX2, else the
-    /// baseline. The kernels' loops are plain Rust that LLVM vectorizes; inlined here they get
+    /// `f()` compiled for the SIMD level [`crate::simd_level`] gives (the CPU's widest —
+    /// AVX-512F, else AVX2, else the baseline — capped by `MOMENT_SIMD`). The kernels' loops are plain Rust that LLVM vectorizes; inlined here they get
     /// 16- or 8-wide `sqrt`/`div`/loads — the same IEEE operations in the same order and no
     /// FMA contraction, so results are bitwise those of the baseline build (tested: fused ≡
     /// composed). Wider vectors matter even for the memory-bound steps: fewer instructions per
@@ -1598,16 +1602,16 @@ mod cpu {
     fn simd<R>(f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked just above), the only requirement
-                // of calling a `#[target_feature(enable = "avx512f")]` function.
+            match crate::simd_level() {
+                // SAFETY: `simd_level` never exceeds what the CPU supports, so the CPU has
+                // AVX-512F: the only requirement of a `#[target_feature(enable = "avx512f")]`
+                // function.
                 #[allow(unsafe_code)]
-                return unsafe { on_avx512(f) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
+                crate::SimdLevel::Avx512 => return unsafe { on_avx512(f) },
                 // SAFETY: as above, for AVX2.
                 #[allow(unsafe_code)]
-                return unsafe { on_avx2(f) };
+                crate::SimdLevel::Avx2 => return unsafe { on_avx2(f) },
+                crate::SimdLevel::Baseline => {}
             }
         }
         f()
@@ -1738,7 +1742,7 @@ mod cpu {
     #[cfg(target_arch = "x86_64")]
     impl PermuteDecode {
         fn detect() -> Option<Self> {
-            std::arch::is_x86_feature_detected!("avx512f").then_some(Self(()))
+            (crate::simd_level() == crate::SimdLevel::Avx512).then_some(Self(()))
         }
     }
 
@@ -1819,9 +1823,10 @@ mod cpu {
                     #[allow(unsafe_code)]
                     return unsafe { self.blocks_avx512(b.0, b.1, b.2, b.3, b.4, b.5, d) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above), the only requirement
-                    // of calling a `#[target_feature(enable = "avx2")]` function.
+                if crate::simd_level() >= crate::SimdLevel::Avx2 {
+                    // SAFETY: the CPU supports AVX2 (`simd_level` never exceeds what it has),
+                    // the only requirement of calling a `#[target_feature(enable = "avx2")]`
+                    // function.
                     #[allow(unsafe_code)]
                     return unsafe { self.blocks_avx2(b.0, b.1, b.2, b.3, b.4, b.5) };
                 }

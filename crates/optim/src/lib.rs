@@ -62,6 +62,7 @@ pub mod port;
 pub mod quant;
 pub mod record;
 pub mod select;
+pub mod simd;
 pub mod stats;
 pub mod transform;
 pub mod transforms;
@@ -82,5 +83,6 @@ pub use optimizers::{
 };
 pub use record::{GroupRecord, OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
+pub use simd::{SimdLevel, set_simd_limit, simd_level};
 pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
 pub use transforms::{AdafactorConvention, BnbKernel, ProdigyDecay, SophiaVariant};

@@ -598,3 +598,20 @@ fn fused_adafactor_matches_the_composed_chain() {
         }
     }
 }
+
+/// CI runs this suite once per SIMD level the machine has (`MOMENT_SIMD=scalar|avx2`, and the
+/// default widest): the level asked for must be the level the kernels use, or those runs would
+/// test the same code three times.
+#[test]
+fn the_requested_simd_level_is_the_one_used() {
+    use moment_optim::SimdLevel;
+    use moment_optim::simd::detected_simd_level;
+    let level = moment_optim::simd_level();
+    let want = match std::env::var("MOMENT_SIMD") {
+        Ok(v) => SimdLevel::parse(&v)
+            .unwrap_or_else(|| panic!("MOMENT_SIMD={v:?} names no level"))
+            .min(detected_simd_level()),
+        Err(_) => detected_simd_level(),
+    };
+    assert_eq!(level, want);
+}

@@ -203,7 +203,7 @@ fn bandwidth(n: usize, reads: usize, writes: usize, threads: usize, reps: usize)
     (streams * 4 * n) as f64 / median / 1e9
 }
 
-/// [`stream_kernel`] at the CPU's widest SIMD level, as moment's fused kernels run (a baseline
+/// [`stream_kernel`] at the SIMD level moment's fused kernels run at ([`moment_optim::simd_level`]; a baseline
 /// SSE2 build of the same loops reaches ~30% less on an AVX-512 machine: fewer loads in
 /// flight, so a bandwidth measured that way would flatter every % in the table).
 fn stream_best(st: &mut [&mut [f32]], reads: usize, writes: usize) {
@@ -217,15 +217,15 @@ fn stream_best(st: &mut [&mut [f32]], reads: usize, writes: usize) {
         fn avx2(st: &mut [&mut [f32]], reads: usize, writes: usize) {
             stream_kernel(st, reads, writes)
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
+        // The level the optimizer kernels use (`MOMENT_SIMD` caps both alike).
+        match moment_optim::simd_level() {
+            // SAFETY: `simd_level` never exceeds what the CPU has, here AVX-512F.
             #[allow(unsafe_code)]
-            return unsafe { avx512(st, reads, writes) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
+            moment_optim::SimdLevel::Avx512 => return unsafe { avx512(st, reads, writes) },
+            // SAFETY: as above, for AVX2.
             #[allow(unsafe_code)]
-            return unsafe { avx2(st, reads, writes) };
+            moment_optim::SimdLevel::Avx2 => return unsafe { avx2(st, reads, writes) },
+            moment_optim::SimdLevel::Baseline => {}
         }
     }
     stream_kernel(st, reads, writes)
