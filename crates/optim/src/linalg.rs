@@ -7,6 +7,7 @@
 use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 
 use crate::stats::read_scalars;
+use crate::{OptimError, Result};
 
 /// Precision the root iteration runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,11 +141,11 @@ fn dtype_of(d: DType) -> FloatDType {
 /// implicit QL iteration (the EISPACK `tred2`/`tql2` pair, as in JAMA), accurate to a few ulps
 /// of `‖A‖`; `≈ 9n³` flops with the rotations applied to contiguous rows. Meant for the
 /// factors of eigenbasis methods (SOAP) computed once. Non-finite input gives non-finite
-/// output (the caller checks).
-pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    assert_eq!(a.len(), n * n, "symmetric_eigen: a must hold n*n values");
+/// output (the caller checks). An `a` that does not hold `n·n` values is an error.
+pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    check_square("symmetric_eigen", a, n)?;
     if n == 0 {
-        return (Vec::new(), Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Symmetrize (inputs built from f32 products can differ in the last bit).
     let mut v = a.to_vec();
@@ -175,7 +176,7 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
             vectors[k * n + col] = z[src * n + k];
         }
     }
-    (values, vectors)
+    Ok((values, vectors))
 }
 
 /// Householder reduction of symmetric `v` to tridiagonal form (`d` diagonal, `e`
@@ -342,9 +343,10 @@ fn tridiagonal_ql(z: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
 
 /// The orthogonal factor `Q` of `A = QR` for a square row-major `n × n` matrix (Householder
 /// reflections, f64, host; the reflections act on contiguous columns). Columns are determined up
-/// to sign (like LAPACK's); a rank-deficient `A` still gives an orthogonal `Q`.
-pub fn qr_orthogonal(a: &[f64], n: usize) -> Vec<f64> {
-    assert_eq!(a.len(), n * n, "qr_orthogonal: a must hold n*n values");
+/// to sign (like LAPACK's); a rank-deficient `A` still gives an orthogonal `Q`. An `a` that
+/// does not hold `n·n` values is an error.
+pub fn qr_orthogonal(a: &[f64], n: usize) -> Result<Vec<f64>> {
+    check_square("qr_orthogonal", a, n)?;
     // rt: column-major copy of A (rt[j·n + i] = A[i][j]); q: row-major, starts at I.
     let mut rt = vec![0.0f64; n * n];
     for i in 0..n {
@@ -389,5 +391,19 @@ pub fn qr_orthogonal(a: &[f64], n: usize) -> Vec<f64> {
             }
         }
     }
-    q
+    Ok(q)
+}
+
+/// `a` holds a row-major `n × n` matrix.
+fn check_square(function: &'static str, a: &[f64], n: usize) -> Result<()> {
+    if n.checked_mul(n) == Some(a.len()) {
+        Ok(())
+    } else {
+        Err(OptimError::invalid(
+            function,
+            "a",
+            format!("{} values for n = {n}", a.len()),
+            "n·n values (a row-major square matrix)",
+        ))
+    }
 }

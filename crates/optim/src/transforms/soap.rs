@@ -173,7 +173,11 @@ impl ScaleBySoap {
             for i in 0..d {
                 gg[i * d + i] = f64::from(gg[i * d + i] as f32 + 1e-30f32);
             }
-            let (_, q) = symmetric_eigen(&gg, d);
+            // A factor that is not d × d (never from `init`) keeps its basis, as a non-finite
+            // one does.
+            let Ok((_, q)) = symmetric_eigen(&gg, d) else {
+                continue;
+            };
             let device = state.tensors[s].tensor.device();
             state.tensors[s + 1].tensor = upload::<B>(&q, d, &device);
         }
@@ -209,8 +213,11 @@ impl ScaleBySoap {
                     sorted[i * d + col] = mp[i * d + src];
                 }
             }
+            let Ok(refreshed) = qr_orthogonal(&sorted, d) else {
+                continue;
+            };
             let device = state.tensors[s].tensor.device();
-            state.tensors[s + 1].tensor = upload::<B>(&qr_orthogonal(&sorted, d), d, &device);
+            state.tensors[s + 1].tensor = upload::<B>(&refreshed, d, &device);
             if order.iter().enumerate().any(|(i, &o)| i != o) {
                 let pre: usize = dims[..axis].iter().product();
                 let idx: Vec<i64> = order.iter().map(|&o| o as i64).collect();
