@@ -6,7 +6,9 @@
 //!   with moment-cuda's fused kernels; `wgpu`/`cuda` build with that feature).
 //! * `ci` — what CI runs: fmt check, clippy `-D warnings` (also moment-cuda with `wgpu` and
 //!   `cuda`), the test suite, the GPU kernel suite on wgpu (needs a Vulkan device: mesa's
-//!   llvmpipe will do), strict golden for the implemented families.
+//!   llvmpipe will do), strict golden for the implemented families (8-bit also in CPU-path
+//!   mode), the fused CPU suite at each narrower SIMD level (`MOMENT_SIMD`), moment-optim
+//!   without default features.
 //! * `bench [--optimizers all|LIST] [--sizes 1M,16M] [--threads N] [--reps N] [--json PATH]
 //!   [--quick]` — optimizer step times against the measured bandwidth (release build of
 //!   `moment-examples`' `bench`; see `docs/benchmarks.md`).
@@ -116,6 +118,7 @@ fn ci() -> ExitCode {
         clippy(&["-p", "moment-cuda", "--features", "cuda"]),
         clippy(&["-p", "moment-examples", "--features", "wgpu,cuda"]),
         vec!["test", "--workspace"],
+        vec!["build", "-p", "moment-optim", "--no-default-features"],
         vec!["test", "-p", "moment-cuda", "--features", "wgpu"],
         vec![
             "run",
@@ -167,6 +170,23 @@ fn ci() -> ExitCode {
         c.args(&s);
         if !run(c) {
             eprintln!("xtask ci: `cargo {}` failed", s.join(" "));
+            return ExitCode::FAILURE;
+        }
+    }
+    // The fused CPU kernels at the narrower SIMD levels (the test run above used the widest).
+    for level in ["scalar", "avx2"] {
+        let mut c = cargo();
+        c.env("MOMENT_SIMD", level).args([
+            "test",
+            "-p",
+            "moment-optim",
+            "--test",
+            "fused",
+            "--test",
+            "gradient_scan",
+        ]);
+        if !run(c) {
+            eprintln!("xtask ci: the fused suite failed at MOMENT_SIMD={level}");
             return ExitCode::FAILURE;
         }
     }
