@@ -119,6 +119,22 @@ fn ci() -> ExitCode {
         clippy(&["-p", "moment-examples", "--features", "wgpu,cuda"]),
         vec!["test", "--workspace"],
         vec!["build", "-p", "moment-optim", "--no-default-features"],
+        vec![
+            "run",
+            "--quiet",
+            "-p",
+            "moment-examples",
+            "--example",
+            "readme",
+        ],
+        vec![
+            "run",
+            "--quiet",
+            "-p",
+            "moment-dist",
+            "--example",
+            "doc_snippets",
+        ],
         vec!["test", "-p", "moment-cuda", "--features", "wgpu"],
         vec![
             "run",
