@@ -11,6 +11,14 @@ pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Err
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// A map of `f64` whose `null` values (non-finite when written) read back as `NaN`.
+fn nan_if_null_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    Ok(BTreeMap::<String, Option<f64>>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
+}
+
 /// Statistics of one named optimizer-state tensor of one parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateStats {
@@ -162,6 +170,7 @@ pub struct StepRecord {
     #[serde(deserialize_with = "nan_if_null")]
     pub lr: f64,
     /// Learning rate per parameter group.
+    #[serde(deserialize_with = "nan_if_null_map")]
     pub group_lrs: BTreeMap<String, f64>,
     /// Global gradient norm before clipping.
     #[serde(deserialize_with = "nan_if_null")]
