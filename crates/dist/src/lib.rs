@@ -242,9 +242,6 @@ impl ShardPlan {
         }
         let mut items: Vec<(&str, usize)> = params.into_iter().collect();
         items.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        if let Some(w) = items.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(DistError::Plan(format!("duplicate path `{}`", w[0].0)));
-        }
         let mut bytes = vec![0u64; world];
         let mut owner = BTreeMap::new();
         for (path, b) in items {
@@ -253,8 +250,11 @@ impl ShardPlan {
                 .enumerate()
                 .min_by_key(|&(r, &load)| (load, r))
                 .unwrap_or((0, &0));
+            // (a repeated path with different sizes is not adjacent after the sort)
+            if owner.insert(path.to_string(), rank).is_some() {
+                return Err(DistError::Plan(format!("duplicate path `{path}`")));
+            }
             bytes[rank] += b as u64;
-            owner.insert(path.to_string(), rank);
         }
         Ok(Self {
             world,
