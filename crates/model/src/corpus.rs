@@ -344,7 +344,51 @@ fn stream_rng(seed: u64, split: Split, index: u64) -> SplitMix64 {
     SplitMix64::new(a ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// Chains up to this many states get their stationary distribution by exact elimination.
+const EXACT_STATIONARY_STATES: usize = 512;
+
 fn stationary(rows: &[f64], vocab: usize, states: usize) -> Vec<f64> {
+    if states <= EXACT_STATIONARY_STATES {
+        stationary_exact(rows, vocab, states)
+    } else {
+        stationary_power(rows, vocab, states)
+    }
+}
+
+/// Grassmann–Taksar–Heyman elimination on the dense `states × states` chain: exact to
+/// rounding however slowly the chain mixes (no subtractions), `O(states³)`.
+fn stationary_exact(rows: &[f64], vocab: usize, states: usize) -> Vec<f64> {
+    let high = states / vocab;
+    let mut a = vec![0.0f64; states * states];
+    for s in 0..states {
+        for (j, p) in rows[s * vocab..(s + 1) * vocab].iter().enumerate() {
+            a[s * states + (s % high) * vocab + j] += p;
+        }
+    }
+    for k in (1..states).rev() {
+        let total: f64 = a[k * states..k * states + k].iter().sum();
+        for i in 0..k {
+            a[i * states + k] /= total;
+        }
+        for i in 0..k {
+            let f = a[i * states + k];
+            if f != 0.0 {
+                for j in 0..k {
+                    a[i * states + j] += f * a[k * states + j];
+                }
+            }
+        }
+    }
+    let mut pi = vec![1.0f64; states];
+    for j in 1..states {
+        pi[j] = (0..j).map(|i| pi[i] * a[i * states + j]).sum();
+    }
+    let total: f64 = pi.iter().sum();
+    pi.iter().map(|p| p / total).collect()
+}
+
+/// Power iteration (large chains; slowly mixing ones converge slowly).
+fn stationary_power(rows: &[f64], vocab: usize, states: usize) -> Vec<f64> {
     let high = states / vocab;
     let mut pi = vec![1.0 / states as f64; states];
     for _ in 0..100_000 {
