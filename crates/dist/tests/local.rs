@@ -4,11 +4,10 @@
 //! failure on one peer changes nothing anywhere, and sharded checkpoints resume exactly.
 
 mod common;
-use common::Watchdog;
+use common::{Watchdog, flat, noise, values};
 use std::sync::Mutex;
 
 use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
 use moment_dist::{BurnCollective, DataParallel, DistError, GradReduce, ShardPlan};
 use moment_optim::{
     Adam8bitConfig, AdamWConfig, Chain, MomentOptimizer, OptimError, ParamTensor, ProdigyConfig,
@@ -33,27 +32,6 @@ const PARAMS: [(&str, &[usize]); 7] = [
     ("head.weight", &[16, 256]),
     ("norm.gamma", &[16]),
 ];
-
-/// Deterministic pseudo-random numbers in [-1, 1).
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn flat(v: &[f32]) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
-}
-
-fn values(t: &Tensor<B, 1>) -> Vec<f32> {
-    t.to_data().to_vec::<f32>().unwrap()
-}
 
 fn model() -> Vec<ParamTensor<B>> {
     PARAMS

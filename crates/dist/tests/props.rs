@@ -18,12 +18,11 @@
 //! case starts peer threads, and burn-collective runs one scenario per process at a time).
 
 mod common;
-use common::Watchdog;
+use common::{Watchdog, flat, noise, values};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
 use moment_dist::{BurnCollective, DataParallel, DistError, ShardPlan};
 use moment_optim::{
     AdamWConfig, Chain, MomentOptimizer, OptimError, ParamTensor,
@@ -181,27 +180,6 @@ fn a_path_repeated_with_another_size_is_refused() {
 // Peers (one thread each, burn-collective's local mode)
 
 const LR: f64 = 0.1;
-
-/// Deterministic pseudo-random numbers in [-1, 1).
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn flat(v: &[f32]) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
-}
-
-fn values(t: &Tensor<B, 1>) -> Vec<f32> {
-    t.to_data().to_vec::<f32>().unwrap()
-}
 
 fn all_values(p: &[ParamTensor<B>]) -> Vec<Vec<f32>> {
     p.iter().map(|p| values(&p.value)).collect()
