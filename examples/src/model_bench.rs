@@ -20,14 +20,15 @@ use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, LionConfig, ModuleOptimizer,
     MomentOptimizer, SophiaConfig,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 type B = NdArray<f32>;
 type AB = Autodiff<B>;
 type Error = Box<dyn std::error::Error>;
 
 /// One model-level result (`--json` `model_results[]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelRow {
     /// Model preset (`tiny`, `small`).
     pub preset: String,
@@ -51,6 +52,11 @@ pub struct ModelRow {
     pub monitor_interval10_ms: f64,
     /// The same as a % of the unmonitored step.
     pub monitor_interval10_pct: f64,
+    /// Monitor cost every step relative to the unmonitored optimizer step alone (mean/mean:
+    /// 1.0 = the monitor costs as much as the step it observes).
+    pub monitor_every_step_vs_optimizer: f64,
+    /// The same at interval 10.
+    pub monitor_interval10_vs_optimizer: f64,
     /// Tokens per second of the unmonitored step (median).
     pub tokens_per_s: f64,
 }
@@ -189,6 +195,8 @@ pub fn time_model(
         monitor_every_step_pct: 100.0 * m1 / step_mean,
         monitor_interval10_ms: m10 * 1e3,
         monitor_interval10_pct: 100.0 * m10 / step_mean,
+        monitor_every_step_vs_optimizer: m1 / mean(&base.opt),
+        monitor_interval10_vs_optimizer: m10 / mean(&base.opt),
         tokens_per_s: (batch * seq) as f64 / median(&base.total),
     })
 }

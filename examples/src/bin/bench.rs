@@ -4,7 +4,7 @@
 //! cargo run --release -p moment-examples --bin bench -- [--optimizers all|LIST] [--sizes 1M,16M]
 //!     [--threads N] [--reps N] [--json PATH] [--chart PATH] [--quick] [--impls LIST]
 //!     [--model tiny,small|none] [--model-optimizers LIST] [--batch B] [--seq S] [--model-reps N]
-//!     [--torch PYTHON|none] [--replot JSON]
+//!     [--torch PYTHON|none] [--replot JSON] [--validate JSON] [--table JSON]
 //! ```
 //!
 //! Backends: ndarray (CPU, default), flex (CPU), wgpu and cuda (features `wgpu` / `cuda`,
@@ -13,12 +13,16 @@
 //! (`adafactor-matrix`: a `[n/1024, 1024]` matrix, which Adafactor factors),
 //! random gradients, `reps` timed steps after two warm-up steps; median and minimum step time,
 //! the bytes the algorithm must move per parameter (its floor), effective GB/s
-//! (`bytes · n / median`), that as a % of the bandwidth measured in the same run with a kernel of
-//! the same access pattern, and the state bytes per parameter from the accounting API.
+//! (`bytes · n / median`), that as a % of the streaming bandwidth of the same access pattern
+//! over the same number of elements, measured right before and right after the row (the
+//! higher of the two; [`moment_examples::bench::stream`]), and the state bytes per parameter
+//! from the accounting API.
 //! Implementations: `moment-fused` (one pass, where the chain has one; the engine's default
 //! checks: every gradient is scanned before the step), `moment-inpass` (the same with
 //! `NonFinitePolicy::Propagate` and `GradientScan::InPass`: the gradient is measured inside
-//! the fused pass and read once, as PyTorch's unchecked step reads it), `moment-composed`
+//! the fused pass and read once, as PyTorch's unchecked step reads it), `moment-fused-clip`
+//! (Adam/AdamW: the default step with `clip_grad_norm(1.0)`, what LLM training runs; its peer is
+//! torch's `clip_grad_norm_(…, 1.0)` then the fused step, `torch-fused-clip`), `moment-composed`
 //! (the chain's tensor ops) and `burn-optim` (burn's own AdamW / Adam, where burn has it).
 //! PyTorch's `AdamW` / `Adam` (`torch-fused`, `torch-foreach`) run in the same process tree
 //! through `xtask/gpu/torch_adamw.py` (embedded in this binary) when `--torch PYTHON` (default
@@ -28,7 +32,9 @@
 //! forward, backward, optimizer and monitor time per optimizer ([`moment_examples::model_bench`]).
 //! `--chart` (default: the `--json` path with `.png`) draws each implementation's % of the
 //! measured bandwidth at the largest size; `--replot JSON` redraws it from a saved report.
-//! Schema of `--json`: `docs/benchmarks.md`.
+//! Schema of `--json`: [`moment_examples::bench::report`] (checked before it is written;
+//! `--validate JSON` checks a saved report; `--table JSON` prints its rows as the markdown
+//! table of `docs/benchmarks.md`) and `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -38,15 +44,22 @@ use burn::module::Param;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use moment_examples::bench::pattern::{Pattern, pattern_of};
+use moment_examples::bench::report::{
+    Report, Row, SCHEMA_VERSION, parse_and_validate, row_floor_bytes, validate,
+};
+use moment_examples::bench::stats::{effective_gbps, pct_of, summarize};
+use moment_examples::bench::stream::cpu_stream_gbps;
 use moment_examples::model_bench::{ModelRow, time_model};
 use moment_monitor::plot::{Bar, bar_chart};
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, GradientScan, LionConfig, MomentOptimizer,
     NonFinitePolicy, ParamGroup, ParamTensor, Selector, SophiaConfig,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 type B = NdArray<f32>;
+type BoxError = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     match run() {
@@ -58,68 +71,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// One result row (`--json` `results[]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Row {
-    optimizer: String,
-    #[serde(rename = "impl")]
-    implementation: String,
-    backend: String,
-    numel: usize,
-    median_ms: f64,
-    min_ms: f64,
-    bytes_per_param: f64,
-    gbps: f64,
-    pct_of_bandwidth: f64,
-    state_bytes_per_param: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    host: String,
-    git_rev: String,
-    threads: usize,
-    /// Per pattern, the higher of the measurements (the % column's reference).
-    bandwidth_gbps: Vec<(String, f64)>,
-    /// Per pattern, every measurement of the run in order (before the rows, after them).
-    bandwidth_samples_gbps: Vec<(String, Vec<f64>)>,
-    results: Vec<Row>,
-    model_results: Vec<ModelRow>,
-}
-
-/// Streams read and written per element by an optimizer's minimal one-pass step (f32).
-fn pattern(optimizer: &str) -> (usize, usize) {
-    match optimizer {
-        // p, g, m, v read; p, m, v written
-        "adamw" | "adam" => (4, 3),
-        // p, g, m read; p, m written
-        "lion" => (3, 2),
-        // p, g, m, h read; p, m written
-        "sophia" => (4, 2),
-        // The bench's parameter is a vector, which Adafactor does not factor: p, g, v read;
-        // p, v written (a matrix would keep O(rows + cols) statistics: p, g read, p written)
-        "adafactor" => (3, 2),
-        // `adafactor-matrix`: a [n/1024, 1024] matrix, factored: p, g read, p written (the
-        // row/column statistics are O(rows + cols))
-        "adafactor-matrix" => (2, 1),
-        // p, g read, p written; the two u8 codes (¼ stream each) are not modelled
-        "adamw8bit" => (2, 1),
-        _ => (2, 1),
-    }
-}
-
-/// Bytes per parameter the optimizer's minimal pass moves.
-fn floor_bytes(optimizer: &str) -> f64 {
-    match optimizer {
-        "adamw8bit" => 4.0 * 3.0 + 4.0, // p r/w, g r, 2 codes r/w
-        _ => {
-            let (r, w) = pattern(optimizer);
-            4.0 * (r + w) as f64
-        }
-    }
-}
-
-fn chain<Bk: Backend>(name: &str) -> Result<Chain<Bk>, Box<dyn std::error::Error>> {
+fn chain<Bk: Backend>(name: &str) -> Result<Chain<Bk>, BoxError> {
     Ok(match name {
         "adamw" => AdamWConfig::default().build()?,
         "adam" => moment_optim::AdamConfig::default().build()?,
@@ -140,7 +92,7 @@ fn shape_of(name: &str, n: usize) -> Vec<usize> {
     }
 }
 
-fn parse_size(s: &str) -> Result<usize, Box<dyn std::error::Error>> {
+fn parse_size(s: &str) -> Result<usize, BoxError> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('M' | 'm') => (&s[..s.len() - 1], 1usize << 20),
@@ -150,141 +102,50 @@ fn parse_size(s: &str) -> Result<usize, Box<dyn std::error::Error>> {
     Ok(num.parse::<usize>()? * mult)
 }
 
-fn stats(mut times: Vec<f64>) -> (f64, f64) {
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], times[0])
+/// The streaming-bandwidth yardstick of the backend the rows run on.
+struct Yardstick {
+    backend: String,
+    threads: usize,
+    reps: usize,
 }
 
-/// Streaming bandwidth (GB/s) with `reads` read and `writes` written f32 streams of `n`
-/// elements each (the written streams are among the read ones, as in an optimizer step),
-/// split over `threads` scoped threads; median of `reps`. Each pattern has its own plain loop
-/// over zipped slices (vectorizable, trivial arithmetic).
-fn bandwidth(n: usize, reads: usize, writes: usize, threads: usize, reps: usize) -> f64 {
-    // (0, 1) = copy (dst ← src), (0, 2) = triad (a ← b + s·c): destinations write-only.
-    let buffers = match (reads, writes) {
-        (0, w) => w + 1,
-        (r, _) => r,
-    };
-    // Backed like moment's step backs its state (huge pages where the OS gives them), so the
-    // % in the table compares like with like.
-    let mut bufs: Vec<Vec<f32>> = (0..buffers)
-        .map(|i| {
-            let mut b = Vec::with_capacity(n);
-            moment_optim::fused::advise_huge_pages(b.spare_capacity_mut());
-            b.resize(n, 1.0 + i as f32 * 1e-3);
-            b
+impl Yardstick {
+    /// GB/s of `pattern` over `n` elements per stream.
+    fn measure(&self, n: usize, pattern: Pattern) -> Result<f64, BoxError> {
+        Ok(match self.backend.as_str() {
+            #[cfg(feature = "wgpu")]
+            "wgpu" => moment_cuda::stream_gbps::<moment_cuda::Wgpu>(
+                &Default::default(),
+                n,
+                pattern.reads,
+                pattern.writes,
+                self.reps,
+            )?,
+            #[cfg(feature = "cuda")]
+            "cuda" => moment_cuda::stream_gbps::<moment_cuda::Cuda>(
+                &Default::default(),
+                n,
+                pattern.reads,
+                pattern.writes,
+                self.reps,
+            )?,
+            _ => cpu_stream_gbps(n, pattern, self.threads, self.reps)?,
         })
-        .collect();
-    let chunk = n.div_ceil(threads);
-    let mut times = Vec::new();
-    for _ in 0..reps + 1 {
-        let t0 = Instant::now();
-        let mut per_thread: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
-        for b in bufs.iter_mut() {
-            for (t, c) in b.chunks_mut(chunk).enumerate() {
-                per_thread[t].push(c);
-            }
-        }
-        std::thread::scope(|s| {
-            for mut st in per_thread {
-                s.spawn(move || stream_best(&mut st, reads, writes));
-            }
-        });
-        times.push(t0.elapsed().as_secs_f64());
     }
-    times.remove(0);
-    let (median, _) = stats(times);
-    // copy and triad write a stream they do not read
-    let streams = match (reads, writes) {
-        (0, 1) => 2,
-        (0, 2) => 3,
-        (r, w) => r + w,
-    };
-    (streams * 4 * n) as f64 / median / 1e9
-}
 
-/// [`stream_kernel`] at the SIMD level moment's fused kernels run at ([`moment_optim::simd_level`]; a baseline
-/// SSE2 build of the same loops reaches ~30% less on an AVX-512 machine: fewer loads in
-/// flight, so a bandwidth measured that way would flatter every % in the table).
-fn stream_best(st: &mut [&mut [f32]], reads: usize, writes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(st: &mut [&mut [f32]], reads: usize, writes: usize) {
-            stream_kernel(st, reads, writes)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2(st: &mut [&mut [f32]], reads: usize, writes: usize) {
-            stream_kernel(st, reads, writes)
-        }
-        // The level the optimizer kernels use (`MOMENT_SIMD` caps both alike).
-        match moment_optim::simd_level() {
-            // SAFETY: `simd_level` never exceeds what the CPU has, here AVX-512F.
-            #[allow(unsafe_code)]
-            moment_optim::SimdLevel::Avx512 => return unsafe { avx512(st, reads, writes) },
-            // SAFETY: as above, for AVX2.
-            #[allow(unsafe_code)]
-            moment_optim::SimdLevel::Avx2 => return unsafe { avx2(st, reads, writes) },
-            moment_optim::SimdLevel::Baseline => {}
-        }
-    }
-    stream_kernel(st, reads, writes)
-}
-
-/// One pattern's loop (see [`bandwidth`]).
-#[inline(always)]
-fn stream_kernel(st: &mut [&mut [f32]], reads: usize, writes: usize) {
-    match (reads, writes) {
-        (0, 1) => {
-            let [a, b] = st else { return };
-            a.copy_from_slice(b);
-        }
-        (0, 2) => {
-            let [a, b, c] = st else { return };
-            for ((a, b), c) in a.iter_mut().zip(b.iter()).zip(c.iter()) {
-                *a = *b + 0.5 * *c;
-            }
-        }
-        (2, 1) => {
-            let [p, g] = st else { return };
-            for (p, g) in p.iter_mut().zip(g.iter()) {
-                *p -= 0.01 * *g;
-            }
-        }
-        (3, 2) => {
-            let [p, g, m] = st else { return };
-            for ((p, g), m) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
-                *m = 0.9 * *m + *g;
-                *p -= 0.01 * *m;
-            }
-        }
-        (4, 2) => {
-            let [p, g, m, h] = st else { return };
-            for (((p, g), m), h) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(h.iter()) {
-                *m = 0.9 * *m + *g;
-                *p -= 0.01 * *m * *h;
-            }
-        }
-        (4, 3) => {
-            let [p, g, m, v] = st else { return };
-            for (((p, g), m), v) in p
-                .iter_mut()
-                .zip(g.iter())
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
-                *m = 0.9 * *m + *g;
-                *v = 0.99 * *v + *g;
-                *p -= 0.01 * (*m + *v);
-            }
-        }
-        _ => {
-            for s in st.iter_mut().take(writes) {
-                for x in s.iter_mut() {
-                    *x *= 0.5;
-                }
-            }
-        }
+    /// Runs `timed` between two measurements of `pattern` at `n` elements; the higher one is
+    /// the row's reference (this class of machine drifts by tens of % within minutes, so the
+    /// yardstick is taken next to the row, never minutes away).
+    fn around<T>(
+        &self,
+        n: usize,
+        pattern: Pattern,
+        timed: impl FnOnce() -> Result<T, BoxError>,
+    ) -> Result<(T, f64), BoxError> {
+        let before = self.measure(n, pattern)?;
+        let out = timed()?;
+        let after = self.measure(n, pattern)?;
+        Ok((out, before.max(after)))
     }
 }
 
@@ -301,20 +162,36 @@ mod flat {
 }
 use flat::Flat;
 
+/// The engine's checks a moment row runs with.
+#[derive(Clone, Copy)]
+enum Checks {
+    /// The defaults: every gradient scanned before the step.
+    Default,
+    /// `NonFinitePolicy::Propagate` + `GradientScan::InPass`.
+    InPass,
+    /// The defaults plus `clip_grad_norm(1.0)`.
+    Clip,
+}
+
 fn time_moment<Bk: Backend>(
     chain: Chain<Bk>,
-    scan: GradientScan,
+    checks: Checks,
     n: usize,
     shape: Vec<usize>,
     reps: usize,
-) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
+) -> Result<(Vec<f64>, f64), BoxError> {
     let device = Default::default();
-    let mut opt = match scan {
-        GradientScan::BeforeStep => MomentOptimizer::new(chain),
-        GradientScan::InPass => MomentOptimizer::builder()
-            .group(ParamGroup::new("all", Selector::All, chain))
+    let group = || ParamGroup::new("all", Selector::All, chain.clone());
+    let mut opt = match checks {
+        Checks::Default => MomentOptimizer::new(chain.clone()),
+        Checks::InPass => MomentOptimizer::builder()
+            .group(group())
             .non_finite(NonFinitePolicy::Propagate)
-            .gradient_scan(scan)
+            .gradient_scan(GradientScan::InPass)
+            .build()?,
+        Checks::Clip => MomentOptimizer::builder()
+            .group(group())
+            .clip_grad_norm(1.0)
             .build()?,
     };
     let mut params = vec![ParamTensor {
@@ -375,7 +252,7 @@ fn time_burn<Bk: Backend>(name: &str, n: usize, reps: usize) -> Option<Vec<f64>>
 }
 
 /// The chart of `--chart`: each row's % of the measured bandwidth at the largest size.
-fn draw_chart(rows: &[Row], threads: usize, path: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_chart(rows: &[Row], threads: usize, path: &str) -> Result<(), BoxError> {
     let Some(n) = rows.iter().map(|r| r.numel).max() else {
         return Err(format!("no optimizer results: no chart written to {path}").into());
     };
@@ -404,7 +281,7 @@ fn draw_chart(rows: &[Row], threads: usize, path: &str) -> Result<(), Box<dyn st
 
 /// `--replot JSON`: redraw the chart of a saved `--json` report (to `--chart`, default the
 /// report's path with `.png`) without running anything.
-fn replot_chart(from: &str, chart: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+fn replot_chart(from: &str, chart: Option<String>) -> Result<(), BoxError> {
     #[derive(Deserialize)]
     struct Saved {
         threads: usize,
@@ -422,7 +299,20 @@ fn replot_chart(from: &str, chart: Option<String>) -> Result<(), Box<dyn std::er
     draw_chart(&saved.results, saved.threads, &path)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// `--validate JSON`: check a saved report against the schema.
+fn validate_file(path: &str) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--validate {path}: {e}"))?;
+    let report = parse_and_validate(&text).map_err(|e| format!("--validate {path}: {e}"))?;
+    println!(
+        "{path}: a valid bench report (schema {SCHEMA_VERSION}, git {}, {} rows, {} model rows)",
+        report.git_rev,
+        report.results.len(),
+        report.model_results.len()
+    );
+    Ok(())
+}
+
+fn run() -> Result<(), BoxError> {
     let mut optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".to_string();
     let mut sizes = "1M,16M".to_string();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -430,7 +320,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut json: Option<String> = None;
     let mut chart: Option<String> = None;
     let mut replot: Option<String> = None;
-    let mut impl_filter = "moment-fused,moment-inpass,moment-composed,burn-optim,torch".to_string();
+    let mut impl_filter =
+        "moment-fused,moment-inpass,moment-fused-clip,moment-composed,burn-optim,torch".to_string();
     let mut quick = false;
     let mut backend = "ndarray".to_string();
     let mut model = "tiny".to_string();
@@ -477,6 +368,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--quick" => quick = true,
             "--replot" => replot = Some(value()?),
+            "--validate" => return validate_file(&value()?),
+            "--table" => {
+                let path = value()?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("--table {path}: {e}"))?;
+                let report =
+                    parse_and_validate(&text).map_err(|e| format!("--table {path}: {e}"))?;
+                print!(
+                    "{}",
+                    moment_examples::bench::report::markdown_table(&report)
+                );
+                return Ok(());
+            }
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -496,81 +400,51 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     moment_optim::fused::set_threads(threads);
     let sizes: Vec<usize> = sizes.split(',').map(parse_size).collect::<Result<_, _>>()?;
     let names: Vec<&str> = optimizers.split(',').map(str::trim).collect();
-
-    // Bandwidth, over buffers far larger than the caches (≥ 16M f32 = 64 MiB per stream).
-    let bw_n = if quick { 1 << 22 } else { 1 << 24 };
-    let mut patterns: Vec<(usize, usize)> = vec![(0, 1), (0, 2)];
-    for n in &names {
-        let p = pattern(n);
-        if !patterns.contains(&p) {
-            patterns.push(p);
-        }
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !moment_examples::bench::report::OPTIMIZERS.contains(n))
+    {
+        return Err(format!(
+            "--optimizers: unknown `{bad}` (known: {})",
+            moment_examples::bench::report::OPTIMIZERS.join(", ")
+        )
+        .into());
     }
-    let bw_reps = if quick { 2 } else { 5 };
-    let measure_bw = || -> Result<Vec<((usize, usize), f64)>, String> {
-        patterns
-            .iter()
-            .map(|&(r, w)| {
-                let gbps = match backend.as_str() {
-                    #[cfg(feature = "wgpu")]
-                    "wgpu" => moment_cuda::stream_gbps::<moment_cuda::Wgpu>(
-                        &Default::default(),
-                        bw_n,
-                        r,
-                        w,
-                        bw_reps,
-                    )?,
-                    // 64M f32 per stream: far beyond a GPU's L2.
-                    #[cfg(feature = "cuda")]
-                    "cuda" => moment_cuda::stream_gbps::<moment_cuda::Cuda>(
-                        &Default::default(),
-                        bw_n.max(1 << 26),
-                        r,
-                        w,
-                        bw_reps,
-                    )?,
-                    _ => bandwidth(bw_n, r, w, threads, bw_reps),
-                };
-                Ok(((r, w), gbps))
-            })
-            .collect::<Result<_, String>>()
-    };
-    let bw_start = measure_bw()?;
-    let bw = bw_start.clone();
-    let label = |(r, w): (usize, usize)| match (r, w) {
-        (0, 1) => "copy (1R 1W)".to_string(),
-        (0, 2) => "triad (2R 1W)".to_string(),
-        (r, w) => format!("{r}R {w}W (optimizer pattern)"),
+    let yardstick = Yardstick {
+        backend: backend.clone(),
+        threads,
+        reps: if quick { 3 } else { 5 },
     };
     match backend.as_str() {
         "ndarray" | "flex" => println!(
-            "{backend} CPU, {threads} threads; streaming bandwidth ({bw_n} f32 per stream):"
+            "{backend} CPU, {threads} threads; each row's bandwidth: its access pattern over the same number of elements, measured right before and after it (the higher)"
         ),
-        _ => println!("{backend} device; streaming bandwidth (device kernels):"),
-    }
-    for (p, g) in &bw {
-        println!("  {:<20} {g:6.1} GB/s", label(*p));
+        _ => println!(
+            "{backend} device; each row's bandwidth: a device kernel of its access pattern over the same number of elements, right before and after it (the higher)"
+        ),
     }
     println!();
-    println!(
-        "| optimizer | impl | numel | median ms | min ms | bytes/param (floor) | GB/s | % of bandwidth | state B/param |"
-    );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    print_header();
     let mut rows = match backend.as_str() {
-        "flex" => {
-            bench_rows::<burn::backend::Flex<f32>>("flex", &names, &sizes, reps, &bw, &impl_filter)?
-        }
+        "flex" => bench_rows::<burn::backend::Flex<f32>>(
+            "flex",
+            &names,
+            &sizes,
+            reps,
+            &yardstick,
+            &impl_filter,
+        )?,
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             moment_cuda::enable::<moment_cuda::Wgpu>();
-            bench_rows::<moment_cuda::Wgpu>("wgpu", &names, &sizes, reps, &bw, &impl_filter)?
+            bench_rows::<moment_cuda::Wgpu>("wgpu", &names, &sizes, reps, &yardstick, &impl_filter)?
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
             moment_cuda::enable::<moment_cuda::Cuda>();
-            bench_rows::<moment_cuda::Cuda>("cuda", &names, &sizes, reps, &bw, &impl_filter)?
+            bench_rows::<moment_cuda::Cuda>("cuda", &names, &sizes, reps, &yardstick, &impl_filter)?
         }
-        _ => bench_rows::<B>("ndarray", &names, &sizes, reps, &bw, &impl_filter)?,
+        _ => bench_rows::<B>("ndarray", &names, &sizes, reps, &yardstick, &impl_filter)?,
     };
     let torch_device = match backend.as_str() {
         "ndarray" | "flex" => Some("cpu"),
@@ -583,65 +457,39 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|n| matches!(*n, "adamw" | "adam"))
         .collect();
     let wants_torch = impl_filter.split(',').any(|f| f.trim() == "torch");
-    let mut torch_note = None;
-    if let Some(device) = torch_device
-        && !torch_names.is_empty()
-        && !quick
-        && torch_python != "none"
-        && wants_torch
-    {
-        match torch_rows(
-            &torch_python,
-            device,
-            &torch_names,
-            &sizes,
-            threads,
-            reps,
-            &bw,
-        ) {
-            Ok(t) => rows.extend(t),
-            Err(e) => torch_note = Some(e),
-        }
+    let mut torch_skipped = None;
+    if wants_torch && !torch_names.is_empty() {
+        torch_skipped = if quick {
+            Some("--quick runs no torch rows".to_string())
+        } else if torch_python == "none" {
+            Some("--torch none".to_string())
+        } else if let Some(device) = torch_device {
+            match torch_rows(
+                &torch_python,
+                device,
+                &torch_names,
+                &sizes,
+                threads,
+                reps,
+                &yardstick,
+            ) {
+                Ok(t) => {
+                    rows.extend(t);
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            }
+        } else {
+            Some(format!("torch has no `{backend}` device"))
+        };
     }
-    if let Some(note) = &torch_note {
+    if let Some(note) = &torch_skipped {
         println!("\ntorch rows skipped: {note}");
     }
-    // The bandwidth again after the rows: this class of machine drifts by tens of % within
-    // minutes, and a low first figure would flatter every %. The higher of the two is the
-    // reference; the table is printed again against it.
-    let bw_end = if quick { Vec::new() } else { measure_bw()? };
-    let bw: Vec<((usize, usize), f64)> = bw_start
-        .iter()
-        .map(|&(p, g)| {
-            let end = bw_end.iter().find(|(q, _)| *q == p).map_or(g, |(_, e)| *e);
-            (p, g.max(end))
-        })
-        .collect();
-    if !bw_end.is_empty() {
-        println!(
-            "\nStreaming bandwidth again after the rows (the % below uses the higher figure):"
-        );
-        for ((p, g), (_, e)) in bw_start.iter().zip(&bw_end) {
-            println!("  {:<20} {e:6.1} GB/s (before: {g:.1})", label(*p));
-        }
-        println!();
-        println!(
-            "| optimizer | impl | numel | median ms | min ms | bytes/param (floor) | GB/s | % of bandwidth | state B/param |"
-        );
-        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for r in rows.iter_mut() {
-            let reference = bw
-                .iter()
-                .find(|(p, _)| *p == pattern(&r.optimizer))
-                .map_or(f64::NAN, |(_, g)| *g);
-            r.pct_of_bandwidth = 100.0 * r.gbps / reference;
-            print_row(r);
-        }
-    }
-    let mut model_rows = Vec::new();
+    let mut model_rows: Vec<ModelRow> = Vec::new();
     if model != "none" {
         println!(
-            "\nTraining step of the test model ({batch} × {seq} tokens, vocab 256), medians over {model_reps} steps; monitor cost = extra time per step (mean) with per-layer norms every step / every 10th step:\n"
+            "\nTraining step of the test model ({batch} × {seq} tokens, vocab 256), medians over {model_reps} steps; monitor cost = extra time per step (mean) with per-layer norms every step / every 10th step, as a % of the whole step and × the optimizer step alone:\n"
         );
         println!(
             "| model | params | optimizer | forward ms | backward ms | optimizer ms | tokens/s | monitor every step | monitor interval 10 |"
@@ -651,7 +499,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             for opt in model_optimizers.split(',').map(str::trim) {
                 let r = time_model(preset, opt, batch, seq, model_reps)?;
                 println!(
-                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms ({:.1}%) | {:.2} ms ({:.1}%) |",
+                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms ({:.1}%, {:.2}×) | {:.2} ms ({:.1}%, {:.2}×) |",
                     r.preset,
                     r.params,
                     r.optimizer,
@@ -661,8 +509,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     r.tokens_per_s,
                     r.monitor_every_step_ms,
                     r.monitor_every_step_pct,
+                    r.monitor_every_step_vs_optimizer,
                     r.monitor_interval10_ms,
-                    r.monitor_interval10_pct
+                    r.monitor_interval10_pct,
+                    r.monitor_interval10_vs_optimizer,
                 );
                 model_rows.push(r);
             }
@@ -681,6 +531,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = json {
         let report = Report {
+            schema_version: SCHEMA_VERSION,
             host: std::fs::read_to_string("/proc/cpuinfo")
                 .ok()
                 .and_then(|s| {
@@ -697,18 +548,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default(),
             threads,
-            bandwidth_gbps: bw.iter().map(|(p, g)| (label(*p), *g)).collect(),
-            bandwidth_samples_gbps: bw_start
-                .iter()
-                .map(|(p, g)| {
-                    let mut all = vec![*g];
-                    all.extend(bw_end.iter().filter(|(q, _)| q == p).map(|(_, e)| *e));
-                    (label(*p), all)
-                })
-                .collect(),
+            quick,
+            torch_skipped,
             results: rows,
             model_results: model_rows,
         };
+        let problems = validate(&report);
+        if !problems.is_empty() {
+            return Err(format!(
+                "the report breaks its own schema (not written):\n{}",
+                problems.join("\n")
+            )
+            .into());
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("\nJSON written to {path}");
     }
@@ -717,7 +569,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// PyTorch's Adam / AdamW step times from `torch_adamw.py` run by `python` on `device`
 /// (`cpu` with `threads` threads, or `cuda`), with the same sizes, warm-up and repetitions,
-/// as bench rows (backend `torch-cpu` / `torch-cuda`). An error says why there are none.
+/// as bench rows (backend `torch-cpu` / `torch-cuda`); each size's yardstick is measured right
+/// before and after the script. An error says why there are none.
 fn torch_rows(
     python: &str,
     device: &str,
@@ -725,9 +578,14 @@ fn torch_rows(
     sizes: &[usize],
     threads: usize,
     reps: usize,
-    bw: &[((usize, usize), f64)],
-) -> Result<Vec<Row>, String> {
+    yardstick: &Yardstick,
+) -> Result<Vec<Row>, BoxError> {
     const SCRIPT: &str = include_str!("../../../xtask/gpu/torch_adamw.py");
+    let pattern = pattern_of("adamw");
+    let before: Vec<f64> = sizes
+        .iter()
+        .map(|&n| yardstick.measure(n, pattern))
+        .collect::<Result<_, _>>()?;
     let dir = std::env::temp_dir().join(format!("moment-bench-torch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let script = dir.join("torch_adamw.py");
@@ -749,35 +607,43 @@ fn torch_rows(
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("").trim().to_string();
-        return Err(format!("{python} {} ({last})", out.status));
+        return Err(format!("{python} {} ({last})", out.status).into());
     }
+    let after: Vec<f64> = sizes
+        .iter()
+        .map(|&n| yardstick.measure(n, pattern))
+        .collect::<Result<_, _>>()?;
     let report: serde_json::Value = serde_json::from_str(&report.map_err(|e| e.to_string())?)
         .map_err(|e| format!("torch report: {e}"))?;
     let version = report["torch"].as_str().unwrap_or("?").to_string();
-    let bw_of = bw
-        .iter()
-        .find(|(p, _)| *p == pattern("adamw"))
-        .map_or(f64::NAN, |(_, g)| *g);
     let mut rows = Vec::new();
     for r in report["results"].as_array().into_iter().flatten() {
         let field = |k: &str| {
             r[k].as_f64()
                 .ok_or(format!("torch report: row without `{k}`"))
         };
-        let bytes = floor_bytes("adamw");
+        let optimizer = r["optimizer"].as_str().unwrap_or("?").to_string();
+        let implementation = r["impl"].as_str().unwrap_or("torch").to_string();
+        let bytes = row_floor_bytes(&optimizer, &implementation);
         let numel = field("numel")? as usize;
         let median_ms = field("median_ms")?;
-        let gbps = bytes * numel as f64 / (median_ms / 1e3) / 1e9;
+        let gbps = effective_gbps(bytes, numel, median_ms / 1e3);
+        let at = sizes.iter().position(|&n| n == numel).ok_or(format!(
+            "torch report: a row of {numel} elements, a size not asked for"
+        ))?;
+        let bandwidth = before[at].max(after[at]);
         let row = Row {
-            optimizer: r["optimizer"].as_str().unwrap_or("?").to_string(),
-            implementation: format!("{} {version}", r["impl"].as_str().unwrap_or("torch")),
+            optimizer,
+            implementation: format!("{implementation} {version}"),
             backend: format!("torch-{device}"),
             numel,
+            reps,
             median_ms,
             min_ms: field("min_ms")?,
             bytes_per_param: bytes,
             gbps,
-            pct_of_bandwidth: 100.0 * gbps / bw_of,
+            bandwidth_gbps: bandwidth,
+            pct_of_bandwidth: pct_of(gbps, bandwidth),
             // exp_avg and exp_avg_sq in f32 (the step count is one scalar per tensor)
             state_bytes_per_param: 8.0,
         };
@@ -787,10 +653,17 @@ fn torch_rows(
     Ok(rows)
 }
 
+fn print_header() {
+    println!(
+        "| optimizer | impl | numel | median ms | min ms | bytes/param (floor) | GB/s | bandwidth GB/s | % of bandwidth | state B/param |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+}
+
 /// One markdown table row.
 fn print_row(row: &Row) {
     println!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.3} |",
+        "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.3} |",
         row.optimizer,
         row.implementation,
         row.numel,
@@ -798,68 +671,78 @@ fn print_row(row: &Row) {
         row.min_ms,
         row.bytes_per_param,
         row.gbps,
+        row.bandwidth_gbps,
         row.pct_of_bandwidth,
         row.state_bytes_per_param
     );
 }
 
+/// How one row's step is run.
+enum Impl<Bk: Backend> {
+    Moment(Chain<Bk>, Checks),
+    Burn,
+}
+
 /// The step-time rows of every optimizer, implementation and size on backend `Bk`.
-#[allow(clippy::type_complexity)]
 fn bench_rows<Bk: Backend>(
     backend: &str,
     names: &[&str],
     sizes: &[usize],
     reps: usize,
-    bw: &[((usize, usize), f64)],
+    yardstick: &Yardstick,
     impl_filter: &str,
-) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+) -> Result<Vec<Row>, BoxError> {
     let mut rows = Vec::new();
     for &n in sizes {
         for name in names {
-            let bytes = floor_bytes(name);
-            let bw_of = bw
-                .iter()
-                .find(|(p, _)| *p == pattern(name))
-                .map_or(f64::NAN, |(_, g)| *g);
             let base = chain::<Bk>(name)?;
-            let mut impls: Vec<(&str, Option<(Chain<Bk>, GradientScan)>)> = Vec::new();
+            let mut impls: Vec<(&str, Impl<Bk>)> = Vec::new();
+            let adam_like = matches!(*name, "adamw" | "adam");
             if base.fused().is_some() {
-                impls.push((
-                    "moment-fused",
-                    Some((base.clone(), GradientScan::BeforeStep)),
-                ));
-                impls.push(("moment-inpass", Some((base.clone(), GradientScan::InPass))));
+                impls.push(("moment-fused", Impl::Moment(base.clone(), Checks::Default)));
+                impls.push(("moment-inpass", Impl::Moment(base.clone(), Checks::InPass)));
+                if adam_like {
+                    impls.push((
+                        "moment-fused-clip",
+                        Impl::Moment(base.clone(), Checks::Clip),
+                    ));
+                }
             }
             impls.push((
                 "moment-composed",
-                Some((base.composed(), GradientScan::BeforeStep)),
+                Impl::Moment(base.composed(), Checks::Default),
             ));
-            if matches!(*name, "adamw" | "adam") {
-                impls.push(("burn-optim", None));
+            if adam_like {
+                impls.push(("burn-optim", Impl::Burn));
             }
-            for (imp, ch) in impls {
+            for (imp, how) in impls {
                 if !impl_filter.split(',').any(|f| f.trim() == imp) {
                     continue;
                 }
-                let (times, state) = match ch {
-                    Some((c, scan)) => time_moment(c, scan, n, shape_of(name, n), reps)?,
-                    None => match time_burn::<Bk>(name, n, reps) {
-                        Some(t) => (t, 8.0),
-                        None => continue,
-                    },
-                };
-                let (median, min) = stats(times);
-                let gbps = bytes * n as f64 / median / 1e9;
+                let bytes = row_floor_bytes(name, imp);
+                let ((times, state), bandwidth) =
+                    yardstick.around(n, pattern_of(name), || match how {
+                        Impl::Moment(c, checks) => {
+                            time_moment(c, checks, n, shape_of(name, n), reps)
+                        }
+                        Impl::Burn => time_burn::<Bk>(name, n, reps)
+                            .map(|t| (t, 8.0))
+                            .ok_or_else(|| "burn-optim step failed".into()),
+                    })?;
+                let summary = summarize(&times)?;
+                let gbps = effective_gbps(bytes, n, summary.median);
                 let row = Row {
                     optimizer: name.to_string(),
                     implementation: imp.to_string(),
                     backend: backend.into(),
                     numel: n,
-                    median_ms: median * 1e3,
-                    min_ms: min * 1e3,
+                    reps: summary.count,
+                    median_ms: summary.median * 1e3,
+                    min_ms: summary.min * 1e3,
                     bytes_per_param: bytes,
                     gbps,
-                    pct_of_bandwidth: 100.0 * gbps / bw_of,
+                    bandwidth_gbps: bandwidth,
+                    pct_of_bandwidth: pct_of(gbps, bandwidth),
                     state_bytes_per_param: state,
                 };
                 print_row(&row);
