@@ -53,6 +53,25 @@ fn loss_of(
     out.loss.ok_or_else(|| "no loss".into())
 }
 
+/// README: "Swap one line" (burn's `init::<B, M>()` shape).
+#[rustfmt::skip]
+fn swap_one_line() -> Result<(), Error> {
+    let mut model = model()?;
+    // snippet
+    // burn-optim: let mut optim = burn::optim::AdamWConfig::new().init::<MyAutodiffBackend, MyModel<MyAutodiffBackend>>();
+    let mut optim = moment_optim::AdamWConfig::new().init::<MyAutodiffBackend, MyModel<MyAutodiffBackend>>()?;
+    // end snippet
+    for step in 0..2 {
+        let loss = loss_of(&model, step)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+    }
+    if optim.engine().last_report().is_none() {
+        return Err("swap_one_line: no step was taken".into());
+    }
+    Ok(())
+}
+
 /// README: "Drop it into a Burn training loop".
 #[rustfmt::skip]
 fn drop_in() -> Result<(), Error> {
@@ -176,6 +195,7 @@ fn monitor() -> Result<(), Error> {
 }
 
 fn main() -> Result<(), Error> {
+    swap_one_line()?;
     drop_in()?;
     fastest_step()?;
     sophia()?;

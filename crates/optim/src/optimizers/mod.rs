@@ -7,6 +7,7 @@ mod adam8bit;
 mod adam_mini;
 mod ademamix;
 mod came;
+mod init;
 mod lamb;
 mod lion;
 mod mars;
