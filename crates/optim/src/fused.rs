@@ -1078,7 +1078,7 @@ mod cpu {
     use std::sync::{Arc, Mutex};
 
     /// One chunk's slices: parameter, gradient, state streams, and where its `Σ g²` goes.
-    type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>, &'a mut f64);
+    type Job<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>, &'a mut [f64]);
 
     #[cfg(feature = "flex")]
     use burn::backend::flex::FlexTensor;
@@ -1418,37 +1418,53 @@ mod cpu {
         })
     }
 
-    /// The chunk length the CPU passes split `n` elements into (one chunk per thread).
+    /// The chunk length the CPU passes split `n` elements into (one chunk per thread): whole
+    /// [`MEASURE_BLOCK`]s, so `Σ g²` has the same blocks whatever the thread count.
     fn chunk_len(n: usize) -> usize {
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
-        n.div_ceil(nt).max(1)
+        n.div_ceil(nt).next_multiple_of(MEASURE_BLOCK)
+    }
+
+    /// `Σ x²` of `c` per [`MEASURE_BLOCK`] (each by [`sumsq_fold`] from 0) into `out`, one
+    /// slot per block.
+    #[inline(always)]
+    fn sumsq_blocks(c: &[f32], out: &mut [f64]) {
+        for (b, o) in c.chunks(MEASURE_BLOCK).zip(out.iter_mut()) {
+            *o = sumsq_fold(0.0, b);
+        }
+    }
+
+    /// The total of per-block sums: added in block order, so neither the thread count nor
+    /// the chunking changes a bit of it (tests/fused_props.rs).
+    fn total_of_blocks(blocks: &[f64]) -> f64 {
+        blocks.iter().fold(0.0, |total, s| total + s)
     }
 
     fn sum_squares_slice(xs: &[f32]) -> f64 {
-        // At the widest SIMD level (same lanes, same order: the same bits).
-        let part = |c: &[f32]| {
-            simd(
-                #[inline(always)]
-                || sumsq_fold(0.0, c),
-            )
-        };
+        let mut blocks = vec![0.0f64; xs.len().div_ceil(MEASURE_BLOCK)];
         let chunk = chunk_len(xs.len());
         if chunk >= xs.len() {
-            return part(xs);
+            // At the widest SIMD level (same lanes, same order: the same bits).
+            simd(
+                #[inline(always)]
+                || sumsq_blocks(xs, &mut blocks),
+            );
+        } else {
+            let jobs: Vec<_> = xs
+                .chunks(chunk)
+                .zip(blocks.chunks_mut(chunk / MEASURE_BLOCK))
+                .collect();
+            run_jobs(
+                jobs,
+                // Inlined into `run_jobs`' SIMD wrapper (out of line it was baseline SSE2).
+                #[inline(always)]
+                |(c, out)| {
+                    sumsq_blocks(c, out);
+                    0
+                },
+            );
         }
-        // Chunk totals added in chunk order (as `one_pass` adds its measured chunks).
-        let mut sums = vec![0.0f64; xs.len().div_ceil(chunk)];
-        let jobs: Vec<_> = xs.chunks(chunk).zip(sums.iter_mut()).collect();
-        run_jobs(
-            jobs,
-            // Inlined into `run_jobs`' SIMD wrapper (out of line it was baseline SSE2).
-            #[inline(always)]
-            |(c, out)| {
-                *out = sumsq_fold(0.0, c);
-                0
-            },
-        );
-        sums.iter().fold(0.0, |total, s| total + s)
+        total_of_blocks(&blocks)
     }
 
     /// The parameter's buffer (taken) and the gradient's (borrowed), or both tensors back.
@@ -1554,13 +1570,14 @@ mod cpu {
     const MEASURE_BLOCK: usize = 16 * SUMSQ_BLOCK;
 
     /// `k.run` at the CPU's widest SIMD level ([`simd`]); with `sumsq`, the chunk's `Σ g²`
-    /// as [`sumsq_fold`] gives it (from 0), measured block by block in the same pass.
+    /// per [`MEASURE_BLOCK`] as [`sumsq_blocks`] gives it, measured block by block in the
+    /// same pass.
     fn run_best<K: Kernel>(
         k: &K,
         p: &mut [f32],
         g: &[f32],
         s: &mut [&mut [f32]],
-        sumsq: Option<&mut f64>,
+        sumsq: Option<&mut [f64]>,
     ) -> u64 {
         let Some(out) = sumsq else {
             return simd(
@@ -1571,12 +1588,15 @@ mod cpu {
         simd(
             #[inline(always)]
             || {
-                let mut total = 0.0f64;
                 let mut count = 0u64;
                 let mut rest: Vec<&mut [f32]> = s.iter_mut().map(std::mem::take).collect();
                 let mut cur: Vec<&mut [f32]> = Vec::with_capacity(rest.len());
-                for (pb, gb) in p.chunks_mut(MEASURE_BLOCK).zip(g.chunks(MEASURE_BLOCK)) {
-                    total = sumsq_fold(total, gb);
+                for ((pb, gb), total) in p
+                    .chunks_mut(MEASURE_BLOCK)
+                    .zip(g.chunks(MEASURE_BLOCK))
+                    .zip(out.iter_mut())
+                {
+                    *total = sumsq_fold(0.0, gb);
                     cur.clear();
                     for r in rest.iter_mut() {
                         let (head, tail) = std::mem::take(r).split_at_mut(gb.len());
@@ -1585,7 +1605,6 @@ mod cpu {
                     }
                     count += k.run(pb, gb, &mut cur);
                 }
-                *out = total;
                 count
             },
         )
@@ -1665,15 +1684,22 @@ mod cpu {
             return Err((p.back(), g.back()));
         };
         let kernel = make(st);
-        let mut sums: Vec<f64> = Vec::new();
+        // Σ g² per MEASURE_BLOCK (when measuring), as `sum_squares_slice` gives it.
+        let mut sums = vec![
+            0.0f64;
+            if measure {
+                n.div_ceil(MEASURE_BLOCK)
+            } else {
+                0
+            }
+        ];
         let count = g.with(|gs| {
             let ps = p.slice_mut();
             let mut ss: Vec<&mut [f32]> = streams.iter_mut().map(Buf::<f32>::slice_mut).collect();
             let chunk = chunk_len(n);
             let nt = n.div_ceil(chunk).max(1);
-            sums = vec![0.0; nt];
             if nt <= 1 {
-                let out = measure.then_some(&mut sums[0]);
+                let out = measure.then_some(sums.as_mut_slice());
                 run_best(&kernel, ps, gs, &mut ss, out)
             } else {
                 let kernel = &kernel;
@@ -1683,11 +1709,13 @@ mod cpu {
                         per_job[j].push(c);
                     }
                 }
+                let mut outs: Vec<&mut [f64]> = sums.chunks_mut(chunk / MEASURE_BLOCK).collect();
+                outs.resize_with(nt, Default::default);
                 let jobs: Vec<Job<'_>> = ps
                     .chunks_mut(chunk)
                     .zip(gs.chunks(chunk))
                     .zip(per_job)
-                    .zip(sums.iter_mut())
+                    .zip(outs)
                     .map(|(((p, g), s), out)| (p, g, s, out))
                     .collect();
                 run_jobs(jobs, |(p, g, mut s, out)| {
@@ -1697,8 +1725,7 @@ mod cpu {
         });
         put_floats(st, streams);
         drop(g);
-        // Chunk totals added in chunk order, as `sum_squares_slice` adds them.
-        let sumsq = measure.then(|| sums.iter().fold(0.0, |total, s| total + s));
+        let sumsq = measure.then(|| total_of_blocks(&sums));
         Ok((p.back(), count, sumsq))
     }
 
