@@ -1,6 +1,7 @@
-//! 8-bit Adam: exact state memory, the CUDA kernel's non-finite semantics, bitwise resume from a
-//! record, and property tests (tracks 32-bit Adam on a quadratic, non-negative second moment,
-//! block isolation of the state, sign of the first step). Case count: `PROPTEST_CASES`.
+//! 8-bit Adam: exact state memory, the CUDA kernel's non-finite semantics, the CPU path's state
+//! bit for bit against bitsandbytes, bitwise resume from a record, and property tests (tracks
+//! 32-bit Adam on a quadratic, non-negative second moment, block isolation of the state, sign of
+//! the first step). Case count: `PROPTEST_CASES`.
 
 mod common;
 
@@ -117,6 +118,73 @@ fn non_finite_gradient_is_an_error_by_default() {
     params[0].grad = Some(flat(&g));
     assert!(opt.step(1e-3, &mut params).is_err());
     assert_eq!(values(&params[0].value), vec![0.0; 4096]);
+}
+
+/// `BnbKernel::Cpu` reproduces bitsandbytes 0.50.2's CPU path bit for bit in the state: the
+/// moments are torch's `m.mul_(β1).add_(g, alpha=1−β1)` and
+/// `v.mul_(β2).addcmul_(g, g, value=1−β2)` — one fma each, `1 − β` rounded from double — so
+/// the new block max-abs (`absmax1`, `absmax2`), the codes and the float32 state of a tensor
+/// under `min_8bit_size` are the recorded ones exactly. With the CUDA kernel's `1.0f − β` and
+/// separate roundings every value below differs (`absmax2` by 1.3e-5 relative).
+///
+/// Expected values: `bnb.optim.Adam8bit([big, small], lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+/// weight_decay=0, min_8bit_size=256)` on CPU (torch 2.15.0, AVX-512 kernels), the same
+/// [`noise`] inputs (exact in f32: the scales are powers of two), three steps.
+#[test]
+fn cpu_mode_state_is_bitsandbytes_cpu_bit_for_bit() {
+    let (n_big, n_small) = (600usize, 7usize);
+    let config = Adam8bitConfig {
+        kernel: BnbKernel::Cpu,
+        min_8bit_size: 256,
+        ..Adam8bitConfig::default()
+    };
+    let mut opt = MomentOptimizer::new(config.build().unwrap());
+    let mut params = vec![
+        shaped("big", &[n_big], &noise(n_big, 1, 0.5)),
+        shaped("small", &[n_small], &noise(n_small, 2, 0.5)),
+    ];
+    for (seed, scale) in [(11u64, 1.0f32), (12, 0.25), (13, 4.0)] {
+        params[0].grad = Some(flat(&noise(n_big, seed, scale)));
+        params[1].grad = Some(flat(&noise(n_small, seed + 100, scale)));
+        opt.step(1e-3, &mut params).unwrap();
+    }
+    let bits = |t: &Tensor<B, 1>| -> Vec<u32> { values(t).iter().map(|x| x.to_bits()).collect() };
+    let big = &opt.state("big").unwrap()[0];
+    assert_eq!(
+        bits(big.tensor("absmax1").unwrap()),
+        [0x3eecc6aa, 0x3ee453ad, 0x3ee75b46],
+        "absmax1"
+    );
+    assert_eq!(
+        bits(big.tensor("absmax2").unwrap()),
+        [0x3c83d9f5, 0x3c847b06, 0x3c8075da],
+        "absmax2"
+    );
+    // codes: plain and position-weighted sums of bnb's `state1`, `state2`
+    for (key, sum, weighted) in [
+        ("state1", 81118u64, 24533901u64),
+        ("state2", 95087, 29010213),
+    ] {
+        let codes = moment_optim::stats::code_values(big.code(key).unwrap());
+        let s: u64 = codes.iter().map(|&c| u64::from(c)).sum();
+        let w: u64 = (1..).zip(&codes).map(|(i, &c)| i * u64::from(c)).sum();
+        assert_eq!((s, w), (sum, weighted), "{key} codes");
+    }
+    let small = &opt.state("small").unwrap()[0];
+    assert_eq!(
+        bits(small.tensor("state1").unwrap()),
+        [
+            0x3e618112, 0x3e99c764, 0xbca81abc, 0xbd317270, 0xbae37934, 0xbdef0061, 0x3ece02a2
+        ],
+        "float32 state1"
+    );
+    assert_eq!(
+        bits(small.tensor("state2").unwrap()),
+        [
+            0x3b45d609, 0x3c05d883, 0x3a0e03fc, 0x3a2fa0ee, 0x3a3cd6a5, 0x3a5214cb, 0x3c36a7e3
+        ],
+        "float32 state2"
+    );
 }
 
 /// Saving at step k (codes, absmax, counters) and resuming in a fresh optimizer continues

@@ -1,7 +1,8 @@
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::error::Result;
 use crate::quant::{self, QuantMap, Rounding};
+use crate::stats::tensor_values;
 use crate::transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformState};
 
 /// Which bitsandbytes code path 8-bit Adam reproduces (`../shared/optimizers.md` §3c, §3d).
@@ -13,6 +14,7 @@ use crate::transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformSta
 /// | non-finite gradient element (8-bit state) | its state is zeroed, its parameter element untouched | propagates (NaN) |
 /// | denominator (8-bit state) | `√v + ε·√(1−β2^t)`, step `−lr·√(1−β2^t)/(1−β1^t)` | `√v/√(1−β2^t) + ε`, step `−lr/(1−β1^t)` |
 /// | denominator (float32 state) | `√v + ε·√(1−β2^t)` | `√v + ε·√(1−β2^t)` |
+/// | moments `m`, `v` | `m·β1 + (1−β1)·g`, `v·β2 + (1−β2)·g·g`, each op rounded; `1 − β` as `1.0f − (float)β` | torch's `m.mul_(β1).add_(g, alpha=1−β1)`, `v.mul_(β2).addcmul_(g, g, value=1−β2)`: one fma each (`fma(g, α1, m·β1)`, `fma(α2·g, g, v·β2)`), `α = (float)(1 − β)` rounded from double |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BnbKernel {
     /// The CUDA kernels (`kOptimizerStatic8bit2StateBlockwise`, `kOptimizer32bit2State`).
@@ -112,8 +114,6 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         if n == 0 {
             return g;
         }
-        // β and 1 − β in f32, as the kernel's `1.0f - beta` (not torch's rounded Python float).
-        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let ti = i32::try_from(t).unwrap_or(i32::MAX);
         let c1 = 1.0 - self.beta1.powi(ti);
         let c2 = (1.0 - self.beta2.powi(ti)).sqrt();
@@ -152,10 +152,18 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
                 state.tensors[S2].tensor.clone(),
             )
         };
-        let mut m = m_old.mul_scalar(b1).add(g.clone().mul_scalar(1.0 - b1));
-        let mut v = v_old
-            .mul_scalar(b2)
-            .add(g.clone().mul_scalar(1.0 - b2).mul(g));
+        let (mut m, mut v) = if cuda {
+            // β and 1 − β in f32, as the kernel's `1.0f - beta`; separate roundings.
+            let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+            (
+                m_old.mul_scalar(b1).add(g.clone().mul_scalar(1.0 - b1)),
+                v_old
+                    .mul_scalar(b2)
+                    .add(g.clone().mul_scalar(1.0 - b2).mul(g)),
+            )
+        } else {
+            torch_cpu_moments(m_old, v_old, g, self.beta1, self.beta2)
+        };
         if let Some(mask) = &skip {
             m = m.mask_fill(mask.clone(), 0.0);
             v = v.mask_fill(mask.clone(), 0.0);
@@ -225,4 +233,49 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         }
         descent
     }
+}
+
+/// bitsandbytes' CPU path (8-bit and float32 state alike) updates the moments with torch ops
+/// on float32 tensors: `m.mul_(β1).add_(g, alpha=1−β1)` and
+/// `v.mul_(β2).addcmul_(g, g, value=1−β2)`. On torch's AVX2/AVX-512 CPU kernels (what the
+/// reference cases were recorded with) that is, per element,
+///
+/// ```text
+/// m ← fma(g, α1, m·β1)        α1 = (float)(1 − β1), the difference taken in double
+/// v ← fma(α2·g, g, v·β2)      α2 = (float)(1 − β2)
+/// ```
+///
+/// with `β` rounded to float and `m·β1`, `α2·g`, `v·β2` rounded once each (`add` with `alpha`
+/// is `vec::fmadd(other, alpha, self)`; `addcmul`'s last multiply is fused into the add, as
+/// probed). The CUDA kernel's `1.0f − β` differs from `(float)(1 − β)` by up to 3e-8, i.e.
+/// 1.3e-5 relative to `1 − β` for β2 = 0.999 — all but the last bits of the gap moment's CPU
+/// mode had on the recorded `absmax2` (≤ 1.1e-7 without the fma). torch's scalar `DEFAULT`
+/// kernels (no AVX) would round the product and the sum separately instead; the recordings
+/// follow the fma. See `docs/algorithms/adam8bit.md`.
+///
+/// Slices of equal length, updated in place.
+fn torch_cpu_moment_update(m: &mut [f32], v: &mut [f32], g: &[f32], beta1: f64, beta2: f64) {
+    let (b1, a1) = (beta1 as f32, (1.0 - beta1) as f32);
+    let (b2, a2) = (beta2 as f32, (1.0 - beta2) as f32);
+    for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
+        *m = g.mul_add(a1, *m * b1);
+        *v = (a2 * g).mul_add(g, *v * b2);
+    }
+}
+
+/// [`torch_cpu_moment_update`] on tensors. burn has no fused multiply-add, so this runs on the
+/// host (the CPU-path mode reproduces a reference; the default mode stays on the device).
+fn torch_cpu_moments<B: Backend>(
+    m: Tensor<B, 1>,
+    v: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    beta1: f64,
+    beta2: f64,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let n = g.dims()[0];
+    let device = g.device();
+    let (mut mh, mut vh) = (tensor_values(&m), tensor_values(&v));
+    torch_cpu_moment_update(&mut mh, &mut vh, &tensor_values(&g), beta1, beta2);
+    let back = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
+    (back(mh), back(vh))
 }
