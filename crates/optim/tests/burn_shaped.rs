@@ -4,10 +4,10 @@
 //! explicitly — follows burn's own AdamW.
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
 use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use moment_optim::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
     CameConfig, LambConfig, LionConfig, MarsConfig, MomentOptimizer, MuonConfig, OptimError,
@@ -22,19 +22,46 @@ struct Net<B: Backend> {
     b: Linear<B>,
 }
 
-fn net() -> Net<AB> {
+/// Host-seeded values in (−scale, scale): burn's own RNG is global, and tests run in parallel.
+fn host_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn linear(d_in: usize, d_out: usize, seed: u64) -> Linear<AB> {
     let device = Default::default();
-    AB::seed(&device, 11);
+    let k = 1.0 / (d_in as f32).sqrt();
+    Linear {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(host_values(d_in * d_out, seed, k), [d_in, d_out]),
+            &device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(host_values(d_out, seed + 1, k), [d_out]),
+            &device,
+        ))),
+    }
+}
+
+fn net() -> Net<AB> {
     Net {
-        a: LinearConfig::new(8, 16).init(&device),
-        b: LinearConfig::new(16, 4).init(&device),
+        a: linear(8, 16, 11),
+        b: linear(16, 4, 13),
     }
 }
 
 fn loss(model: &Net<AB>, step: u64) -> Tensor<AB, 1> {
-    let device = Default::default();
-    AB::seed(&device, 100 + step);
-    let x = Tensor::<AB, 2>::random([5, 8], Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<AB, 2>::from_data(
+        TensorData::new(host_values(5 * 8, 100 + step, 1.5), [5, 8]),
+        &Default::default(),
+    );
     model
         .b
         .forward(model.a.forward(x).tanh())
