@@ -11,6 +11,11 @@
 //!
 //! The metric takes no model output (`Input = ()`, which every output adapts to) and reads the
 //! monitor's latest record when burn-train updates it (after each training step).
+//!
+//! The Learner owns the optimizer and cannot see a refused step (a non-finite gradient under
+//! `NonFinitePolicy::Error`, …): the monitor records it, [`MonitorQuantity::RefusedSteps`]
+//! counts it, and every other quantity's displayed value says how many steps were refused
+//! so far (`… (2 refused)`).
 
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +43,8 @@ pub enum MonitorQuantity {
     NonFinite,
     /// Spikes detected so far.
     Spikes,
+    /// Steps the optimizer refused so far (nothing changed in them).
+    RefusedSteps,
 }
 
 impl MonitorQuantity {
@@ -50,6 +57,7 @@ impl MonitorQuantity {
             MonitorQuantity::StateMemory => "Optimizer State",
             MonitorQuantity::NonFinite => "Non-finite Grads",
             MonitorQuantity::Spikes => "Spikes",
+            MonitorQuantity::RefusedSteps => "Refused Steps",
         }
     }
 
@@ -82,6 +90,7 @@ impl MonitorQuantity {
                 .map(|mem| mem.state_bytes as f64 / (1 << 20) as f64),
             MonitorQuantity::NonFinite => Some(r.non_finite as f64),
             MonitorQuantity::Spikes => Some(m.spikes().len() as f64),
+            MonitorQuantity::RefusedSteps => Some(m.refused_steps() as f64),
         }
     }
 }
@@ -123,17 +132,20 @@ impl Metric for MonitorMetric {
     }
 
     fn update(&mut self, _: &(), _: &MetricMetadata) -> SerializedEntry {
-        let value = self
+        let (value, refused) = self
             .monitor
             .lock()
             .ok()
-            .and_then(|m| self.quantity.read(&m))
-            .unwrap_or(f64::NAN);
+            .map_or((None, 0), |m| (self.quantity.read(&m), m.refused_steps()));
         let mut format = FormatOptions::new(self.name.clone()).precision(4);
         if let Some(u) = self.quantity.unit() {
             format = format.unit(u);
         }
-        self.state.update(value, 1, format)
+        let mut entry = self.state.update(value.unwrap_or(f64::NAN), 1, format);
+        if refused > 0 && self.quantity != MonitorQuantity::RefusedSteps {
+            entry.formatted.push_str(&format!(" ({refused} refused)"));
+        }
+        entry
     }
 
     fn clear(&mut self) {

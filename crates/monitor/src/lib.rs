@@ -9,6 +9,10 @@
 //!   and the policy applied, skipped steps, step time and tokens/s, exact optimizer-state bytes
 //!   by kind, parameter and gradient bytes and the process's peak RSS (when the loop passes
 //!   the optimizer's accounting);
+//! * every step the optimizer refuses (a non-finite gradient under the default
+//!   `NonFinitePolicy::Error`, a shape mismatch, …: moment-optim's
+//!   [`RefusedStep`](moment_optim::RefusedStep)): a record whose [`StepRecord::refused`] says
+//!   why, counted in the summary, marked on the dashboard and in [`MonitorMetric`];
 //! * every `interval` steps, for the parameters a [`Selector`](moment_optim::Selector) picks:
 //!   gradient, weight and update L2 norms, update/weight ratio, cos(update, gradient), and
 //!   ‖s‖, ‖√s‖, min and max of every optimizer-state tensor (Sophia's win rate is one of its
@@ -69,7 +73,7 @@ pub use error::MonitorError;
 pub use monitor::{LayerKey, Monitor, MonitorConfig, StepInfo, aggregate_layers};
 pub use plot::{LayerMetric, Run};
 pub use record::{
-    LayerStats, MemoryRecord, ParamStats, Spike, SpikeMetric, StateStats, StepRecord,
+    LayerStats, MemoryRecord, ParamStats, Refusal, Spike, SpikeMetric, StateStats, StepRecord,
 };
 pub use report::Summary;
 pub use sink::{CSV_COLUMNS, CsvRow, CsvSink, JsonlSink, MemorySink, Sink, read_csv, read_jsonl};

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use moment_optim::stats::{overflow_safe_sumsq, read_scalars};
-use moment_optim::{Observer, ParamView, Selector, StateMemory, StepReport};
+use moment_optim::{
+    Observer, OptimError, ParamView, RefusedStep, Selector, StateMemory, StepReport,
+};
 
 use crate::error::MonitorError;
 use crate::record::{
-    LayerStats, MemoryRecord, ParamStats, Spike, SpikeMetric, StateStats, StepRecord,
+    LayerStats, MemoryRecord, ParamStats, Refusal, Spike, SpikeMetric, StateStats, StepRecord,
 };
 use crate::sink::Sink;
 use crate::spike::{SpikeConfig, SpikeDetector};
@@ -206,6 +208,7 @@ pub struct Monitor {
     spikes: Vec<Spike>,
     steps_seen: u64,
     steps_clipped: u64,
+    steps_refused: u64,
     observe_time: Duration,
 }
 
@@ -249,6 +252,7 @@ impl Monitor {
             spikes: Vec::new(),
             steps_seen: 0,
             steps_clipped: 0,
+            steps_refused: 0,
             observe_time: Duration::ZERO,
         })
     }
@@ -284,6 +288,12 @@ impl Monitor {
         &self.spikes
     }
 
+    /// Steps the optimizer refused so far (each is a record with
+    /// [`StepRecord::refused`] set).
+    pub fn refused_steps(&self) -> u64 {
+        self.steps_refused
+    }
+
     /// Time spent computing per-parameter statistics (the monitor's own cost, excluding the
     /// engine's extra copies for observed parameters).
     pub fn observe_time(&self) -> Duration {
@@ -291,8 +301,9 @@ impl Monitor {
     }
 
     /// Finish the current step with what the loop knows; writes it to the sinks. Returns the
-    /// first sink error since the last call, if any. Without a current step (e.g. the
-    /// optimizer step failed) this does nothing.
+    /// first sink error since the last call, if any. A refused optimizer step is a current
+    /// step too (its record gets the loss, tokens and time given here); without a current
+    /// step (already finished) this does nothing.
     pub fn finish_step(&mut self, info: StepInfo) -> Result<(), MonitorError> {
         if let Some(rec) = self.current.take() {
             self.finish(rec, info);
@@ -338,7 +349,7 @@ impl Monitor {
                 rss_bytes: crate::sys::rss_bytes(),
             });
         }
-        if !rec.skipped {
+        if rec.ran() {
             let mut spikes = Vec::new();
             if let (Some(d), Some(loss)) = (&mut self.loss_detector, rec.loss)
                 && let Some(c) = d.push(loss)
@@ -562,6 +573,47 @@ impl<B: Backend> Observer<B> for Monitor {
             },
             layers,
             spikes: Vec::new(),
+            refused: None,
+        });
+    }
+
+    fn on_refused(&mut self, r: &RefusedStep) {
+        if let Some(prev) = self.current.take() {
+            self.finish(prev, StepInfo::default());
+        }
+        self.pending.clear();
+        self.steps_refused += 1;
+        let (non_finite, non_finite_paths) = match &r.error {
+            OptimError::NonFiniteGradient { paths, count, .. } => (*count, paths.clone()),
+            _ => (0, Vec::new()),
+        };
+        self.current = Some(StepRecord {
+            step: r.step,
+            wall_s: 0.0,
+            step_time_s: None,
+            tokens: None,
+            tokens_per_s: None,
+            loss: None,
+            val_loss: None,
+            lr: r.lr,
+            group_lrs: BTreeMap::new(),
+            grad_norm: f64::NAN,
+            clip_threshold: None,
+            clipped: false,
+            clip_rate: ratio(self.steps_clipped as f64, self.steps_seen as f64),
+            non_finite,
+            non_finite_paths,
+            policy: format!("{:?}", r.policy),
+            skipped: false,
+            memory: None,
+            params: Vec::new(),
+            layers: Vec::new(),
+            spikes: Vec::new(),
+            refused: Some(Refusal {
+                kind: r.kind().to_string(),
+                path: r.path().map(str::to_string),
+                reason: r.reason(),
+            }),
         });
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! * [`dashboard`]: loss with spikes marked, learning rate per group, global gradient norm
 //!   with the clipping threshold, update/weight ratio per layer, optimizer-state memory by kind
-//!   (stacked), step time.
+//!   (stacked), step time; refused optimizer steps as vertical lines ([`REFUSED`]) on the loss
+//!   and gradient-norm panels.
 //! * [`layer_heatmap`]: a per-layer quantity over the observed steps.
 //! * [`overlay`]: several runs' loss against step and against wall time, with an optional floor.
 
@@ -160,8 +161,13 @@ struct Panel<'a> {
     series: Vec<Series>,
     hline: Option<(f64, String)>,
     markers: Vec<(f64, f64)>,
+    /// Steps marked by a vertical line in [`REFUSED`] (refused optimizer steps).
+    vlines: Vec<f64>,
     legend: bool,
 }
+
+/// The colour of refused-step markers.
+pub const REFUSED: RGBColor = RGBColor(204, 0, 204);
 
 fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = vals
@@ -227,14 +233,20 @@ fn line_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     p: &Panel<'_>,
 ) -> Result<(), String> {
-    let xs = p.series.iter().flat_map(|s| s.points.iter().map(|q| q.0));
+    let xs = p
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|q| q.0))
+        .chain(p.vlines.iter().copied());
     let ys = p
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|q| q.1))
         .chain(p.hline.iter().map(|h| h.0))
         .chain(p.markers.iter().map(|m| m.1));
-    let (Some((x0, x1)), Some((y0, y1))) = (bounds(xs), bounds(ys)) else {
+    // Vertical markers alone (e.g. every step refused) still draw, on a unit y range.
+    let ys = bounds(ys).or_else(|| (!p.vlines.is_empty()).then_some((0.0, 1.0)));
+    let (Some((x0, x1)), Some((y0, y1))) = (bounds(xs), ys) else {
         return no_data(area, p.title);
     };
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
@@ -288,6 +300,15 @@ fn line_panel<DB: DrawingBackend>(
                 .label(name.clone())
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
         }
+    }
+    let vlines = p.vlines.iter().filter(|x| x.is_finite());
+    for &x in vlines {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x, y0), (x, y1)],
+                REFUSED.stroke_width(1),
+            ))
+            .map_err(err)?;
     }
     if !p.markers.is_empty() {
         chart
@@ -357,15 +378,38 @@ fn draw_dashboard<DB: DrawingBackend>(
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (title_area, body) = root.split_vertically(36);
-    title_area
-        .titled(
-            &format!("{} — {} steps", run.name, run.records.len()),
-            (FONT, 20),
+    let step = |r: &StepRecord| r.step as f64;
+    // A refused step is a marker where it was attempted (after the last step that ran), not
+    // a point of the series: its record carries the counter of the step before it.
+    let refused: Vec<f64> = run
+        .records
+        .iter()
+        .filter(|r| r.refused.is_some())
+        .map(|r| step(r) + 0.5)
+        .collect();
+    let recs: Vec<&StepRecord> = run.records.iter().filter(|r| r.refused.is_none()).collect();
+    let recs = &recs;
+    let title = if refused.is_empty() {
+        format!("{} — {} steps", run.name, recs.len())
+    } else {
+        format!(
+            "{} — {} steps, {} refused",
+            run.name,
+            recs.len(),
+            refused.len()
         )
+    };
+    title_area
+        .titled(&title, (FONT, 20))
         .map_err(|e| e.to_string())?;
     let panels = body.split_evenly((3, 2));
-    let recs = &run.records;
-    let step = |r: &StepRecord| r.step as f64;
+    let marked = |title: &str| {
+        if refused.is_empty() {
+            title.to_string()
+        } else {
+            format!("{title}; magenta: refused steps")
+        }
+    };
 
     let loss: Vec<(f64, f64)> = recs
         .iter()
@@ -380,7 +424,7 @@ fn draw_dashboard<DB: DrawingBackend>(
     line_panel(
         &panels[0],
         &Panel {
-            title: "loss (red: spikes)",
+            title: &marked("loss (red: spikes)"),
             x_desc: "step",
             y_desc: "loss",
             series: vec![Series {
@@ -390,6 +434,7 @@ fn draw_dashboard<DB: DrawingBackend>(
             }],
             hline: None,
             markers: loss_spikes,
+            vlines: refused.clone(),
             legend: false,
         },
     )?;
@@ -432,6 +477,7 @@ fn draw_dashboard<DB: DrawingBackend>(
             series: lr_series,
             hline: None,
             markers: Vec::new(),
+            vlines: Vec::new(),
         },
     )?;
 
@@ -445,7 +491,7 @@ fn draw_dashboard<DB: DrawingBackend>(
     line_panel(
         &panels[2],
         &Panel {
-            title: "global grad norm (before clipping)",
+            title: &marked("global grad norm (before clipping)"),
             x_desc: "step",
             y_desc: "‖g‖",
             series: vec![Series {
@@ -455,6 +501,7 @@ fn draw_dashboard<DB: DrawingBackend>(
             }],
             hline: clip.map(|c| (c, format!("clip {c}"))),
             markers: grad_spikes,
+            vlines: refused.clone(),
             legend: clip.is_some(),
         },
     )?;
@@ -494,6 +541,7 @@ fn draw_dashboard<DB: DrawingBackend>(
             series: ratio_series,
             hline: None,
             markers: Vec::new(),
+            vlines: Vec::new(),
         },
     )?;
 
@@ -549,13 +597,15 @@ fn draw_dashboard<DB: DrawingBackend>(
             }],
             hline: None,
             markers: Vec::new(),
+            vlines: Vec::new(),
             legend: false,
         },
     )?;
     Ok(())
 }
 
-/// The six-panel dashboard of one run.
+/// The six-panel dashboard of one run (refused steps marked on the loss and gradient-norm
+/// panels, counted in the title).
 pub fn dashboard(run: &Run, path: impl AsRef<Path>, size: (u32, u32)) -> Result<(), MonitorError> {
     render!(path.as_ref(), size, |root| draw_dashboard(&root, run))
 }
@@ -718,6 +768,7 @@ fn draw_overlay<DB: DrawingBackend>(
                 series,
                 hline: floor.map(|f| (f, format!("floor {f:.4}"))),
                 markers: Vec::new(),
+                vlines: Vec::new(),
                 legend: true,
             },
         )?;

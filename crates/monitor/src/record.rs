@@ -147,10 +147,25 @@ pub struct Spike {
     pub z: f64,
 }
 
-/// One step.
+/// Why the optimizer refused a step (moment-optim's
+/// [`RefusedStep`](moment_optim::RefusedStep)): nothing changed, no update was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The error's kind (`NonFiniteGradient`, `ShapeMismatch`, `InvalidLearningRate`, …).
+    pub kind: String,
+    /// The parameter the error names, if it names one.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The error's message.
+    pub reason: String,
+}
+
+/// One step: a step that ran, one skipped by the non-finite policy (`skipped`), or one the
+/// optimizer refused (`refused`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// Optimizer step counter after the step.
+    /// Optimizer step counter after the step (unchanged by skipped and refused steps, so
+    /// they carry the number of the last step that ran).
     pub step: u64,
     /// Seconds since the monitor started, when the step was finished.
     #[serde(deserialize_with = "nan_if_null")]
@@ -179,7 +194,8 @@ pub struct StepRecord {
     pub clip_threshold: Option<f64>,
     /// Whether clipping engaged.
     pub clipped: bool,
-    /// Fraction of the steps so far (skipped ones excluded) on which clipping engaged.
+    /// Fraction of the steps so far (skipped and refused ones excluded) on which clipping
+    /// engaged.
     #[serde(deserialize_with = "nan_if_null")]
     pub clip_rate: f64,
     /// Non-finite gradient elements seen.
@@ -190,6 +206,12 @@ pub struct StepRecord {
     pub policy: String,
     /// Whether the step was skipped.
     pub skipped: bool,
+    /// Why the optimizer refused the step, for a refused one (`None` for steps that ran or
+    /// were skipped). A refused record has no gradient norm (`NaN`), learning rate per group
+    /// or per-parameter statistics; a refused non-finite gradient fills `non_finite` and
+    /// `non_finite_paths`. Absent from files written before refusals were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
     /// Memory, when the step was given the optimizer's accounting.
     pub memory: Option<MemoryRecord>,
     /// Per-parameter statistics (observed steps only; empty when per-parameter records are off).
@@ -201,6 +223,11 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// Whether the optimizer updated the parameters in this step (neither skipped nor refused).
+    pub fn ran(&self) -> bool {
+        !self.skipped && self.refused.is_none()
+    }
+
     /// Update-to-weight ratio over all observed parameters (`None` on unobserved steps).
     pub fn update_to_weight(&self) -> Option<f64> {
         if self.layers.is_empty() {

@@ -17,7 +17,8 @@ pub const LOSS_WINDOW: usize = 10;
 pub struct Summary {
     /// Run name.
     pub name: String,
-    /// Records (steps) in the run.
+    /// Steps in the run: its records, skipped steps included, refused ones not (they are
+    /// counted in [`Summary::refused`]).
     pub steps: u64,
     /// Mean loss over the last [`LOSS_WINDOW`] steps with a loss.
     pub final_loss: Option<f64>,
@@ -52,12 +53,18 @@ pub struct Summary {
     pub loss_spikes: usize,
     /// Gradient-norm spikes detected.
     pub grad_norm_spikes: usize,
-    /// Fraction of (non-skipped) steps on which clipping engaged.
+    /// Fraction of the steps that ran (neither skipped nor refused) on which clipping engaged.
     pub clip_rate: f64,
-    /// Non-finite gradient elements over the run.
+    /// Non-finite gradient elements over the run (refused steps' included).
     pub non_finite: u64,
     /// Skipped steps.
     pub skipped: u64,
+    /// Steps the optimizer refused (nothing changed in them).
+    #[serde(default)]
+    pub refused: u64,
+    /// Refused steps by kind (`NonFiniteGradient`, `ShapeMismatch`, …).
+    #[serde(default)]
+    pub refusals: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -85,7 +92,12 @@ impl Summary {
         let wall_s = recs.last().map_or(0.0, |r| r.wall_s);
         let tps: Vec<f64> = recs.iter().filter_map(|r| r.tokens_per_s).collect();
         let mem = recs.iter().rev().find_map(|r| r.memory.as_ref());
-        let active = recs.iter().filter(|r| !r.skipped).count();
+        let active = recs.iter().filter(|r| r.ran()).count();
+        let steps = recs.iter().filter(|r| r.refused.is_none()).count() as u64;
+        let mut refusals = BTreeMap::new();
+        for r in recs.iter().filter_map(|r| r.refused.as_ref()) {
+            *refusals.entry(r.kind.clone()).or_insert(0) += 1;
+        }
         let count = |m: SpikeMetric| {
             recs.iter()
                 .flat_map(|r| r.spikes.iter())
@@ -94,7 +106,7 @@ impl Summary {
         };
         Self {
             name: run.name.clone(),
-            steps: recs.len() as u64,
+            steps,
             final_loss,
             best_loss,
             final_val_loss,
@@ -102,7 +114,7 @@ impl Summary {
             loss_floor: floor,
             gap_to_floor: final_val_loss.or(final_loss).zip(floor).map(|(l, f)| l - f),
             wall_s,
-            steps_per_s: (wall_s > 0.0).then(|| recs.len() as f64 / wall_s),
+            steps_per_s: (wall_s > 0.0).then(|| steps as f64 / wall_s),
             tokens_per_s: (!tps.is_empty()).then(|| mean(&tps)),
             peak_rss_bytes: recs
                 .iter()
@@ -121,12 +133,14 @@ impl Summary {
             loss_spikes: count(SpikeMetric::Loss),
             grad_norm_spikes: count(SpikeMetric::GradNorm),
             clip_rate: if active > 0 {
-                recs.iter().filter(|r| !r.skipped && r.clipped).count() as f64 / active as f64
+                recs.iter().filter(|r| r.ran() && r.clipped).count() as f64 / active as f64
             } else {
                 0.0
             },
             non_finite: recs.iter().map(|r| r.non_finite).sum(),
             skipped: recs.iter().filter(|r| r.skipped).count() as u64,
+            refused: refusals.values().sum(),
+            refusals,
         }
     }
 }
@@ -142,7 +156,7 @@ fn mib(b: Option<u64>) -> String {
     )
 }
 
-const HEADER: [&str; 15] = [
+const HEADER: [&str; 16] = [
     "run",
     "steps",
     "final loss",
@@ -158,6 +172,7 @@ const HEADER: [&str; 15] = [
     "state B/param",
     "spikes loss/grad",
     "clip rate",
+    "refused",
 ];
 
 fn row(s: &Summary) -> Vec<String> {
@@ -177,11 +192,12 @@ fn row(s: &Summary) -> Vec<String> {
         opt(s.state_bytes_per_param, 2),
         format!("{}/{}", s.loss_spikes, s.grad_norm_spikes),
         format!("{:.1}%", 100.0 * s.clip_rate),
+        s.refused.to_string(),
     ]
 }
 
-/// A markdown report: the summary table, state bytes by kind, non-finite events, and the
-/// plots (title, path relative to the report).
+/// A markdown report: the summary table, state bytes by kind, non-finite events and refused
+/// steps, and the plots (title, path relative to the report).
 pub fn markdown(title: &str, summaries: &[Summary], plots: &[(String, String)]) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# {title}\n");
@@ -208,15 +224,25 @@ pub fn markdown(title: &str, summaries: &[Summary], plots: &[(String, String)]) 
     }
     let faults: Vec<&Summary> = summaries
         .iter()
-        .filter(|s| s.non_finite > 0 || s.skipped > 0)
+        .filter(|s| s.non_finite > 0 || s.skipped > 0 || s.refused > 0)
         .collect();
     if !faults.is_empty() {
-        let _ = writeln!(o, "\n## Non-finite gradients\n");
+        let _ = writeln!(o, "\n## Non-finite gradients and refused steps\n");
         for s in faults {
+            let kinds: Vec<String> = s
+                .refusals
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let kinds = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            };
             let _ = writeln!(
                 o,
-                "- {}: {} non-finite elements, {} skipped steps",
-                s.name, s.non_finite, s.skipped
+                "- {}: {} non-finite elements, {} skipped steps, {} refused steps{kinds}",
+                s.name, s.non_finite, s.skipped, s.refused
             );
         }
     }

@@ -83,7 +83,7 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<StepRecord>, MonitorErro
 }
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 16] = [
+pub const CSV_COLUMNS: [&str; 17] = [
     "step",
     "wall_s",
     "step_time_s",
@@ -100,9 +100,14 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "state_bytes",
     "peak_rss_bytes",
     "spikes",
+    "refused",
 ];
 
-/// Flat scalars, one row per record ([`CSV_COLUMNS`]; empty cell = not recorded).
+/// Columns of files written before the `refused` column existed (still read by [`read_csv`]).
+const LEGACY_COLUMNS: usize = 16;
+
+/// Flat scalars, one row per record ([`CSV_COLUMNS`]; empty cell = not recorded; `refused`
+/// is 1 for a step the optimizer refused, whose reason is in the JSONL record).
 #[derive(Debug)]
 pub struct CsvSink {
     path: PathBuf,
@@ -143,6 +148,7 @@ pub fn csv_row(r: &StepRecord) -> Vec<String> {
         cell(mem.map(|m| m.state_bytes)),
         cell(mem.and_then(|m| m.peak_rss_bytes)),
         r.spikes.len().to_string(),
+        u8::from(r.refused.is_some()).to_string(),
     ]
 }
 
@@ -162,6 +168,7 @@ impl Sink for CsvSink {
 pub type CsvRow = Vec<(String, Option<f64>)>;
 
 /// Read a file written by [`CsvSink`]; checks the header and that every cell is a number.
+/// Files from before the `refused` column (the first 16 columns) read as they are, without it.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Vec<CsvRow>, MonitorError> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| MonitorError::io(path, e))?;
@@ -172,7 +179,7 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Vec<CsvRow>, MonitorError> {
         reason,
     };
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    if header != CSV_COLUMNS {
+    if header != CSV_COLUMNS && header != CSV_COLUMNS[..LEGACY_COLUMNS] {
         return Err(bad(1, format!("header {header:?} is not {CSV_COLUMNS:?}")));
     }
     lines

@@ -77,7 +77,8 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The scalars a record contributes (tag, value): `train/…` step facts and
+/// The scalars a record contributes (tag, value): `train/…` step facts (`train/refused` is 1
+/// for a step the optimizer refused, else 0) and
 /// `layer/<layer>/{update_to_weight,grad_norm}` on observed steps.
 pub fn record_scalars(r: &StepRecord) -> Vec<(String, f32)> {
     let mut v: Vec<(String, f32)> = Vec::new();
@@ -91,6 +92,10 @@ pub fn record_scalars(r: &StepRecord) -> Vec<(String, f32)> {
     put("train/grad_norm", Some(r.grad_norm));
     put("train/clip_rate", Some(r.clip_rate));
     put("train/non_finite", Some(r.non_finite as f64));
+    put(
+        "train/refused",
+        Some(f64::from(u8::from(r.refused.is_some()))),
+    );
     put("train/update_to_weight", r.update_to_weight());
     put("train/step_time_s", r.step_time_s);
     put("train/tokens_per_s", r.tokens_per_s);

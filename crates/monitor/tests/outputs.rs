@@ -392,8 +392,279 @@ fn burn_train_metric_reads_the_monitor() {
         MonitorQuantity::StateMemory,
         MonitorQuantity::NonFinite,
         MonitorQuantity::Spikes,
+        MonitorQuantity::RefusedSteps,
     ] {
         let name = MonitorMetric::new(mon.clone(), q).name();
         assert!(!name.contains(['/', '\\']) && !name.is_empty(), "{name}");
     }
+}
+
+/// AdamW under the default non-finite policy (`Error`), the loop finishing every step with a
+/// loss (refused ones too): a step that runs, a NaN gradient (refused), a gradient of the
+/// wrong length (refused), two steps that run.
+fn refused_run(extra: Vec<Box<dyn Sink>>) -> (Vec<StepRecord>, u64) {
+    let mut opt = MomentOptimizer::<B>::new(AdamWConfig::default().build::<B>().unwrap());
+    let mut mon = Monitor::new(MonitorConfig::default()).unwrap();
+    let mem = MemorySink::new();
+    mon.add_sink(mem.clone());
+    for s in extra {
+        mon.add_sink(BoxedSink(s));
+    }
+    let mon = mon.shared();
+    opt.set_observer(mon.clone());
+    let mut ps = vec![ParamTensor {
+        path: "w".into(),
+        shape: vec![2],
+        value: flat(&[1.0, 1.0]),
+        grad: None,
+    }];
+    let grads: [&[f32]; 5] = [
+        &[0.3, 0.4],
+        &[f32::NAN, 0.4],
+        &[0.3],
+        &[0.3, 0.4],
+        &[0.1, 0.2],
+    ];
+    for (i, g) in grads.iter().enumerate() {
+        ps[0].grad = Some(flat(g));
+        let before = values(&ps[0].value);
+        let refused = opt.step(1e-2, &mut ps).is_err();
+        assert_eq!(refused, i == 1 || i == 2);
+        if refused {
+            assert_eq!(values(&ps[0].value), before);
+        }
+        mon.lock()
+            .unwrap()
+            .finish_step(StepInfo::new().loss(3.0 - 0.1 * i as f64))
+            .unwrap();
+    }
+    mon.lock().unwrap().flush().unwrap();
+    let n = mon.lock().unwrap().refused_steps();
+    (mem.records(), n)
+}
+
+fn values(t: &Tensor<B, 1>) -> Vec<f32> {
+    t.to_data().to_vec::<f32>().unwrap()
+}
+
+/// Refused steps are records (step counter unchanged, kind, path, reason, the loop's loss),
+/// survive the JSONL and CSV round trips, count in the summary and the reports, and show in
+/// TensorBoard's scalars; files written before refusals were recorded still read.
+#[test]
+fn refused_steps_are_recorded_round_trip_and_are_summarized() {
+    let dir = tmp("refused");
+    let jsonl = dir.join("m.jsonl");
+    let csv = dir.join("m.csv");
+    let (recs, n) = refused_run(vec![
+        Box::new(JsonlSink::create(&jsonl).unwrap()),
+        Box::new(CsvSink::create(&csv).unwrap()),
+    ]);
+    assert_eq!(n, 2);
+    assert_eq!(
+        recs.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [1, 1, 1, 2, 3],
+        "a refused step does not advance the step counter"
+    );
+    let kinds: Vec<Option<&str>> = recs
+        .iter()
+        .map(|r| r.refused.as_ref().map(|x| x.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            None,
+            Some("NonFiniteGradient"),
+            Some("ShapeMismatch"),
+            None,
+            None
+        ]
+    );
+    let nan = &recs[1];
+    let why = nan.refused.as_ref().unwrap();
+    assert_eq!(why.path.as_deref(), Some("w"));
+    assert!(why.reason.contains("non-finite gradient"), "{}", why.reason);
+    assert_eq!(
+        (nan.non_finite, nan.non_finite_paths.as_slice()),
+        (1, &["w".to_string()][..])
+    );
+    assert_eq!(
+        (nan.policy.as_str(), nan.lr, nan.loss),
+        ("Error", 1e-2, Some(2.9))
+    );
+    assert!(nan.grad_norm.is_nan() && !nan.ran() && nan.params.is_empty());
+    assert_eq!(recs[2].refused.as_ref().unwrap().path.as_deref(), Some("w"));
+    assert!(recs.iter().all(|r| r.spikes.is_empty()));
+
+    // JSONL: every field back (NaN as null on both sides); records that ran have no
+    // `refused` key, so older readers and files are unaffected.
+    let back = read_jsonl(&jsonl).unwrap();
+    let json = |r: &StepRecord| serde_json::to_value(r).unwrap();
+    assert_eq!(
+        back.iter().map(json).collect::<Vec<_>>(),
+        recs.iter().map(json).collect::<Vec<_>>()
+    );
+    assert_eq!(back[1].refused, recs[1].refused);
+    let lines: Vec<String> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(lines[1].contains("\"refused\":{\"kind\":\"NonFiniteGradient\""));
+    assert!(!lines[0].contains("refused"));
+
+    // CSV: a `refused` column; a file with the older 16 columns still reads.
+    let rows = read_csv(&csv).unwrap();
+    let col: Vec<Option<f64>> = rows
+        .iter()
+        .map(|row| row.iter().find(|(c, _)| c == "refused").unwrap().1)
+        .collect();
+    assert_eq!(col, [0.0, 1.0, 1.0, 0.0, 0.0].map(Some));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let old: String = text
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    let old_csv = dir.join("old.csv");
+    std::fs::write(&old_csv, old).unwrap();
+    let old_rows = read_csv(&old_csv).unwrap();
+    assert_eq!(old_rows.len(), 5);
+    assert_eq!(old_rows[0].len(), CSV_COLUMNS.len() - 1);
+
+    // TensorBoard: `train/refused` is 1 on refused steps.
+    let refused_tag = |r: &StepRecord| {
+        tensorboard::record_scalars(r)
+            .into_iter()
+            .find(|(t, _)| t == "train/refused")
+            .map(|(_, v)| v)
+    };
+    assert_eq!(refused_tag(&recs[0]), Some(0.0));
+    assert_eq!(refused_tag(&recs[1]), Some(1.0));
+
+    // Summary and reports.
+    let s = Summary::from_run(&Run::new("adamw", recs.clone()), None);
+    assert_eq!((s.steps, s.refused, s.non_finite), (3, 2, 1));
+    assert_eq!(
+        s.refusals
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect::<Vec<_>>(),
+        [("NonFiniteGradient", 1), ("ShapeMismatch", 1)]
+    );
+    let md = report::markdown("T", std::slice::from_ref(&s), &[]);
+    assert!(
+        md.contains("2 refused steps (NonFiniteGradient: 1, ShapeMismatch: 1)"),
+        "{md}"
+    );
+    let t = report::text(std::slice::from_ref(&s));
+    assert!(
+        t.lines().next().unwrap().trim_end().ends_with("refused"),
+        "{t}"
+    );
+    assert!(t.lines().nth(1).unwrap().trim_end().ends_with(" 2"), "{t}");
+    // A summary.json written before refusals were counted still reads (as none).
+    let mut v = serde_json::to_value(&s).unwrap();
+    let m = v.as_object_mut().unwrap();
+    m.remove("refused");
+    m.remove("refusals");
+    let old: Summary = serde_json::from_value(v).unwrap();
+    assert_eq!((old.refused, old.refusals.len()), (0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The dashboard marks refused steps (vertical lines in `plot::REFUSED` on the loss and
+/// gradient-norm panels); a run without any has no such pixel.
+#[test]
+fn the_dashboard_marks_refused_steps() {
+    let dir = tmp("refused-plot");
+    let has = |recs: Vec<StepRecord>, name: &str| {
+        let path = dir.join(name);
+        plot::dashboard(&Run::new("r", recs), &path, (1200, 900)).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let c = plot::REFUSED;
+        img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count()
+    };
+    let (recs, _) = refused_run(vec![]);
+    assert!(has(recs.clone(), "refused.png") > 100);
+    assert_eq!(has(run(vec![]), "clean.png"), 0);
+    // Every step refused (no loss, no gradient norm): the markers still draw.
+    let only: Vec<StepRecord> = recs.into_iter().filter(|r| !r.ran()).collect();
+    assert!(has(only, "only.png") > 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The burn-train path: the Learner steps a `ModuleOptimizer` through burn's
+/// `Optimizer::step`, owns it and never calls `take_error`. A NaN gradient under the default
+/// policy is refused; the monitor attached to the engine records it and the metrics show it.
+#[cfg(feature = "burn-train")]
+#[test]
+fn a_refused_step_under_burn_trains_optimizer_trait_reaches_the_monitor_and_its_metrics() {
+    use burn::backend::Autodiff;
+    use burn::data::dataloader::Progress;
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::{GradientsParams, Optimizer};
+    use burn::tensor::backend::Backend;
+    use burn_train::metric::{Metric, MetricMetadata, Numeric};
+    use moment_monitor::{MonitorMetric, MonitorQuantity};
+
+    type AB = Autodiff<B>;
+
+    #[derive(Module, Debug)]
+    struct Net<B: Backend> {
+        head: Linear<B>,
+    }
+
+    let device = Default::default();
+    let mut model = Net::<AB> {
+        head: LinearConfig::new(3, 2).init(&device),
+    };
+    let mut engine = MomentOptimizer::new(AdamWConfig::default().build().unwrap());
+    let mon = MonitorConfig::default().build().unwrap().shared();
+    engine.set_observer(mon.clone());
+    let mut optim = engine.for_module::<Net<AB>, AB>();
+    let mut grad_norm = MonitorMetric::new(mon.clone(), MonitorQuantity::GradNorm);
+    let mut refused = MonitorMetric::new(mon.clone(), MonitorQuantity::RefusedSteps);
+    let meta = MetricMetadata {
+        progress: Progress {
+            items_processed: 1,
+            items_total: 1,
+        },
+        global_progress: Progress {
+            items_processed: 0,
+            items_total: 1,
+        },
+        iteration: Some(1),
+        lr: Some(0.1),
+    };
+    let mut formatted = Vec::new();
+    for x0 in [0.5, f32::NAN, 0.5] {
+        let x = Tensor::<AB, 2>::from_data(TensorData::new(vec![x0, 1.0, 2.0], [1, 3]), &device);
+        let loss = model.head.forward(x).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = Optimizer::step(&mut optim, 1e-2, model, grads);
+        formatted.push(grad_norm.update(&(), &meta).formatted);
+        refused.update(&(), &meta);
+        if x0.is_nan() {
+            assert_eq!(refused.value().current(), 1.0);
+            let m = mon.lock().unwrap();
+            let why = m.latest().unwrap().refused.clone().unwrap();
+            assert_eq!(why.kind, "NonFiniteGradient");
+            assert!(why.path.is_some_and(|p| p.starts_with("head.")));
+        }
+    }
+    assert!(!formatted[0].contains("refused"), "{}", formatted[0]);
+    assert!(formatted[1].ends_with("(1 refused)"), "{}", formatted[1]);
+    assert!(formatted[2].ends_with("(1 refused)"), "{}", formatted[2]);
+    assert_eq!(refused.name().as_str(), "Refused Steps");
+    mon.lock().unwrap().flush().unwrap();
+    let m = mon.lock().unwrap();
+    let recs = m.records();
+    assert_eq!(
+        recs.iter()
+            .map(|r| (r.step, r.refused.is_some()))
+            .collect::<Vec<_>>(),
+        [(1, false), (1, true), (2, false)]
+    );
+    assert_eq!(m.refused_steps(), 1);
+    assert_eq!(optim.engine().steps(), 2);
 }

@@ -11,11 +11,12 @@ use burn::tensor::{Tensor, TensorData};
 use moment_monitor::tensorboard::{TensorBoardSink, crc32c, read_event_file};
 use moment_monitor::{
     CSV_COLUMNS, CsvSink, JsonlSink, LayerStats, MemoryRecord, MemorySink, MonitorConfig,
-    ParamStats, Run, Sink, Spike, SpikeCheck, SpikeConfig, SpikeDetector, SpikeMetric, StateStats,
-    StepInfo, StepRecord, read_csv, read_jsonl,
+    ParamStats, Refusal, Run, Sink, Spike, SpikeCheck, SpikeConfig, SpikeDetector, SpikeMetric,
+    StateStats, StepInfo, StepRecord, read_csv, read_jsonl,
 };
 use moment_optim::{
-    AdamWConfig, MomentOptimizer, NonFinitePolicy, Observer, ParamTensor, StepReport,
+    AdamWConfig, MomentOptimizer, NonFinitePolicy, Observer, OptimError, ParamTensor, RefusedStep,
+    StepReport,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -270,6 +271,14 @@ fn spike() -> impl Strategy<Value = Spike> {
         })
 }
 
+fn refusal() -> impl Strategy<Value = Refusal> {
+    (name(), option::of(name()), name()).prop_map(|(kind, path, reason)| Refusal {
+        kind,
+        path,
+        reason,
+    })
+}
+
 /// A record whose floats are all finite (of any magnitude).
 fn record() -> impl Strategy<Value = StepRecord> {
     let head = (
@@ -296,6 +305,7 @@ fn record() -> impl Strategy<Value = StepRecord> {
         vec(param_stats(), 0..3),
         vec(layer_stats(), 0..3),
         vec(spike(), 0..3),
+        option::of(refusal()),
     );
     (head, tail).prop_map(
         |(
@@ -323,6 +333,7 @@ fn record() -> impl Strategy<Value = StepRecord> {
                 params,
                 layers,
                 spikes,
+                refused,
             ),
         )| StepRecord {
             step,
@@ -346,6 +357,7 @@ fn record() -> impl Strategy<Value = StepRecord> {
             params,
             layers,
             spikes,
+            refused,
         },
     )
 }
@@ -512,7 +524,7 @@ proptest! {
             let get = |c: &str| csv_cell(row, c);
             let mem = r.memory.as_ref();
             let b = |x: bool| Some(if x { 1.0 } else { 0.0 });
-            let expect: [(&str, Option<f64>); 16] = [
+            let expect: [(&str, Option<f64>); 17] = [
                 ("step", Some(r.step as f64)),
                 ("wall_s", Some(r.wall_s)),
                 ("step_time_s", r.step_time_s),
@@ -529,6 +541,7 @@ proptest! {
                 ("state_bytes", mem.map(|m| m.state_bytes as f64)),
                 ("peak_rss_bytes", mem.and_then(|m| m.peak_rss_bytes).map(|x| x as f64)),
                 ("spikes", Some(r.spikes.len() as f64)),
+                ("refused", b(r.refused.is_some())),
             ];
             for (col, want) in expect {
                 prop_assert!(same(get(col), want), "{}: {:?} vs {:?}", col, get(col), want);
@@ -598,19 +611,23 @@ proptest! {
         prop_assert_eq!(series("train/lr"), want(&|r| Some(r.lr)));
         prop_assert_eq!(series("train/grad_norm"), want(&|r| Some(r.grad_norm)));
         prop_assert_eq!(series("train/clip_rate"), want(&|r| Some(r.clip_rate)));
+        prop_assert_eq!(
+            series("train/refused"),
+            want(&|r| Some(if r.refused.is_some() { 1.0 } else { 0.0 }))
+        );
         prop_assert_eq!(series("train/step_time_s"), want(&|r| r.step_time_s));
         prop_assert_eq!(
             series("memory/state_bytes"),
             want(&|r| r.memory.as_ref().map(|m| m.state_bytes as f64))
         );
         // Every finite scalar is there: per record loss?, lr, grad_norm, clip_rate,
-        // non_finite, update_to_weight (observed steps, when finite: the layers' √Σ‖·‖² can
+        // non_finite, refused, update_to_weight (observed steps, when finite: the layers' √Σ‖·‖² can
         // overflow), step_time_s?, tokens_per_s?,
         // memory (state_bytes, peak_rss_bytes?), and two per layer.
         let count: usize = recs
             .iter()
             .map(|r| {
-                4 + usize::from(r.loss.is_some())
+                5 + usize::from(r.loss.is_some())
                     + usize::from(r.update_to_weight().is_some_and(f64::is_finite))
                     + usize::from(r.step_time_s.is_some())
                     + usize::from(r.tokens_per_s.is_some())
@@ -785,10 +802,11 @@ proptest! {
 
 proptest! {
     /// The monitor's step bookkeeping, driven through the `Observer` interface: one record per
-    /// optimizer step, whether or not the loop finishes it (the next step or `flush` does);
-    /// the loss is the one given to `finish_step`; `clip_rate` is the running fraction of
-    /// non-skipped steps that clipped; skipped steps are never judged; the loss spikes are
-    /// exactly a `SpikeDetector`'s verdicts on the non-skipped steps' losses; sinks and
+    /// optimizer step — run, skipped or refused — whether or not the loop finishes it (the
+    /// next step or `flush` does); the loss is the one given to `finish_step`; `clip_rate` is
+    /// the running fraction of the steps that ran that clipped; skipped and refused steps are
+    /// never judged; the loss spikes are exactly a `SpikeDetector`'s verdicts on the losses
+    /// of the steps that ran; refused steps keep the step counter and are counted; sinks and
     /// `Monitor::records`/`spikes` agree.
     #[test]
     fn monitor_step_bookkeeping(
@@ -796,7 +814,8 @@ proptest! {
         steps in vec(
             (
                 any::<bool>(),
-                prop::bool::weighted(0.2),
+                // 0: ran, 1: skipped, 2: refused
+                prop_oneof![6 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8)],
                 prop_oneof![8 => 1.0f64..2.0, 1 => 5.0f64..50.0, 1 => non_finite()],
                 prop::bool::weighted(0.85),
             ),
@@ -807,11 +826,21 @@ proptest! {
         let sink = MemorySink::new();
         mon.add_sink(sink.clone());
         let mut step = 0u64;
-        for &(clipped, skipped, loss, finish) in &steps {
-            if !skipped {
+        for &(clipped, kind, loss, finish) in &steps {
+            if kind == 0 {
                 step += 1;
             }
-            Observer::<B>::on_step(&mut mon, &report(step, clipped && !skipped, skipped));
+            if kind == 2 {
+                Observer::<B>::on_refused(&mut mon, &RefusedStep {
+                    step,
+                    lr: 1e-3,
+                    policy: NonFinitePolicy::Error,
+                    error: OptimError::DuplicatePath { path: "p".into() },
+                });
+            } else {
+                let skipped = kind == 1;
+                Observer::<B>::on_step(&mut mon, &report(step, clipped && !skipped, skipped));
+            }
             if finish {
                 mon.finish_step(StepInfo::new().loss(loss)).unwrap();
             }
@@ -822,13 +851,24 @@ proptest! {
 
         let recs = mon.records().to_vec();
         prop_assert_eq!(recs.len(), steps.len());
+        let refused = steps.iter().filter(|s| s.1 == 2).count() as u64;
+        prop_assert_eq!(mon.refused_steps(), refused);
         // (Debug form: NaN losses compare unequal.)
         prop_assert_eq!(format!("{:?}", sink.records()), format!("{:?}", recs));
         let mut detector = SpikeDetector::new(config).unwrap();
         let (mut seen, mut clips) = (0u32, 0u32);
         let mut all_spikes = Vec::new();
-        for (i, (r, &(clipped, skipped, loss, finish))) in recs.iter().zip(&steps).enumerate() {
-            prop_assert_eq!(r.skipped, skipped);
+        let mut step = 0u64;
+        for (i, (r, &(clipped, kind, loss, finish))) in recs.iter().zip(&steps).enumerate() {
+            let skipped = kind != 0;
+            step += u64::from(kind == 0);
+            prop_assert_eq!(r.step, step);
+            prop_assert_eq!(r.skipped, kind == 1);
+            prop_assert_eq!(r.ran(), kind == 0);
+            prop_assert_eq!(
+                r.refused.as_ref().map(|x| (x.kind.as_str(), x.path.as_deref())),
+                (kind == 2).then_some(("DuplicatePath", Some("p")))
+            );
             if finish {
                 prop_assert!(same(r.loss, Some(loss)), "record {}: loss {:?}", i, r.loss);
             } else {

@@ -70,7 +70,7 @@ mod validate;
 
 pub use error::{OptimError, Result};
 pub use module::{ModuleOptimizer, module_params, module_values, set_module_params};
-pub use observer::{Observer, ParamView};
+pub use observer::{Observer, ParamView, RefusedStep};
 pub use optimizer::{
     GradEntry, GradientScan, MomentOptimizer, MomentOptimizerBuilder, NonFinitePolicy, ParamGroup,
     ParamMemory, ParamTensor, PreparedStep, StateMemory, StepReport,

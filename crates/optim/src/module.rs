@@ -20,7 +20,10 @@ use crate::record::OptimizerRecord;
 /// burn's `Optimizer::step` cannot return an error. Through it, a step that fails (e.g. a
 /// non-finite gradient under [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error)) leaves
 /// the module and state unchanged and keeps the error for [`ModuleOptimizer::take_error`];
-/// call [`ModuleOptimizer::try_step`] to get it as a `Result` instead.
+/// call [`ModuleOptimizer::try_step`] to get it as a `Result` instead. Either way the engine's
+/// observer is told ([`Observer::on_refused`](crate::Observer::on_refused)): under burn-train's
+/// Learner, which owns the optimizer and never calls `take_error`, an attached monitor is
+/// where refused steps show.
 pub struct ModuleOptimizer<M, B: AutodiffBackend> {
     engine: MomentOptimizer<B::InnerBackend>,
     last_error: Option<OptimError>,
@@ -130,7 +133,9 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> ModuleOptimizer<M, B> {
         mut grads: GradAdaptor,
     ) -> (M, Result<StepReport>) {
         if self.in_eval {
-            return (module, Err(OptimError::EvalMode));
+            let e = OptimError::EvalMode;
+            self.engine.notify_refused(lr, &e);
+            return (module, Err(e));
         }
         let (entries, devices) = collect::<M, B>(&module, &mut grads);
         let mut prep = match self.engine.prepare(lr, entries) {

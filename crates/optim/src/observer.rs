@@ -3,10 +3,17 @@
 //! With no observer attached the engine makes no extra tensor, clone or reduction. With one
 //! attached, [`Observer::wants`] is asked once per step; returning `false` (e.g. between
 //! logging intervals) also skips all per-parameter work.
+//!
+//! A step the engine refuses (an [`OptimError`]: non-finite gradient under
+//! [`NonFinitePolicy::Error`], a shape mismatch, …) changes nothing and produces no
+//! [`StepReport`]; it reaches the observer as a [`RefusedStep`] through
+//! [`Observer::on_refused`], so that a monitor sees it even where the caller cannot (burn's
+//! `Optimizer::step`, burn-train's Learner).
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::optimizer::StepReport;
+use crate::error::OptimError;
+use crate::optimizer::{NonFinitePolicy, StepReport};
 use crate::transform::TransformState;
 
 /// Everything an observer may read about one parameter after its update.
@@ -32,6 +39,69 @@ pub struct ParamView<'a, B: Backend> {
     pub state: &'a [TransformState<B>],
 }
 
+/// A step the engine refused: parameters, optimizer state and the step counter are exactly as
+/// before the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedStep {
+    /// The engine's step counter, unchanged by the refusal (as [`StepReport::step`] of a
+    /// skipped step); the refused step would have been step `step + 1` ([`RefusedStep::attempted`]).
+    pub step: u64,
+    /// Learning rate passed to the step.
+    pub lr: f64,
+    /// The non-finite gradient policy in force.
+    pub policy: NonFinitePolicy,
+    /// Why the step was refused (the error the step call returned or kept).
+    pub error: OptimError,
+}
+
+impl RefusedStep {
+    /// The number the step would have had, had it run (`step + 1`).
+    pub fn attempted(&self) -> u64 {
+        self.step.saturating_add(1)
+    }
+
+    /// The kind of refusal: the [`OptimError`] variant's name (`NonFiniteGradient`,
+    /// `ShapeMismatch`, `InvalidLearningRate`, …).
+    pub fn kind(&self) -> &'static str {
+        match &self.error {
+            OptimError::InvalidConfig { .. } => "InvalidConfig",
+            OptimError::InvalidLearningRate { .. } => "InvalidLearningRate",
+            OptimError::NonFiniteGradient { .. } => "NonFiniteGradient",
+            OptimError::ShapeMismatch { .. } => "ShapeMismatch",
+            OptimError::UnmatchedParameter { .. } => "UnmatchedParameter",
+            OptimError::UnsupportedShape { .. } => "UnsupportedShape",
+            OptimError::EvalMode => "EvalMode",
+            OptimError::MissingParameterValue { .. } => "MissingParameterValue",
+            OptimError::DuplicatePath { .. } => "DuplicatePath",
+            OptimError::RecordMismatch { .. } => "RecordMismatch",
+            OptimError::GradientTooLarge { .. } => "GradientTooLarge",
+            OptimError::Checkpoint { .. } => "Checkpoint",
+            OptimError::Distributed { .. } => "Distributed",
+            OptimError::Unsupported { .. } => "Unsupported",
+        }
+    }
+
+    /// The parameter the error names, if it names one (the first offending one for
+    /// [`OptimError::NonFiniteGradient`]).
+    pub fn path(&self) -> Option<&str> {
+        match &self.error {
+            OptimError::NonFiniteGradient { first_path, .. } => Some(first_path),
+            OptimError::ShapeMismatch { path, .. }
+            | OptimError::UnmatchedParameter { path, .. }
+            | OptimError::UnsupportedShape { path, .. }
+            | OptimError::MissingParameterValue { path }
+            | OptimError::DuplicatePath { path }
+            | OptimError::GradientTooLarge { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The error's message.
+    pub fn reason(&self) -> String {
+        self.error.to_string()
+    }
+}
+
 /// Receives per-step and per-parameter information from the engine.
 pub trait Observer<B: Backend>: Send {
     /// Whether to observe step `step` (1-based). Default: every step.
@@ -53,4 +123,11 @@ pub trait Observer<B: Backend>: Send {
 
     /// Called once per step call (also for skipped steps), after all parameters.
     fn on_step(&mut self, report: &StepReport);
+
+    /// Called once for every step the engine refuses (whatever the reason), after the
+    /// refusal, when nothing has changed; [`Observer::on_step`] is not called for it (nor
+    /// `on_refused` for a step that ran or was skipped). Default: ignored.
+    fn on_refused(&mut self, refused: &RefusedStep) {
+        let _ = refused;
+    }
 }

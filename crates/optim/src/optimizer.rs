@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
 use crate::error::{OptimError, Result};
-use crate::observer::{Observer, ParamView};
+use crate::observer::{Observer, ParamView, RefusedStep};
 use crate::record::{
     CodeRecord, GroupRecord, MIN_RECORD_VERSION, OptimizerRecord, ParamRecord, RECORD_VERSION,
     TensorRecord, TransformRecord,
@@ -682,7 +682,8 @@ impl<B: Backend> MomentOptimizer<B> {
     }
 
     /// Phase 1 of a step: validate `lr` and every gradient, create state for new parameters,
-    /// apply the non-finite policy and global clipping. On error nothing has changed.
+    /// apply the non-finite policy and global clipping. On error nothing has changed, and the
+    /// observer is told ([`Observer::on_refused`]).
     pub fn prepare(&mut self, lr: f64, grads: Vec<GradEntry<B>>) -> Result<PreparedStep<B>> {
         self.prepare_owned(lr, grads, &|_| true, &mut || Ok(()))
     }
@@ -695,7 +696,42 @@ impl<B: Backend> MomentOptimizer<B> {
     /// peer's check failed) its error is returned and nothing changes. Chains that reduce
     /// over all their tensors (group phase: Prodigy, Adam-mini's…) need every tensor and are
     /// refused unless `owns` accepts all paths.
+    ///
+    /// A refused step (any error) is reported to the observer ([`Observer::on_refused`]).
     pub fn prepare_owned(
+        &mut self,
+        lr: f64,
+        grads: Vec<GradEntry<B>>,
+        owns: &dyn Fn(&str) -> bool,
+        agree: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<PreparedStep<B>> {
+        let prepared = self.try_prepare(lr, grads, owns, agree);
+        if let Err(e) = &prepared {
+            self.notify_refused(lr, e);
+        }
+        prepared
+    }
+
+    /// Tell the observer that a step with learning rate `lr` was refused with `error`
+    /// ([`Observer::on_refused`], with the unchanged step counter). The engine does this
+    /// itself for every step it refuses; an adaptor that refuses a step before it reaches the
+    /// engine (e.g. [`ModuleOptimizer`](crate::ModuleOptimizer) in evaluation mode) calls it
+    /// so that the observer still sees the refusal. Changes nothing else.
+    pub fn notify_refused(&self, lr: f64, error: &OptimError) {
+        if let Some(obs) = &self.observer
+            && let Ok(mut obs) = obs.lock()
+        {
+            obs.on_refused(&RefusedStep {
+                step: self.steps,
+                lr,
+                policy: self.non_finite,
+                error: error.clone(),
+            });
+        }
+    }
+
+    /// [`MomentOptimizer::prepare_owned`] without the observer's refusal notice.
+    fn try_prepare(
         &mut self,
         lr: f64,
         grads: Vec<GradEntry<B>>,
@@ -1098,7 +1134,8 @@ impl<B: Backend> MomentOptimizer<B> {
     }
 
     /// One whole step over flat named tensors (the module-free API, used by the reference
-    /// runner). Parameters are updated in place.
+    /// runner). Parameters are updated in place; on error nothing changes and the observer is
+    /// told ([`Observer::on_refused`]).
     pub fn step(&mut self, lr: f64, params: &mut [ParamTensor<B>]) -> Result<StepReport> {
         let grads = params
             .iter()
@@ -1116,11 +1153,13 @@ impl<B: Backend> MomentOptimizer<B> {
             if let Some(g) = &p.grad
                 && g.dims()[0] != p.value.dims()[0]
             {
-                return Err(OptimError::ShapeMismatch {
+                let e = OptimError::ShapeMismatch {
                     path: p.path.clone(),
                     expected: p.shape.clone(),
                     actual: vec![g.dims()[0]],
-                });
+                };
+                self.notify_refused(lr, &e);
+                return Err(e);
             }
         }
         let mut prep = self.prepare(lr, grads)?;

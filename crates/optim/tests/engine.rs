@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
 use common::*;
 use moment_optim::{
     AdamConfig, AdamWConfig, MomentOptimizer, NonFinitePolicy, Observer, OptimError, ParamGroup,
-    ParamTensor, ParamView, Selector, StepReport,
+    ParamTensor, ParamView, RefusedStep, Selector, StepReport,
 };
 
 fn adamw(wd: f64) -> moment_optim::Chain<B> {
@@ -573,6 +573,123 @@ impl<Bk: Backend> Observer<Bk> for Collect {
     }
 }
 
+/// What an observer sees of finished and refused steps, in order.
+#[derive(Default)]
+struct Events {
+    /// `Ok(step)` for `on_step`, `Err(refusal)` for `on_refused`.
+    seen: Vec<Result<u64, RefusedStep>>,
+    params: usize,
+}
+
+impl<Bk: Backend> Observer<Bk> for Events {
+    fn on_param(&mut self, _: &ParamView<'_, Bk>) {
+        self.params += 1;
+    }
+    fn on_step(&mut self, r: &StepReport) {
+        self.seen.push(Ok(r.step));
+    }
+    fn on_refused(&mut self, r: &RefusedStep) {
+        self.seen.push(Err(r.clone()));
+    }
+}
+
+fn refusals(obs: &Mutex<Events>) -> Vec<RefusedStep> {
+    let obs = obs.lock().unwrap();
+    obs.seen.iter().filter_map(|e| e.clone().err()).collect()
+}
+
+/// Every refused step reaches the observer once — step counter (unchanged), reason, path —
+/// after nothing changed; steps that run or are skipped never reach `on_refused`.
+#[test]
+fn refused_steps_reach_the_observer_and_change_nothing() {
+    let obs = Arc::new(Mutex::new(Events::default()));
+    let mut opt = MomentOptimizer::new(adamw(0.1));
+    opt.set_observer(obs.clone());
+    let mut ps = vec![param("ok", &[1.0, 2.0], Some(&[0.1, 0.2]))];
+    opt.step(0.1, &mut ps).unwrap();
+    let before = opt.to_record();
+    let vals = values(&ps[0].value);
+    let params_seen = obs.lock().unwrap().params;
+
+    // 1. A non-finite gradient under the default policy (`Error`).
+    let mut bad = vec![
+        param("ok", &vals, Some(&[0.1, 0.2])),
+        param(
+            "z.bad",
+            &[1.0, 2.0, 3.0],
+            Some(&[f32::NAN, 0.5, f32::INFINITY]),
+        ),
+    ];
+    let err = opt.step(0.1, &mut bad).unwrap_err();
+    // 2. A gradient with the wrong number of elements (the flat API's own check).
+    let mut short = vec![param("ok", &vals, Some(&[0.1]))];
+    let short_err = opt.step(0.2, &mut short).unwrap_err();
+    // 3. A parameter whose shape changed since its state was made (the engine's check).
+    let mut grown = vec![param("ok", &[1.0, 2.0, 3.0], Some(&[0.1, 0.1, 0.1]))];
+    let grown_err = opt.step(0.3, &mut grown).unwrap_err();
+    // 4. An invalid learning rate names no parameter.
+    let mut fine = vec![param("ok", &vals, Some(&[0.1, 0.2]))];
+    let lr_err = opt.step(f64::NAN, &mut fine).unwrap_err();
+
+    assert_eq!(opt.steps(), 1);
+    assert_eq!(opt.to_record(), before, "state must be bitwise unchanged");
+    assert_eq!(values(&bad[0].value), vals);
+    assert_eq!(values(&short[0].value), vals);
+    assert_eq!(
+        obs.lock().unwrap().params,
+        params_seen,
+        "no parameter observed"
+    );
+    let r = refusals(&obs);
+    assert_eq!(r.len(), 4, "one notice per refused step");
+    assert!(r.iter().all(|r| r.step == 1 && r.attempted() == 2));
+    assert!(r.iter().all(|r| r.policy == NonFinitePolicy::Error));
+    assert_eq!(
+        r.iter().map(RefusedStep::kind).collect::<Vec<_>>(),
+        [
+            "NonFiniteGradient",
+            "ShapeMismatch",
+            "ShapeMismatch",
+            "InvalidLearningRate"
+        ]
+    );
+    assert_eq!(
+        r.iter().map(RefusedStep::path).collect::<Vec<_>>(),
+        [Some("z.bad"), Some("ok"), Some("ok"), None]
+    );
+    assert_eq!(
+        [&r[0].error, &r[1].error, &r[2].error],
+        [&err, &short_err, &grown_err]
+    );
+    // (NaN ≠ NaN: compare the learning-rate errors by their text)
+    assert_eq!(r[3].reason(), lr_err.to_string());
+    assert_eq!(r[0].reason(), err.to_string());
+    assert_eq!(
+        r.iter().map(|r| r.lr).take(3).collect::<Vec<_>>(),
+        [0.1, 0.2, 0.3]
+    );
+    assert!(r[3].lr.is_nan());
+
+    // The next good step is step 2; the sequence is step 1, four refusals, step 2.
+    opt.step(0.1, &mut fine).unwrap();
+    let seen = &obs.lock().unwrap().seen;
+    assert_eq!(seen.len(), 6);
+    assert_eq!((&seen[0], &seen[5]), (&Ok(1), &Ok(2)));
+    assert!(seen[1..5].iter().all(Result::is_err));
+
+    // A skipped step (`SkipStep`) is a step report, not a refusal.
+    let obs = Arc::new(Mutex::new(Events::default()));
+    let mut skip = MomentOptimizer::builder()
+        .group(ParamGroup::new("all", Selector::all(), adamw(0.1)))
+        .non_finite(NonFinitePolicy::SkipStep)
+        .build()
+        .unwrap();
+    skip.set_observer(obs.clone());
+    let mut bad = vec![param("ok", &[1.0, 2.0], Some(&[f32::NAN, 0.2]))];
+    assert!(skip.step(0.1, &mut bad).unwrap().skipped);
+    assert_eq!(obs.lock().unwrap().seen, [Ok(0)]);
+}
+
 #[derive(Module, Debug)]
 struct Block<B: Backend> {
     q: Linear<B>,
@@ -692,6 +809,54 @@ fn burn_optimizer_reports_errors_without_touching_the_module() {
     let after: Vec<f32> = model.head.weight.val().into_data().to_vec().unwrap();
     assert_eq!(before, after);
     assert_eq!(optim.engine().steps(), 0);
+}
+
+/// burn-train's Learner drives the optimizer through `Optimizer::step`, owns it and never
+/// calls `take_error`: a refused step must reach the observer there (and in evaluation mode,
+/// which the adaptor refuses before the engine sees the step).
+#[test]
+fn burn_optimizer_refusals_reach_the_observer() {
+    let device = Default::default();
+    let mut model = net(&device);
+    let obs = Arc::new(Mutex::new(Events::default()));
+    let mut engine =
+        MomentOptimizer::new(moment_optim::ScheduleFreeConfig::default().build().unwrap());
+    engine.set_observer(obs.clone());
+    let mut optim = engine.for_module::<Net<AB>, AB>();
+    let loss_of = |m: &Net<AB>, x0: f32| {
+        let x = Tensor::<AB, 2>::from_data(TensorData::new(vec![x0, 1.0, 2.0], [1, 3]), &device);
+        let h = m.blocks.iter().fold(x, |h, b| b.q.forward(h));
+        m.head.forward(h).sum()
+    };
+    let grads = GradientsParams::from_grads(loss_of(&model, 0.5).backward(), &model);
+    model = optim.step(1e-2, model, grads);
+    let before = optim.engine().to_record();
+    let w: Vec<f32> = model.head.weight.val().into_data().to_vec().unwrap();
+    // A NaN input gives NaN gradients: refused under the default policy.
+    let grads = GradientsParams::from_grads(loss_of(&model, f32::NAN).backward(), &model);
+    model = Optimizer::step(&mut optim, 1e-2, model, grads);
+    assert_eq!(
+        w,
+        model.head.weight.val().into_data().to_vec::<f32>().unwrap()
+    );
+    assert_eq!(optim.engine().to_record(), before);
+    // In evaluation mode.
+    let model = optim.eval(model);
+    let grads = GradientsParams::from_grads(loss_of(&model, 0.5).backward(), &model);
+    let model = Optimizer::step(&mut optim, 1e-2, model, grads);
+    let model = optim.train(model);
+    let grads = GradientsParams::from_grads(loss_of(&model, 0.5).backward(), &model);
+    let _ = optim.step(1e-2, model, grads);
+    let seen = obs.lock().unwrap().seen.clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!((&seen[0], &seen[3]), (&Ok(1), &Ok(2)));
+    let r = refusals(&obs);
+    assert_eq!(
+        r.iter().map(|r| (r.step, r.kind())).collect::<Vec<_>>(),
+        [(1, "NonFiniteGradient"), (1, "EvalMode")]
+    );
+    assert!(r[0].path().is_some_and(|p| p.starts_with("blocks.0.q")));
+    assert_eq!(optim.take_error(), Some(r[1].error.clone()));
 }
 
 /// Version-1 records (written before code tensors existed) still load from JSON and resume
