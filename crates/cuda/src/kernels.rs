@@ -166,6 +166,19 @@ pub fn sophia(
     }
 }
 
+/// Sophia's win rate: `Σ wins / n` into `out[0]` (one unit; `wins` holds the per-cube counts
+/// of [`sophia`]).
+#[cube(launch)]
+pub fn win_rate(wins: &Tensor<u32>, out: &mut Tensor<f32>, n: f32) {
+    if ABSOLUTE_POS == 0 {
+        let mut s = 0u32;
+        for i in 0..wins.len() {
+            s += wins[i];
+        }
+        out[0] = f32::cast_from(s) / n;
+    }
+}
+
 /// Whether `x` is finite, by its exponent bits (immune to fast-math assumptions).
 #[cube]
 fn finite(x: f32) -> bool {

@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 
-use burn::tensor::{DType, Int, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
     ops::numeric::zeros_client, tensor::CubeTensor,
@@ -346,9 +346,16 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
         );
         st.tensors[0].tensor = back(m);
         // wins / n in f32, as the CPU kernel divides its exact count.
-        let wins = Tensor::<B, 1, Int>::from_primitive(B::int_from_cube(wins))
-            .cast(burn::tensor::IntDType::I32);
-        st.tensors[2].tensor = wins.sum().float().div_scalar(n as f32);
+        let rate = zeros_client(p.client.clone(), p.device.clone(), [1].into(), DType::F32);
+        kernels::win_rate::launch::<B::Runtime>(
+            &p.client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            wins.into_tensor_arg(),
+            rate.clone().into_tensor_arg(),
+            n as f32,
+        );
+        st.tensors[2].tensor = back(rate);
         Ok(back(p))
     }
 
