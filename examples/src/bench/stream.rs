@@ -5,10 +5,10 @@
 //! ratio: the same number of elements as the row (in cache at 1M, in memory at 16M), the same
 //! thread count, kernels compiled for the SIMD level moment's fused kernels run at, buffers
 //! backed like moment's state (huge pages where the OS gives them), and threads started once
-//! and kept across repetitions (as moment's worker pool keeps its threads), so thread start-up
-//! is not counted against the yardstick.
+//! and kept across repetitions, the caller streaming its own share (as moment's worker pool),
+//! so neither thread start-up nor wake-up latency is counted against the yardstick.
 
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::pattern::Pattern;
@@ -42,30 +42,40 @@ pub fn cpu_stream_gbps(
             per_thread[t].push(c);
         }
     }
-    // Every thread (and this one) meets at the barrier before and after each pass; this
-    // thread times from just before the first meeting to the second (reading the clock after
-    // the first could start it late if this thread is descheduled while the others stream).
+    // This thread streams the first chunk itself and the others wait for each pass spinning,
+    // as a kept worker pool does (moment's passes run on rayon's pool, the caller included):
+    // no thread start and no sleep/wake-up per pass is counted against the yardstick (on a
+    // 2-core VM a futex wake-up costs tens of µs, a tenth of an in-cache 1M pass).
     let passes = reps.max(1) + 1;
-    let start = Barrier::new(threads + 1);
-    let done = Barrier::new(threads + 1);
+    let go = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
     let mut times = Vec::with_capacity(passes);
+    let mut mine = per_thread.remove(0);
     std::thread::scope(|s| {
         for mut streams in per_thread {
-            let (start, done) = (&start, &done);
+            let (go, finished) = (&go, &finished);
             s.spawn(move || {
-                for _ in 0..passes {
-                    start.wait();
+                for pass in 1..=passes {
+                    while go.load(Ordering::Acquire) < pass {
+                        std::hint::spin_loop();
+                    }
                     if streams.len() == buffers {
                         stream_best(&mut streams, pattern);
                     }
-                    done.wait();
+                    finished.fetch_add(1, Ordering::AcqRel);
                 }
             });
         }
-        for _ in 0..passes {
+        let workers = threads - 1;
+        for pass in 1..=passes {
             let t0 = Instant::now();
-            start.wait();
-            done.wait();
+            go.store(pass, Ordering::Release);
+            if mine.len() == buffers {
+                stream_best(&mut mine, pattern);
+            }
+            while finished.load(Ordering::Acquire) < pass * workers {
+                std::hint::spin_loop();
+            }
             times.push(t0.elapsed().as_secs_f64());
         }
     });

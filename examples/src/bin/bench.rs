@@ -129,7 +129,11 @@ impl Yardstick {
                 pattern.writes,
                 self.reps,
             )?,
-            _ => cpu_stream_gbps(n, pattern, self.threads, self.reps)?,
+            // in-cache sizes pass in well under a millisecond: more passes for a stable median
+            _ => {
+                let reps = if n <= 1 << 22 { 4 * self.reps } else { self.reps };
+                cpu_stream_gbps(n, pattern, self.threads, reps)?
+            }
         })
     }
 
