@@ -100,6 +100,33 @@ pub trait FusedStep<B: Backend>: Send + Sync + Debug {
     ) -> MeasuredResult<B> {
         self.step(lr, shape, param, grad, states).map(|p| (p, None))
     }
+
+    /// [`FusedStep::step`] with the gradient multiplied by `scale` (global clipping) inside the
+    /// pass: each element `g·scale` rounded to f32 exactly as `grad.mul_scalar(scale)` would
+    /// be, without writing the scaled gradient to memory. The default declines (`Err`, inputs
+    /// unchanged); the engine then scales the gradient first and calls [`FusedStep::step`].
+    #[allow(clippy::result_large_err)]
+    fn step_scaled(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        scale: f32,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B> {
+        let _ = (lr, shape, scale, states);
+        Err((param, grad))
+    }
+}
+
+/// What a one-pass CPU step does besides the update: measure the gradient's `Σ g²`, and/or
+/// read the gradient multiplied by a clipping factor.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+struct Pass {
+    measure: bool,
+    scale: Option<f32>,
 }
 
 /// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
@@ -126,7 +153,8 @@ macro_rules! measuring_fused_step {
                 grad: Tensor<B, 1>,
                 states: &mut [TransformState<B>],
             ) -> FusedResult<B> {
-                self.run(lr, param, grad, states, false).map(|(p, _)| p)
+                self.run(lr, param, grad, states, Pass::default())
+                    .map(|(p, _)| p)
             }
 
             fn step_measured(
@@ -137,7 +165,27 @@ macro_rules! measuring_fused_step {
                 grad: Tensor<B, 1>,
                 states: &mut [TransformState<B>],
             ) -> MeasuredResult<B> {
-                self.run(lr, param, grad, states, true)
+                let pass = Pass {
+                    measure: true,
+                    scale: None,
+                };
+                self.run(lr, param, grad, states, pass)
+            }
+
+            fn step_scaled(
+                &self,
+                lr: f64,
+                _shape: &[usize],
+                param: Tensor<B, 1>,
+                grad: Tensor<B, 1>,
+                scale: f32,
+                states: &mut [TransformState<B>],
+            ) -> FusedResult<B> {
+                let pass = Pass {
+                    measure: false,
+                    scale: Some(scale),
+                };
+                self.run(lr, param, grad, states, pass).map(|(p, _)| p)
             }
         }
     };
@@ -296,6 +344,21 @@ pub fn sum_squares<B: Backend>(t: &Tensor<B, 1>) -> Option<f64> {
     {
         let _ = t;
         None
+    }
+}
+
+/// `t · c`, each element one f32 multiply (the bits of `t.mul_scalar(c)`): multi-threaded and
+/// in place when `t` is the only handle on a CPU buffer (a gradient from `backward`), a
+/// multi-threaded pass over a copy when it is shared, and `mul_scalar` on other backends.
+/// The engine scales gradients with it when it clips.
+pub fn scale<B: Backend>(t: Tensor<B, 1>, c: f32) -> Tensor<B, 1> {
+    #[cfg(feature = "ndarray")]
+    {
+        cpu::scale(t, c).unwrap_or_else(|t| t.mul_scalar(c))
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        t.mul_scalar(c)
     }
 }
 
@@ -576,7 +639,8 @@ impl FusedLion {
         }
     }
 
-    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    /// The step, measuring `Σ g²` and/or scaling the gradient in the same pass as `pass` asks
+    /// (CPU kernel only; a scaled pass never takes the device kernel).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
         &self,
@@ -584,7 +648,7 @@ impl FusedLion {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-        measure: bool,
+        pass: Pass,
     ) -> MeasuredResult<B> {
         let sc = self.scalars(lr);
         let Some(st) = states.get_mut(self.lion_index) else {
@@ -594,17 +658,20 @@ impl FusedLion {
         if !(st.counters.is_empty() && streams_fit(st, &names, &param, &grad)) {
             return Err((param, grad));
         }
-        let (param, grad) = match on_device(param, grad, |d, p, g| d.lion(&sc, p, g, st)) {
-            Ok(p) => return Ok((p, None)),
-            Err(x) => x,
+        let (param, grad) = match pass.scale {
+            Some(_) => (param, grad),
+            None => match on_device(param, grad, |d, p, g| d.lion(&sc, p, g, st)) {
+                Ok(p) => return Ok((p, None)),
+                Err(x) => x,
+            },
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, &names, measure, |_| sc).map(|(p, _, s)| (p, s))
+            cpu::one_pass(param, grad, st, &names, pass, |_| sc).map(|(p, _, s)| (p, s))
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = measure;
+            let _ = pass;
             Err((param, grad))
         }
     }
@@ -765,7 +832,8 @@ impl FusedSophia {
         }
     }
 
-    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    /// The step, measuring `Σ g²` and/or scaling the gradient in the same pass as `pass` asks
+    /// (CPU kernel only; a scaled pass never takes the device kernel).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
         &self,
@@ -773,7 +841,7 @@ impl FusedSophia {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-        measure: bool,
+        pass: Pass,
     ) -> MeasuredResult<B> {
         let sc = self.scalars(lr);
         let Some(st) = states.get_mut(self.sophia_index) else {
@@ -788,16 +856,19 @@ impl FusedSophia {
         if !ok {
             return Err((param, grad));
         }
-        let (param, grad) = match with_counter(st, |st| {
-            on_device(param, grad, |d, p, g| d.sophia(&sc, p, g, st))
-        }) {
-            Ok(p) => return Ok((p, None)),
-            Err(x) => x,
+        let (param, grad) = match pass.scale {
+            Some(_) => (param, grad),
+            None => match with_counter(st, |st| {
+                on_device(param, grad, |d, p, g| d.sophia(&sc, p, g, st))
+            }) {
+                Ok(p) => return Ok((p, None)),
+                Err(x) => x,
+            },
         };
         #[cfg(feature = "ndarray")]
         {
             let n = param.dims()[0];
-            let (p, win, sumsq) = cpu::one_pass(param, grad, st, &names, measure, |st| {
+            let (p, win, sumsq) = cpu::one_pass(param, grad, st, &names, pass, |st| {
                 st.counters[0].1 = st.counters[0].1.saturating_add(1);
                 sc
             })?;
@@ -812,7 +883,7 @@ impl FusedSophia {
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = measure;
+            let _ = pass;
             Err((param, grad))
         }
     }
@@ -954,7 +1025,8 @@ impl FusedAdam {
         }
     }
 
-    /// The step, measuring `Σ g²` in the same pass when `measure` (CPU kernel only).
+    /// The step, measuring `Σ g²` and/or scaling the gradient in the same pass as `pass` asks
+    /// (CPU kernel only; a scaled pass never takes the device kernel).
     #[allow(clippy::result_large_err)]
     fn run<B: Backend>(
         &self,
@@ -962,7 +1034,7 @@ impl FusedAdam {
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
         states: &mut [TransformState<B>],
-        measure: bool,
+        pass: Pass,
     ) -> MeasuredResult<B> {
         let names: &[&str] = if self.amsgrad {
             &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
@@ -978,16 +1050,19 @@ impl FusedAdam {
         if !ok {
             return Err((param, grad));
         }
-        let (param, grad) = match with_counter(st, |st| {
-            let sc = self.scalars(lr, st.counters[0].1);
-            on_device(param, grad, |d, p, g| d.adam(&sc, p, g, st))
-        }) {
-            Ok(p) => return Ok((p, None)),
-            Err(x) => x,
+        let (param, grad) = match pass.scale {
+            Some(_) => (param, grad),
+            None => match with_counter(st, |st| {
+                let sc = self.scalars(lr, st.counters[0].1);
+                on_device(param, grad, |d, p, g| d.adam(&sc, p, g, st))
+            }) {
+                Ok(p) => return Ok((p, None)),
+                Err(x) => x,
+            },
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, names, measure, |st| {
+            cpu::one_pass(param, grad, st, names, pass, |st| {
                 let t = st.counters[0].1.saturating_add(1);
                 st.counters[0].1 = t;
                 self.scalars(lr, t)
@@ -996,7 +1071,7 @@ impl FusedAdam {
         }
         #[cfg(not(feature = "ndarray"))]
         {
-            let _ = measure;
+            let _ = pass;
             Err((param, grad))
         }
     }
@@ -1161,6 +1236,15 @@ mod cpu {
                 /// The buffer behind `t`, or `t` back (another backend, dtype or layout).
                 #[allow(clippy::result_large_err)]
                 fn take<B: Backend>(t: Tensor<B, 1, $kind>) -> Result<Self, Tensor<B, 1, $kind>> {
+                    Self::take_with(t, true)
+                }
+
+                /// [`Self::take`]; `rehome`: move a large unique buffer into huge pages
+                /// ([`Buf::rehome`]; worth it for buffers that stay, not for one-step ones).
+                fn take_with<B: Backend>(
+                    t: Tensor<B, 1, $kind>,
+                    rehome: bool,
+                ) -> Result<Self, Tensor<B, 1, $kind>> {
                     let any: Box<dyn Any> = $to_any(t)?;
                     let any = match any.downcast::<NdArrayTensor>() {
                         Ok(nd) => {
@@ -1170,7 +1254,7 @@ mod cpu {
                                     let arr = storage.into_owned();
                                     if arr.is_standard_layout() {
                                         let mut buf = Buf::Nd(arr);
-                                        if unique {
+                                        if unique && rehome {
                                             // (a shared one was just copied by `into_owned`;
                                             // moving that copy again would double the cost)
                                             buf.rehome();
@@ -1384,6 +1468,37 @@ mod cpu {
         View::peek(t.clone()).is_ok()
     }
 
+    /// [`super::scale`] on a CPU buffer (in place when unique), or `t` back.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn scale<B: Backend>(t: Tensor<B, 1>, c: f32) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
+        let mut buf = Buf::<f32>::take_with(t, false)?;
+        let xs = buf.slice_mut();
+        let chunk = chunk_len(xs.len());
+        if chunk >= xs.len() {
+            simd(
+                #[inline(always)]
+                || scale_slice(xs, c),
+            );
+        } else {
+            run_jobs(
+                xs.chunks_mut(chunk).collect(),
+                #[inline(always)]
+                |x| {
+                    scale_slice(x, c);
+                    0
+                },
+            );
+        }
+        Ok(buf.back())
+    }
+
+    #[inline(always)]
+    fn scale_slice(xs: &mut [f32], c: f32) {
+        for x in xs {
+            *x *= c;
+        }
+    }
+
     pub(super) fn sum_squares<B: Backend>(t: &Tensor<B, 1>) -> Option<f64> {
         let view = View::peek(t.clone()).ok()?;
         Some(view.with(sum_squares_slice))
@@ -1570,40 +1685,52 @@ mod cpu {
     const MEASURE_BLOCK: usize = 16 * SUMSQ_BLOCK;
 
     /// `k.run` at the CPU's widest SIMD level ([`simd`]); with `sumsq`, the chunk's `Σ g²`
-    /// per [`MEASURE_BLOCK`] as [`sumsq_blocks`] gives it, measured block by block in the
-    /// same pass.
+    /// per [`MEASURE_BLOCK`] as [`sumsq_blocks`] gives it (of the gradient as given), measured
+    /// block by block in the same pass; with `scale`, the kernel reads each block of the
+    /// gradient multiplied by it (one f32 multiply per element, into an L1-resident scratch
+    /// block: the bits of `mul_scalar`, without writing a scaled gradient to memory).
     fn run_best<K: Kernel>(
         k: &K,
         p: &mut [f32],
         g: &[f32],
         s: &mut [&mut [f32]],
         sumsq: Option<&mut [f64]>,
+        scale: Option<f32>,
     ) -> u64 {
-        let Some(out) = sumsq else {
+        if sumsq.is_none() && scale.is_none() {
             return simd(
                 #[inline(always)]
                 || k.run(p, g, s),
             );
-        };
+        }
         simd(
             #[inline(always)]
             || {
                 let mut count = 0u64;
+                let mut sums = sumsq.map(|o| o.iter_mut());
+                let mut scratch = [0.0f32; MEASURE_BLOCK];
                 let mut rest: Vec<&mut [f32]> = s.iter_mut().map(std::mem::take).collect();
                 let mut cur: Vec<&mut [f32]> = Vec::with_capacity(rest.len());
-                for ((pb, gb), total) in p
-                    .chunks_mut(MEASURE_BLOCK)
-                    .zip(g.chunks(MEASURE_BLOCK))
-                    .zip(out.iter_mut())
-                {
-                    *total = sumsq_fold(0.0, gb);
+                for (pb, gb) in p.chunks_mut(MEASURE_BLOCK).zip(g.chunks(MEASURE_BLOCK)) {
+                    if let Some(total) = sums.as_mut().and_then(Iterator::next) {
+                        *total = sumsq_fold(0.0, gb);
+                    }
                     cur.clear();
                     for r in rest.iter_mut() {
                         let (head, tail) = std::mem::take(r).split_at_mut(gb.len());
                         cur.push(head);
                         *r = tail;
                     }
-                    count += k.run(pb, gb, &mut cur);
+                    count += match scale {
+                        Some(c) => {
+                            let sb = &mut scratch[..gb.len()];
+                            for (x, y) in sb.iter_mut().zip(gb) {
+                                *x = y * c;
+                            }
+                            k.run(pb, sb, &mut cur)
+                        }
+                        None => k.run(pb, gb, &mut cur),
+                    };
                 }
                 count
             },
@@ -1664,7 +1791,7 @@ mod cpu {
         grad: Tensor<B, 1>,
         st: &mut TransformState<B>,
         names: &[&str],
-        measure: bool,
+        pass: super::Pass,
         make: impl FnOnce(&mut TransformState<B>) -> K,
     ) -> Result<(Tensor<B, 1>, u64, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)> {
         let n = param.dims()[0];
@@ -1684,6 +1811,7 @@ mod cpu {
             return Err((p.back(), g.back()));
         };
         let kernel = make(st);
+        let measure = pass.measure;
         // Σ g² per MEASURE_BLOCK (when measuring), as `sum_squares_slice` gives it.
         let mut sums = vec![
             0.0f64;
@@ -1700,7 +1828,7 @@ mod cpu {
             let nt = n.div_ceil(chunk).max(1);
             if nt <= 1 {
                 let out = measure.then_some(sums.as_mut_slice());
-                run_best(&kernel, ps, gs, &mut ss, out)
+                run_best(&kernel, ps, gs, &mut ss, out, pass.scale)
             } else {
                 let kernel = &kernel;
                 let mut per_job: Vec<Vec<&mut [f32]>> = (0..nt).map(|_| Vec::new()).collect();
@@ -1719,7 +1847,7 @@ mod cpu {
                     .map(|(((p, g), s), out)| (p, g, s, out))
                     .collect();
                 run_jobs(jobs, |(p, g, mut s, out)| {
-                    run_best(kernel, p, g, &mut s, measure.then_some(out))
+                    run_best(kernel, p, g, &mut s, measure.then_some(out), pass.scale)
                 })
             }
         });

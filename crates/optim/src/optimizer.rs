@@ -273,6 +273,11 @@ pub struct PreparedStep<B: Backend> {
     unmeasured: std::collections::HashSet<String>,
     /// Σg² so far (the report's norm is its root once every gradient is measured).
     sumsq: f64,
+    /// The clipping factor, when the step clips.
+    clip_scale: Option<f32>,
+    /// Paths whose gradient is not scaled by `clip_scale` yet (a fused CPU step scales it in
+    /// its pass; [`MomentOptimizer::apply`] scales it first if that step declines).
+    deferred: std::collections::HashSet<String>,
 }
 
 impl<B: Backend> PreparedStep<B> {
@@ -879,6 +884,8 @@ impl<B: Backend> MomentOptimizer<B> {
                         observe: false,
                         unmeasured: Default::default(),
                         sumsq: total,
+                        clip_scale: None,
+                        deferred: Default::default(),
                     });
                 }
                 NonFinitePolicy::ZeroGradient | NonFinitePolicy::Propagate => {}
@@ -890,9 +897,6 @@ impl<B: Backend> MomentOptimizer<B> {
         {
             report.clip_factor = max / (report.grad_norm + 1e-6);
             report.clipped = true;
-            for (_, g) in entries.iter_mut() {
-                *g = g.clone().mul_scalar(report.clip_factor as f32);
-            }
         }
 
         // Transforms that square the gradient in f32 overflow to NaN parameters (as their
@@ -936,6 +940,28 @@ impl<B: Backend> MomentOptimizer<B> {
             self.pending.remove(&path);
             self.params.insert(path, st);
         }
+        // Clipping: gradients a fused CPU step will read are scaled inside its pass
+        // (`FusedStep::step_scaled`: no scaled copy written); the others now, in place where
+        // they are not shared. Either way each element is `g·c` rounded once, as `mul_scalar`.
+        let clip_scale = report.clipped.then_some(report.clip_factor as f32);
+        let mut deferred = std::collections::HashSet::new();
+        if let Some(c) = clip_scale {
+            entries = entries
+                .into_iter()
+                .map(|(path, g)| {
+                    let fused = self
+                        .params
+                        .get(&path)
+                        .is_some_and(|ps| self.groups[ps.group].chain.fused().is_some());
+                    if fused && crate::fused::host_readable(&g) {
+                        deferred.insert(path.clone());
+                        (path, g)
+                    } else {
+                        (path, crate::fused::scale(g, c))
+                    }
+                })
+                .collect();
+        }
         self.steps += 1;
         report.step = self.steps;
         self.group_phase(lr, &entries, &values);
@@ -950,6 +976,8 @@ impl<B: Backend> MomentOptimizer<B> {
             observe,
             unmeasured,
             sumsq: total,
+            clip_scale,
+            deferred,
         })
     }
 
@@ -1013,6 +1041,8 @@ impl<B: Backend> MomentOptimizer<B> {
             return param;
         };
         let measure = prep.unmeasured.remove(path);
+        // the clipping factor, when this gradient still has to be scaled by it
+        let mut unscaled = prep.clip_scale.filter(|_| prep.deferred.remove(path));
         let Some(ps) = self.params.get_mut(path) else {
             if measure {
                 prep.measured(path, &grad, None);
@@ -1032,10 +1062,26 @@ impl<B: Backend> MomentOptimizer<B> {
         // update is recovered as `new − old`, exactly the update the composed path adds.
         let (param, grad) = match group.chain.fused() {
             Some(f) => {
-                let seen = watch.then(|| (param.clone(), grad.clone()));
+                let seen = watch.then(|| {
+                    let clipped = match unscaled {
+                        Some(c) => grad.clone().mul_scalar(c),
+                        None => grad.clone(),
+                    };
+                    (param.clone(), clipped)
+                });
                 // (a handle only: the fused step reads the gradient in place either way)
                 let kept = measure.then(|| grad.clone());
-                let out = if measure {
+                let out = if let Some(c) = unscaled {
+                    match f.step_scaled(lr, &ps.shape, param, grad, c, &mut ps.states) {
+                        Ok(p) => Ok((p, None)),
+                        Err((param, grad)) => {
+                            unscaled = None;
+                            let grad = crate::fused::scale(grad, c);
+                            f.step(lr, &ps.shape, param, grad, &mut ps.states)
+                                .map(|p| (p, None))
+                        }
+                    }
+                } else if measure {
                     f.step_measured(lr, &ps.shape, param, grad, &mut ps.states)
                 } else {
                     f.step(lr, &ps.shape, param, grad, &mut ps.states)
@@ -1058,6 +1104,10 @@ impl<B: Backend> MomentOptimizer<B> {
                 }
             }
             None => (param, grad),
+        };
+        let grad = match unscaled {
+            Some(c) => crate::fused::scale(grad, c),
+            None => grad,
         };
         if measure {
             prep.measured(path, &grad, None);

@@ -217,6 +217,72 @@ proptest! {
     }
 }
 
+/// Final parameter, record and each step's (norm, clip factor) with global clipping at
+/// `max_norm`; `fused_steps` counts the steps that took the fused path.
+fn run_clipped(
+    chain: Chain<B>,
+    max_norm: f64,
+    init: &[f32],
+    grads: &[Vec<f32>],
+    threads: usize,
+) -> (Vec<f32>, String, Vec<(u64, u64)>, usize) {
+    moment_optim::fused::set_threads(threads);
+    let mut opt = MomentOptimizer::builder()
+        .group(ParamGroup::new("all", Selector::All, chain))
+        .clip_grad_norm(max_norm)
+        .build()
+        .unwrap();
+    let mut p = vec![ParamTensor {
+        path: "w".into(),
+        shape: vec![init.len()],
+        value: flat(init),
+        grad: None,
+    }];
+    let (mut seen, mut fused_steps) = (Vec::new(), 0);
+    for g in grads {
+        p[0].grad = Some(flat(g));
+        let report = opt.step(1e-2, &mut p).unwrap();
+        fused_steps += report.params_fused;
+        seen.push((report.grad_norm.to_bits(), report.clip_factor.to_bits()));
+    }
+    let record = serde_json::to_string(&opt.to_record()).unwrap();
+    (values(&p[0].value), record, seen, fused_steps)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: ProptestConfig::default().cases.min(24),
+        ..ProptestConfig::default()
+    })]
+
+    /// Clipping scales the gradient inside the fused pass (no scaled copy written): the same
+    /// bits as the composed chain, whose gradient is scaled first (`mul_scalar`).
+    #[test]
+    fn clipping_inside_the_fused_pass_is_scaling_first(
+        n in length(),
+        family in 0u8..4,
+        max_norm in prop::sample::select(vec![1e-3f64, 0.5, 1.0, 1e3]),
+        seed: u64,
+        threads in 1usize..=3,
+    ) {
+        let chain: Chain<B> = match family {
+            0 => adam_chain("adamw", (0.9, 0.999), 1e-8, Decay::Decoupled(0.01), false, false)
+                .unwrap(),
+            1 => adam_chain("adam", (0.8, 0.99), 1e-6, Decay::Coupled(0.1), true, true).unwrap(),
+            2 => LionConfig::default().build().unwrap(),
+            _ => Adam8bitConfig { min_8bit_size: 0, ..Adam8bitConfig::default() }.build().unwrap(),
+        };
+        let (init, grads) = data(n, 3, seed);
+        let composed = run_clipped(chain.clone().composed(), max_norm, &init, &grads, 1);
+        let fused = run_clipped(chain, max_norm, &init, &grads, threads);
+        prop_assert_eq!(fused.3, grads.len(), "every step fused");
+        prop_assert_eq!(composed.3, 0);
+        prop_assert_eq!(bits(&fused.0), bits(&composed.0), "parameters, n = {}", n);
+        prop_assert_eq!(&fused.1, &composed.1, "records");
+        prop_assert_eq!(&fused.2, &composed.2, "norms and clip factors");
+    }
+}
+
 #[test]
 fn the_length_strategy_reaches_every_boundary() {
     // a vacuity guard: the boundaries named in the module docs are all drawn

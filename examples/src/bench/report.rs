@@ -248,6 +248,33 @@ pub fn markdown_table(report: &Report) -> String {
     out
 }
 
+/// The model-level rows as the markdown table `docs/benchmarks.md` shows.
+pub fn model_markdown_table(report: &Report) -> String {
+    let mut out = String::from(
+        "| model | params | optimizer | forward ms | backward ms | optimizer ms | tokens/s | monitor every step: ms, % of step, × optimizer | monitor interval 10: ms, % of step, × optimizer |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for m in &report.model_results {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms, {:.1}%, {:.2}× | {:.2} ms, {:.1}%, {:.2}× |\n",
+            m.preset,
+            m.params,
+            m.optimizer,
+            m.forward_ms,
+            m.backward_ms,
+            m.optimizer_ms,
+            m.tokens_per_s,
+            m.monitor_every_step_ms,
+            m.monitor_every_step_pct,
+            m.monitor_every_step_vs_optimizer,
+            m.monitor_interval10_ms,
+            m.monitor_interval10_pct,
+            m.monitor_interval10_vs_optimizer,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
