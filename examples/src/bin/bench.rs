@@ -34,7 +34,7 @@
 //! measured bandwidth at the largest size; `--replot JSON` redraws it from a saved report.
 //! Schema of `--json`: [`moment_examples::bench::report`] (checked before it is written;
 //! `--validate JSON` checks a saved report; `--table JSON` prints its rows as the markdown
-//! table of `docs/benchmarks.md`) and `docs/benchmarks.md`.
+//! tables of `docs/benchmarks.md`) and `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -410,8 +410,9 @@ fn run() -> Result<(), BoxError> {
                 let report =
                     parse_and_validate(&text).map_err(|e| format!("--table {path}: {e}"))?;
                 print!(
-                    "{}",
-                    moment_examples::bench::report::markdown_table(&report)
+                    "{}\n{}",
+                    moment_examples::bench::report::markdown_table(&report),
+                    moment_examples::bench::report::model_markdown_table(&report)
                 );
                 return Ok(());
             }
