@@ -1537,7 +1537,8 @@ mod cpu {
     /// [`MEASURE_BLOCK`]s, so `Σ g²` has the same blocks whatever the thread count.
     fn chunk_len(n: usize) -> usize {
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
-        n.div_ceil(nt).next_multiple_of(MEASURE_BLOCK)
+        // (at least one block: an empty tensor is one empty chunk)
+        n.div_ceil(nt).next_multiple_of(MEASURE_BLOCK).max(MEASURE_BLOCK)
     }
 
     /// `Σ x²` of `c` per [`MEASURE_BLOCK`] (each by [`sumsq_fold`] from 0) into `out`, one
