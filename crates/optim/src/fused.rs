@@ -1538,7 +1538,9 @@ mod cpu {
     fn chunk_len(n: usize) -> usize {
         let nt = threads().min(n.div_ceil(PARALLEL_MIN)).max(1);
         // (at least one block: an empty tensor is one empty chunk)
-        n.div_ceil(nt).next_multiple_of(MEASURE_BLOCK).max(MEASURE_BLOCK)
+        n.div_ceil(nt)
+            .next_multiple_of(MEASURE_BLOCK)
+            .max(MEASURE_BLOCK)
     }
 
     /// `Σ x²` of `c` per [`MEASURE_BLOCK`] (each by [`sumsq_fold`] from 0) into `out`, one
