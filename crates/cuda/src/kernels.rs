@@ -1,15 +1,27 @@
 //! The CubeCL kernels (one unit per element; flags are compile-time, so every variant is a
-//! branch-free kernel). Each repeats the f32 operations of the matching CPU kernel in
-//! moment-optim's `fused` module in the same order.
+//! branch-free kernel). Their arithmetic is moment-optim's element rules
+//! (`moment_optim::rules`), the same text the CPU kernels expand; what is written here is only
+//! each kernel's skeleton: indexing, flags, the 8-bit block reduction.
 
-// The kernels spell the CPU kernels' operations as they are (`x * -1.0` as burn's `neg`,
-// `a = a op b` inside `#[cube]` code, which CubeCL expands).
+// The rules spell burn's operations as they are (`x * -1.0` as burn's `neg`); `a = a op b`
+// inside `#[cube]` code, which CubeCL expands.
 #![allow(clippy::neg_multiply, clippy::assign_op_pattern)]
 
 use cubecl::prelude::*;
 
+// moment-optim's element rules (`moment_optim::rules`), expanded here inside `#[cube]`: the
+// GPU kernels below and the CPU kernels call the same text. `select` comes from CubeCL's
+// prelude; `sign_negative` is this side's primitive.
+moment_optim::element_rules!(#[cube]; table = Tensor<f32>);
+
+/// The sign bit of `x` (the GPU side's primitive for the element rules).
+#[cube]
+fn sign_negative(x: f32) -> bool {
+    u32::reinterpret(x) >= 0x8000_0000u32
+}
+
 /// Adam/AdamW, in place on `p`, `m`, `v` (and `vmax` with AMSGrad; a 1-element dummy
-/// otherwise).
+/// otherwise). `w1` is 1 − β1 (the lerp weight), `w1_rest` is 1 − w1 in f32.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn adam(
@@ -18,7 +30,8 @@ pub fn adam(
     m: &mut Tensor<f32>,
     v: &mut Tensor<f32>,
     vmax: &mut Tensor<f32>,
-    one_minus_b1: f32,
+    w1: f32,
+    w1_rest: f32,
     b2: f32,
     one_minus_b2: f32,
     inv_bc2_sqrt: f32,
@@ -36,21 +49,18 @@ pub fn adam(
     if i < p.len() {
         let theta = p[i];
         let gi = grad_in(g[i], theta, wd_l2, maximize, l2);
-        let m0 = m[i];
-        let m1 = m0 + (gi - m0) * one_minus_b1;
-        let v1 = v[i] * b2 + gi * gi * one_minus_b2;
+        let m1 = lerp(m[i], gi, w1, w1_rest);
+        let v1 = ema_sq(v[i], gi, b2, one_minus_b2);
         let mut vu = v1;
         if ams {
-            let x = vmax[i];
-            vu = select(x < v1, v1, x);
+            vu = running_max(vmax[i], v1);
             vmax[i] = vu;
         }
-        let den = f32::sqrt(vu) * inv_bc2_sqrt + eps;
-        let mut out = m1 / den * inv_bc1;
+        let mut out = adam_direction(m1, vu, inv_bc2_sqrt, eps, inv_bc1);
         if decoupled {
-            out += theta * wd_dec;
+            out = add_decay(out, theta, wd_dec);
         }
-        p[i] = theta + out * neg_lr;
+        p[i] = apply_update(theta, out, neg_lr);
         m[i] = m1;
         v[i] = v1;
     }
@@ -67,19 +77,12 @@ fn grad_in(
 ) -> f32 {
     let mut gi = g;
     if maximize {
-        gi = gi * -1.0;
+        gi = negate(gi);
     }
     if l2 {
-        gi += theta * wd_l2;
+        gi = add_decay(gi, theta, wd_l2);
     }
     gi
-}
-
-/// `sign` as the CPU kernels compute it: 0 for ±0, else ±1 by the sign bit.
-#[cube]
-fn sign_bit(x: f32) -> f32 {
-    let neg = u32::reinterpret(x) >= 0x8000_0000u32;
-    select(x == 0.0, 0.0, select(neg, -1.0, 1.0))
 }
 
 /// Lion, in place on `p` and `m`.
@@ -103,12 +106,12 @@ pub fn lion(
         let theta = p[i];
         let gi = grad_in(g[i], theta, 0.0, maximize, false);
         let m0 = m[i];
-        let mut u = sign_bit(m0 * b1 + gi * one_minus_b1);
-        m[i] = m0 * b2 + gi * one_minus_b2;
+        let mut u = sign(ema(m0, gi, b1, one_minus_b1));
+        m[i] = ema(m0, gi, b2, one_minus_b2);
         if decoupled {
-            u += theta * wd;
+            u = add_decay(u, theta, wd);
         }
-        p[i] = theta + u * neg_lr;
+        p[i] = apply_update(theta, u, neg_lr);
     }
 }
 
@@ -141,28 +144,22 @@ pub fn sophia(
         let gi = grad_in(g[i], theta, wd_l2, maximize, l2);
         let m0 = m[i];
         let hi = h[i];
-        let mut m1 = m0 * b1 + gi * w;
-        let mut den = hi * rho + eps;
+        let mut m1 = ema(m0, gi, b1, w);
+        let mut den = sophia_g_den(hi, rho, eps);
         if variant_h {
-            // lerp as `transforms::lerp` rounds it; max(h, ε)
-            m1 = select(
-                f32::abs(w) < 0.5,
-                m0 + (gi - m0) * w,
-                gi - (gi - m0) * (1.0 - w),
-            );
-            den = select(hi < eps, eps, hi);
+            m1 = lerp(m0, gi, w, 1.0 - w);
+            den = clamp_min(hi, eps);
         }
-        let q = m1 / den;
-        let u = select(q < -clip, -clip, select(q > clip, clip, q));
+        let u = clamp_sym(m1 / den, clip);
         if f32::abs(u) < clip {
             wins[CUBE_POS].fetch_add(1u32);
         }
         m[i] = m1;
         let mut step = u;
         if decoupled {
-            step += theta * wd_dec;
+            step = add_decay(step, theta, wd_dec);
         }
-        p[i] = theta + step * neg_lr;
+        p[i] = apply_update(theta, step, neg_lr);
     }
 }
 
@@ -183,32 +180,6 @@ pub fn win_rate(wins: &Tensor<u32>, out: &mut Tensor<f32>, n: f32) {
 #[cube]
 fn finite(x: f32) -> bool {
     (u32::reinterpret(x) & 0x7f80_0000u32) != 0x7f80_0000u32
-}
-
-/// `QuantMap::nearest` of moment-optim: the index of the code nearest to `x` in the sorted
-/// 256-entry `map` (bitsandbytes' binary search, ties as the kernel breaks them).
-#[cube]
-fn nearest(map: &Tensor<f32>, x: f32, lower0: f32) -> u32 {
-    let mut pivot = 127u32;
-    let mut lower_pivot = 0u32;
-    let mut upper_pivot = 255u32;
-    let mut lower = lower0;
-    let mut upper = 1.0f32;
-    let mut val = map[127];
-    let mut step = 64u32;
-    while step > 0 {
-        let gt = x > val;
-        lower_pivot = select(gt, pivot, lower_pivot);
-        lower = select(gt, val, lower);
-        upper_pivot = select(gt, upper_pivot, pivot);
-        upper = select(gt, upper, val);
-        pivot = select(gt, pivot + step, pivot - step);
-        val = map[(pivot & 255) as usize];
-        step /= 2;
-    }
-    let above = select(x > (upper + val) * 0.5, upper_pivot, pivot);
-    let below = select(x < (lower + val) * 0.5, lower_pivot, pivot);
-    select(x > val, above, below)
 }
 
 /// Max-abs of the cube's `x` values (NaN ignored), in `sh` (one slot per unit; the cube size
@@ -254,8 +225,8 @@ fn moments8<C: Int>(
     let g = select(skip, 0.0, gi);
     let m_old = map1[u32::cast_from(c1[i]) as usize] * old1;
     let v_old = map2[u32::cast_from(c2[i]) as usize] * old2;
-    let m = m_old * b1 + g * one_minus_b1;
-    let v = v_old * b2 + g * one_minus_b2 * g;
+    let m = ema(m_old, g, b1, one_minus_b1);
+    let v = ema_sq_bnb(v_old, g, b2, one_minus_b2);
     (select(skip, 0.0, m), select(skip, 0.0, v))
 }
 
@@ -316,13 +287,13 @@ pub fn adam8bit<C: Int>(
             one_minus_b2,
         );
         let theta = p[i];
-        let delta = m / (f32::sqrt(v) + eps_c2) * step_size;
-        let mut descent = delta * -1.0;
+        let delta = adam8_delta(m, v, eps_c2, step_size);
+        let mut descent = negate(delta);
         if decay {
-            descent = theta - (theta + delta) * keep;
+            descent = adam8_decayed_descent(theta, delta, keep);
         }
         descent = select(finite(gi), descent, 0.0);
-        p[i] = theta + descent * -1.0;
+        p[i] = theta + negate(descent);
         let (ma, va) = (f32::abs(m), f32::abs(v));
         n1 = select(ma > n1, ma, n1);
         n2 = select(va > n2, va, n2);
@@ -349,16 +320,12 @@ pub fn adam8bit<C: Int>(
         );
         let y1 = select(n1 > 0.0, m / n1, 0.0);
         let y2 = select(n2 > 0.0, v / n2, 0.0);
-        let mut k1 = nearest(map1, y1, -1.0);
+        let k1 = nearest_code(map1, y1, -1.0);
         // bitsandbytes' sign fix: the code keeps the sign of the unquantized value.
-        let neg_code = u32::reinterpret(map1[k1 as usize]) >= 0x8000_0000u32;
-        let neg_val = u32::reinterpret(m) >= 0x8000_0000u32;
-        if neg_code != neg_val {
-            k1 = select(m > 0.0, (k1 + 1) & 255, (k1 + 255) & 255);
-        }
+        let k1 = fix_sign(k1, sign_negative(map1[k1 as usize]), m);
         // All units have read their old codes (the reduction synchronised the cube).
         c1[i] = C::cast_from(k1);
-        c2[i] = C::cast_from(nearest(map2, y2, 0.0));
+        c2[i] = C::cast_from(nearest_code(map2, y2, 0.0));
         i += units;
     }
     if UNIT_POS == 0 {

@@ -250,6 +250,7 @@ impl<B: CubeAccess> DeviceSteps<B> for CubeSteps<B> {
             s[1].clone().into_tensor_arg(),
             s[2].clone().into_tensor_arg(),
             sc.one_minus_b1,
+            sc.lerp_rest,
             sc.b2,
             sc.one_minus_b2,
             sc.inv_bc2_sqrt,

@@ -13,8 +13,61 @@
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::error::OptimError;
-use crate::optimizer::{NonFinitePolicy, StepReport};
 use crate::transform::TransformState;
+
+/// What to do when a gradient contains NaN or ±Inf.
+///
+/// (Defined here, with the reports that name it, so that the hook depends on nothing of the
+/// engine; the engine's builder sets it, and `moment_optim::optimizer::NonFinitePolicy`
+/// names it too.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinitePolicy {
+    /// Fail the step with [`OptimError::NonFiniteGradient`] naming the parameters; nothing changes.
+    #[default]
+    Error,
+    /// Skip the whole step: parameters, state and step counters stay exactly as they were.
+    SkipStep,
+    /// Replace every non-finite gradient element by 0, then step normally.
+    ZeroGradient,
+    /// Hand non-finite gradients to the optimizer unchanged and let its own semantics decide,
+    /// as the reference does: 8-bit Adam (CUDA semantics) zeroes that element's state and
+    /// leaves that parameter element untouched; torch-semantics optimizers produce non-finite
+    /// parameters, as torch does. The reported gradient norm and global clipping use the
+    /// finite elements only. Events are still counted in the [`StepReport`].
+    Propagate,
+}
+
+/// What happened in one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The engine's step counter after this call (unchanged when skipped).
+    pub step: u64,
+    /// Learning rate passed to the step (before group multipliers).
+    pub lr: f64,
+    /// Global L2 norm of all gradients before clipping (after zeroing non-finite elements
+    /// under [`NonFinitePolicy::ZeroGradient`]; `NaN` when the step was skipped for them).
+    pub grad_norm: f64,
+    /// Factor the gradients were multiplied by (1 when not clipped).
+    pub clip_factor: f64,
+    /// Whether clipping engaged.
+    pub clipped: bool,
+    /// Number of non-finite gradient elements seen.
+    pub non_finite: u64,
+    /// Parameters that had non-finite gradient elements.
+    pub non_finite_paths: Vec<String>,
+    /// Whether the step was skipped (policy [`NonFinitePolicy::SkipStep`]).
+    pub skipped: bool,
+    /// Number of parameters updated.
+    pub params_updated: usize,
+    /// How many of them took their chain's fused one-pass path ([`crate::fused`]).
+    pub params_fused: usize,
+    /// The global clipping threshold (`None` without clipping).
+    pub clip_threshold: Option<f64>,
+    /// The non-finite gradient policy in force.
+    pub policy: NonFinitePolicy,
+    /// Learning rate of each parameter group (`lr` × the group's multiplier), in group order.
+    pub group_lrs: Vec<(String, f64)>,
+}
 
 /// Everything an observer may read about one parameter after its update.
 #[derive(Debug)]

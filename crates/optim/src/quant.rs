@@ -197,36 +197,12 @@ impl QuantMap {
         self.values[code as usize]
     }
 
-    /// The CUDA kernel's nearest code of a normalised `x` (a NaN gives code 0).
+    /// The CUDA kernel's nearest code of a normalised `x` (a NaN gives code 0): the element
+    /// rule [`crate::rules::nearest_code`], which the GPU kernel expands too.
     pub fn nearest(&self, x: f32) -> u8 {
-        let c = &self.values;
-        let (mut pivot, mut lower_pivot, mut upper_pivot) = (127usize, 0usize, 255usize);
-        let mut lower = if self.signed { -1.0f32 } else { 0.0 };
-        let mut upper = 1.0f32;
-        let mut val = c[pivot];
-        // Branch-free (selects, not jumps: the comparisons are data-dependent and would
-        // mispredict half the time); the same steps as the kernel's loop.
-        for step in [64usize, 32, 16, 8, 4, 2, 1] {
-            let gt = x > val;
-            lower_pivot = if gt { pivot } else { lower_pivot };
-            lower = if gt { val } else { lower };
-            upper_pivot = if gt { upper_pivot } else { pivot };
-            upper = if gt { upper } else { val };
-            pivot = if gt { pivot + step } else { pivot - step };
-            val = c[pivot & 255];
-        }
-        let code = if x > val {
-            if x > (upper + val) * 0.5 {
-                upper_pivot
-            } else {
-                pivot
-            }
-        } else if x < (lower + val) * 0.5 {
-            lower_pivot
-        } else {
-            pivot
-        };
-        code as u8
+        let lower = if self.signed { -1.0f32 } else { 0.0 };
+        // a code of the 256-entry map: at most 255
+        crate::rules::nearest_code(&self.values, x, lower) as u8
     }
 
     /// [`QuantMap::nearest`], faster (see [`NearestCoder`]).
@@ -318,17 +294,14 @@ impl QuantMap {
         self.fix_sign(self.nearest(x), x)
     }
 
-    /// The kernel's sign fix of `code` for the unquantized value `v`.
-    ///
-    /// Branch-free (the sign of a moment is a coin flip, a branch on it mispredicts half the
-    /// time): `code + (v > 0 ? 1 : −1)` where the signs differ, wrapping.
-    /// `decode(code)` is negative exactly when `code < negatives` (sorted map), so this needs
-    /// no table load and vectorizes.
+    /// The kernel's sign fix of `code` for the unquantized value `v`: the element rule
+    /// [`crate::rules::fix_sign`]. `decode(code)` is negative exactly when
+    /// `code < negatives` (the map is sorted, its sign-negative values first), so the code's
+    /// sign needs no table load here.
     #[inline(always)]
     pub(crate) fn fix_sign(&self, code: u8, v: f32) -> u8 {
-        let differ = u8::from((code < self.negatives) != v.is_sign_negative());
-        let step = u8::from(v > 0.0).wrapping_mul(2).wrapping_sub(1);
-        code.wrapping_add(step & differ.wrapping_neg())
+        // a code of the 256-entry map: the rule keeps it below 256
+        crate::rules::fix_sign(u32::from(code), code < self.negatives, v) as u8
     }
 
     /// The CPU library's 65536-entry table: entry `i` counts the code midpoints
@@ -682,7 +655,7 @@ pub fn encode<B: Backend>(
         }
     };
     let device = codes.device();
-    codes.cast(crate::transform::code_dtype::<B>(&device))
+    codes.cast(code_dtype::<B>(&device))
 }
 
 /// [`QuantMap::nearest`] on a tensor of normalised values (returns the backend's int dtype).
@@ -722,6 +695,27 @@ fn nearest_tensor<B: Backend>(
     pivot
         .mask_where(take_upper, upper_pivot)
         .mask_where(take_lower, lower_pivot)
+}
+
+/// A flat tensor of `u8` codes stored with dtype [`code_dtype`] (burn's `from_data` alone would
+/// convert to the backend's default integer type, 4–8 bytes per code).
+pub fn u8_tensor<B: Backend>(codes: Vec<u8>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = codes.len();
+    Tensor::<B, 1, Int>::from_data(TensorData::new(codes, [n]), device)
+        .cast(code_dtype::<B>(device))
+}
+
+/// The dtype code tensors are stored with on `device`: `u8` where the backend supports it as a
+/// general type (every CPU backend, CUDA, wgpu on Vulkan/SPIR-V and Metal); `i32` where it
+/// does not (wgpu's WGSL compiler has no 8-bit storage: a `u8` tensor there would be
+/// reinterpreted as 32-bit words, i.e. garbage) — correct numbers at 4 bytes per code, which
+/// the accounting API reports.
+pub fn code_dtype<B: Backend>(device: &B::Device) -> burn::tensor::IntDType {
+    if B::supports_dtype(device, burn::tensor::DType::U8) {
+        burn::tensor::IntDType::U8
+    } else {
+        burn::tensor::IntDType::I32
+    }
 }
 
 #[cfg(test)]

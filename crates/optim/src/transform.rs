@@ -15,7 +15,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 
 use crate::error::Result;
 
@@ -94,26 +94,70 @@ impl<B: Backend> CodeTensor<B> {
     }
 }
 
-/// A flat tensor of `u8` codes stored with dtype [`code_dtype`] (burn's `from_data` alone would
-/// convert to the backend's default integer type, 4–8 bytes per code).
-pub fn u8_tensor<B: Backend>(codes: Vec<u8>, device: &B::Device) -> Tensor<B, 1, Int> {
-    let n = codes.len();
-    Tensor::<B, 1, Int>::from_data(TensorData::new(codes, [n]), device)
-        .cast(code_dtype::<B>(device))
-}
+// Code tensors' storage is the 8-bit codec's business (kept reachable here).
+pub use crate::quant::{code_dtype, u8_tensor};
 
-/// The dtype code tensors are stored with on `device`: `u8` where the backend supports it as a
-/// general type (every CPU backend, CUDA, wgpu on Vulkan/SPIR-V and Metal); `i32` where it
-/// does not (wgpu's WGSL compiler has no 8-bit storage: a `u8` tensor there would be
-/// reinterpreted as 32-bit words, i.e. garbage) — correct numbers at 4 bytes per code, which
-/// the accounting API reports.
-pub fn code_dtype<B: Backend>(device: &B::Device) -> burn::tensor::IntDType {
-    if B::supports_dtype(device, burn::tensor::DType::U8) {
-        burn::tensor::IntDType::U8
-    } else {
-        burn::tensor::IntDType::I32
+/// A chain's one-pass implementation for some backends (see [`crate::fused`]).
+pub trait FusedStep<B: Backend>: Send + Sync + Debug {
+    /// Name, for reports.
+    fn name(&self) -> &'static str;
+
+    /// Step `param` (of logical `shape`) with `grad` at `lr`, advancing `states` (the chain's states, in chain
+    /// order) exactly as the composed chain would, and return the new parameter; or hand the
+    /// inputs back unchanged (`Err`) when this backend or tensor is not supported.
+    #[allow(clippy::result_large_err)]
+    fn step(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B>;
+
+    /// [`FusedStep::step`] that also returns the gradient's `Σ g²` exactly as [`crate::fused::sum_squares`]
+    /// computes it (same blocks, same order: the same bits), measured in the same pass over
+    /// memory as the update where the kernel can (the engine's [`GradientScan::InPass`]).
+    /// `None` in the result: not measured (the caller measures). The default measures nothing.
+    ///
+    /// [`GradientScan::InPass`]: crate::GradientScan::InPass
+    #[allow(clippy::result_large_err)]
+    fn step_measured(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.step(lr, shape, param, grad, states).map(|p| (p, None))
+    }
+
+    /// [`FusedStep::step`] with the gradient multiplied by `scale` (global clipping) inside the
+    /// pass: each element `g·scale` rounded to f32 exactly as `grad.mul_scalar(scale)` would
+    /// be, without writing the scaled gradient to memory. The default declines (`Err`, inputs
+    /// unchanged); the engine then scales the gradient first and calls [`FusedStep::step`].
+    #[allow(clippy::result_large_err)]
+    fn step_scaled(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        scale: f32,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B> {
+        let _ = (lr, shape, scale, states);
+        Err((param, grad))
     }
 }
+
+/// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
+pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
+
+/// [`FusedStep::step_measured`]'s outcome: the new parameter and the gradient's `Σ g²` when
+/// it was measured, or the inputs handed back unchanged.
+pub type MeasuredResult<B> = Result<(Tensor<B, 1>, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)>;
 
 /// A transform's state for one parameter: named float tensors, named code tensors and named
 /// integer counters.
@@ -300,7 +344,7 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
 pub struct Chain<B: Backend> {
     label: String,
     transforms: Vec<Arc<dyn Transform<B>>>,
-    fused: Option<Arc<dyn crate::fused::FusedStep<B>>>,
+    fused: Option<Arc<dyn FusedStep<B>>>,
 }
 
 impl<B: Backend> Chain<B> {
@@ -315,13 +359,13 @@ impl<B: Backend> Chain<B> {
 
     /// Attach a one-pass implementation of this whole chain (see [`crate::fused`]); the
     /// engine uses it where it applies. Adding transforms afterwards drops it.
-    pub fn with_fused(mut self, fused: impl crate::fused::FusedStep<B> + 'static) -> Self {
+    pub fn with_fused(mut self, fused: impl FusedStep<B> + 'static) -> Self {
         self.fused = Some(Arc::new(fused));
         self
     }
 
     /// The chain's fused implementation, if any.
-    pub fn fused(&self) -> Option<&Arc<dyn crate::fused::FusedStep<B>>> {
+    pub fn fused(&self) -> Option<&Arc<dyn FusedStep<B>>> {
         self.fused.as_ref()
     }
 

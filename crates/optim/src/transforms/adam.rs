@@ -1,5 +1,6 @@
 use burn::tensor::{Tensor, backend::Backend};
 
+use super::lerp;
 use crate::error::Result;
 use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
 
@@ -71,10 +72,8 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
         state.counters[0].1 = t;
         let (b1, b2) = (self.beta1, self.beta2);
 
-        let m = state.tensors[EXP_AVG].tensor.clone();
-        let m = m
-            .clone()
-            .add(g.clone().sub(m).mul_scalar((1.0 - b1) as f32));
+        // torch's `exp_avg.lerp_(grad, 1 − β1)`: its formula switches at weight 0.5 (β1 ≤ 0.5)
+        let m = lerp(state.tensors[EXP_AVG].tensor.clone(), g.clone(), 1.0 - b1);
         let v = state.tensors[EXP_AVG_SQ].tensor.clone();
         let v = v
             .mul_scalar(b2 as f32)
