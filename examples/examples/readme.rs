@@ -3,6 +3,13 @@
 //! every Rust block in the docs is one), around a few steps of the tiny test model.
 //!
 //! `cargo run --release -p moment-examples --example readme`
+// Tests may unwrap and panic (the workspace lints deny it in library code).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};

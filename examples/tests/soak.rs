@@ -11,6 +11,13 @@
 //! bytes from the accounting API) and the process's resident memory stays within 1.5× of
 //! its size after the first tenth of the run plus 64 MiB; the final validation loss is below
 //! the first and within 0.25 nats of the best seen (no late divergence).
+// Tests may unwrap and panic (the workspace lints deny it in library code).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use moment_examples::compare::{RunConfig, compare, presets};
 

@@ -2,6 +2,13 @@
 //! `burn::optim::AdamWConfig::new().init::<B, M>()` with one `?`, steps exactly like the
 //! engine it wraps, refuses bad hyper-parameters, and — with burn's hyper-parameters set
 //! explicitly — follows burn's own AdamW.
+// Tests may unwrap and panic (the workspace lints deny it in library code).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, Param};

@@ -7,6 +7,13 @@
 //! exactly: the record format, the state layout and every optimizer's arithmetic are
 //! unchanged. Regenerate (only when a change is meant to alter one of these) with
 //! `MOMENT_WRITE_CHECKPOINT_FIXTURES=1 cargo test -p moment-optim --test checkpoint_v3`.
+// Tests may unwrap and panic (the workspace lints deny it in library code).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 mod common;
 
@@ -38,13 +45,33 @@ fn chains() -> Vec<(&'static str, [usize; 2], Chain<B>)> {
             .build()
             .unwrap(),
         ),
-        ("adamw8bit", [64, 80], Adam8bitConfig::adamw().build().unwrap()),
+        (
+            "adamw8bit",
+            [64, 80],
+            Adam8bitConfig::adamw().build().unwrap(),
+        ),
         ("lion", [16, 24], LionConfig::default().build().unwrap()),
         ("sophia", [16, 24], SophiaConfig::g().build().unwrap()),
-        ("adafactor", [16, 24], AdafactorConfig::default().build().unwrap()),
-        ("prodigy", [16, 24], ProdigyConfig::default().build().unwrap()),
-        ("schedulefree", [16, 24], ScheduleFreeConfig::default().build().unwrap()),
-        ("shampoo", [16, 24], ShampooConfig::default().build().unwrap()),
+        (
+            "adafactor",
+            [16, 24],
+            AdafactorConfig::default().build().unwrap(),
+        ),
+        (
+            "prodigy",
+            [16, 24],
+            ProdigyConfig::default().build().unwrap(),
+        ),
+        (
+            "schedulefree",
+            [16, 24],
+            ScheduleFreeConfig::default().build().unwrap(),
+        ),
+        (
+            "shampoo",
+            [16, 24],
+            ShampooConfig::default().build().unwrap(),
+        ),
         ("came", [16, 24], CameConfig::default().build().unwrap()),
     ]
 }
@@ -54,7 +81,11 @@ fn param(shape: [usize; 2]) -> Vec<ParamTensor<B>> {
     vec![ParamTensor {
         path: "w".into(),
         shape: shape.to_vec(),
-        value: flat(&(0..n).map(|i| ((i % 11) as f32 - 5.0) * 0.1).collect::<Vec<_>>()),
+        value: flat(
+            &(0..n)
+                .map(|i| ((i % 11) as f32 - 5.0) * 0.1)
+                .collect::<Vec<_>>(),
+        ),
         grad: None,
     }]
 }
@@ -93,7 +124,8 @@ fn write_fixtures() {
         let mut opt = MomentOptimizer::new(chain);
         let mut p = param(shape);
         steps(&mut opt, &mut p, 0..3);
-        opt.save_checkpoint(dir.join(format!("{name}.ckpt"))).unwrap();
+        opt.save_checkpoint(dir.join(format!("{name}.ckpt")))
+            .unwrap();
         let after_3 = bits(&values(&p[0].value));
         steps(&mut opt, &mut p, 3..6);
         let expected = Expected {
@@ -120,13 +152,20 @@ fn checkpoints_from_before_the_redesign_load_and_resume_bitwise() {
         let n = shape[0] * shape[1];
         assert_eq!(expected.after_3.len(), n, "{name}");
         assert_eq!(expected.after_6.len(), n, "{name}");
-        assert_ne!(expected.after_3, expected.after_6, "{name}: steps 4-6 moved nothing");
+        assert_ne!(
+            expected.after_3, expected.after_6,
+            "{name}: steps 4-6 moved nothing"
+        );
 
         let mut opt = MomentOptimizer::new(chain);
         opt.load_checkpoint(dir.join(format!("{name}.ckpt")), &Default::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut p = param(shape);
-        let start: Vec<f32> = expected.after_3.iter().map(|&b| f32::from_bits(b)).collect();
+        let start: Vec<f32> = expected
+            .after_3
+            .iter()
+            .map(|&b| f32::from_bits(b))
+            .collect();
         p[0].value = flat(&start);
         steps(&mut opt, &mut p, 3..6);
         let got = bits(&values(&p[0].value));
@@ -135,7 +174,10 @@ fn checkpoints_from_before_the_redesign_load_and_resume_bitwise() {
             .zip(&expected.after_6)
             .filter(|(a, b)| a != b)
             .count();
-        assert_eq!(differing, 0, "{name}: {differing} of {n} elements differ after resuming");
+        assert_eq!(
+            differing, 0,
+            "{name}: {differing} of {n} elements differ after resuming"
+        );
         checked += 1;
     }
     assert_eq!(checked, 10, "every fixture compared");
