@@ -273,13 +273,63 @@ fn a_failure_on_one_peer_fails_every_peer_and_changes_nothing() {
         results[1]
     );
     assert!(
-        matches!(
-            &results[0],
-            DistError::Optim(OptimError::Distributed { .. })
-        ),
+        matches!(&results[0], DistError::PeerRefused { peers: 1 }),
         "{:?}",
         results[0]
     );
+}
+
+/// Records the kind of every refused step.
+#[derive(Default)]
+struct Refusals(Vec<(&'static str, String)>);
+
+impl moment_optim::Observer<B> for Refusals {
+    fn on_param(&mut self, _: &moment_optim::ParamView<'_, B>) {}
+    fn on_step(&mut self, _: &moment_optim::StepReport) {}
+    fn on_refused(&mut self, r: &moment_optim::RefusedStep) {
+        self.0.push((r.kind(), r.reason()));
+    }
+}
+
+/// A peer whose own check fails inside `prepare_owned` (here: its learning rate) returns that
+/// error; the others' agreement vote fails: they return `PeerRefused`, and their observers
+/// see the refusal as `NotAgreed`.
+#[test]
+fn a_peer_refusing_in_prepare_is_not_agreed_by_the_others() {
+    let chain = AdamWConfig::default().build().unwrap();
+    let results = peers(2, |rank, comm| {
+        let refusals = std::sync::Arc::new(Mutex::new(Refusals::default()));
+        let mut opt = MomentOptimizer::new(chain.clone());
+        opt.set_observer(refusals.clone());
+        let mut dp = DataParallel::sharded(opt, comm, plan(2)).unwrap();
+        let mut p = model();
+        set_grads(&mut p, 0, rank * 4..rank * 4 + 4);
+        let lr = if rank == 1 { -1.0 } else { 1e-2 };
+        let err = dp.step(lr, &mut p).unwrap_err();
+        let seen = std::mem::take(&mut refusals.lock().unwrap().0);
+        (err, seen)
+    });
+    let (err0, seen0) = &results[0];
+    assert!(
+        matches!(err0, DistError::PeerRefused { peers: 1 }),
+        "{err0:?}"
+    );
+    assert_eq!(seen0.len(), 1, "{seen0:?}");
+    assert_eq!(seen0[0].0, "NotAgreed");
+    assert!(
+        seen0[0].1.contains("1 peer(s) refused the step"),
+        "{seen0:?}"
+    );
+    let (err1, seen1) = &results[1];
+    assert!(
+        matches!(
+            err1,
+            DistError::Optim(OptimError::InvalidLearningRate { .. })
+        ),
+        "{err1:?}"
+    );
+    assert_eq!(seen1.len(), 1, "{seen1:?}");
+    assert_eq!(seen1[0].0, "InvalidLearningRate");
 }
 
 #[test]
@@ -317,7 +367,10 @@ fn group_phase_chains_cannot_be_sharded() {
     });
     for e in results {
         assert!(
-            matches!(e, DistError::Optim(OptimError::Unsupported { .. })),
+            matches!(
+                &e,
+                DistError::Optim(OptimError::UnshardableGroup { group, .. }) if group == "default"
+            ),
             "{e:?}"
         );
     }

@@ -412,7 +412,7 @@ proptest! {
     /// A step that one peer refuses (a gradient of the wrong length, a missing gradient, a path
     /// not in the shard plan, or — at the first step — values that differ from peer 0's) fails
     /// on every peer: the refusing peer with its own typed error, the others with
-    /// `OptimError::Distributed`; no peer's parameters, state or step count change, and the
+    /// `DistError::PeerRefused`; no peer's parameters, state or step count change, and the
     /// next good step works with every peer in lockstep.
     #[test]
     fn a_refused_step_fails_every_peer_and_changes_nothing(
@@ -487,7 +487,7 @@ proptest! {
                 _ => rank == bad,
             };
             let expected = if !own {
-                matches!(err, DistError::Optim(OptimError::Distributed { .. }))
+                matches!(err, DistError::PeerRefused { peers } if peers >= 1)
             } else {
                 match fault {
                     Fault::WrongLength => matches!(&err, DistError::Optim(OptimError::ShapeMismatch { path, .. }) if *path == self::path(j)),

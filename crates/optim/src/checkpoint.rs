@@ -3,8 +3,9 @@
 //! Format (version 1): the 8 bytes `MOMENTCK`, the format version (`u32` LE), the payload
 //! length (`u64` LE), the payload's CRC-32C (`u32` LE), then the payload: the
 //! [`OptimizerRecord`] as JSON (backend-independent; exact `f32`s). Loading checks all four
-//! before parsing, so a truncated or corrupted file is a clear [`OptimError::Checkpoint`] and
-//! the optimizer's in-memory state is untouched; a record of another optimizer or model is the
+//! before parsing, so a truncated or corrupted file is a clear [`OptimError::Checkpoint`] (its
+//! [`CheckpointError`] says what is wrong, an I/O error is kept as its `source()`) and the
+//! optimizer's in-memory state is untouched; a record of another optimizer or model is the
 //! record check's [`OptimError::RecordMismatch`], also without changing anything.
 //!
 //! Saving is atomic: the bytes go to a temporary file in the same directory
@@ -13,9 +14,11 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 
+pub use crate::error::CheckpointError;
 use crate::error::{OptimError, Result};
 use crate::optimizer::MomentOptimizer;
 use crate::record::OptimizerRecord;
@@ -56,19 +59,16 @@ pub fn crc32c(data: &[u8]) -> u32 {
     })
 }
 
-fn err(path: &Path, reason: impl std::fmt::Display) -> OptimError {
+fn err(path: &Path, source: CheckpointError) -> OptimError {
     OptimError::Checkpoint {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
+        path: path.to_path_buf(),
+        source,
     }
 }
 
 /// The checkpoint bytes of `record` (header + JSON payload).
-pub fn to_bytes(record: &OptimizerRecord) -> Result<Vec<u8>> {
-    let payload = serde_json::to_vec(record).map_err(|e| OptimError::Checkpoint {
-        path: String::new(),
-        reason: format!("cannot encode the record: {e}"),
-    })?;
+pub fn to_bytes(record: &OptimizerRecord) -> Result<Vec<u8>, CheckpointError> {
+    let payload = serde_json::to_vec(record).map_err(|e| CheckpointError::Encode(Arc::new(e)))?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
@@ -80,54 +80,54 @@ pub fn to_bytes(record: &OptimizerRecord) -> Result<Vec<u8>> {
 
 /// The record in checkpoint `bytes`; the error says what is wrong (not a checkpoint, a newer
 /// format, truncated, trailing bytes, checksum mismatch, unparsable payload).
-pub fn from_bytes(bytes: &[u8]) -> std::result::Result<OptimizerRecord, String> {
+pub fn from_bytes(bytes: &[u8]) -> Result<OptimizerRecord, CheckpointError> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a moment checkpoint (bad magic bytes)".into());
+        return Err(CheckpointError::BadMagic);
     }
     if bytes.len() < HEADER {
-        return Err(format!(
-            "truncated: {} bytes, shorter than the {HEADER}-byte header",
-            bytes.len()
-        ));
+        return Err(CheckpointError::TruncatedHeader {
+            len: bytes.len(),
+            header: HEADER,
+        });
     }
     let word =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let format = word(8);
     if format != CHECKPOINT_FORMAT {
-        return Err(format!(
-            "checkpoint format {format}; this build reads format {CHECKPOINT_FORMAT}"
-        ));
+        return Err(CheckpointError::UnsupportedFormat {
+            found: format,
+            supported: CHECKPOINT_FORMAT,
+        });
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);
     let len = u64::from_le_bytes(len);
     let have = (bytes.len() - HEADER) as u64;
     if have < len {
-        return Err(format!(
-            "truncated: the payload has {have} of its {len} bytes"
-        ));
+        return Err(CheckpointError::TruncatedPayload {
+            have,
+            expected: len,
+        });
     }
     if have > len {
-        return Err(format!(
-            "{} unexpected bytes after the {len}-byte payload",
-            have - len
-        ));
+        return Err(CheckpointError::TrailingBytes {
+            extra: have - len,
+            payload: len,
+        });
     }
     let payload = &bytes[HEADER..];
-    let (want, got) = (word(20), crc32c(payload));
-    if want != got {
-        return Err(format!(
-            "corrupted: payload checksum {got:08x}, header says {want:08x}"
-        ));
+    let (stored, computed) = (word(20), crc32c(payload));
+    if stored != computed {
+        return Err(CheckpointError::ChecksumMismatch { stored, computed });
     }
-    serde_json::from_slice(payload).map_err(|e| format!("corrupted: unreadable record ({e})"))
+    serde_json::from_slice(payload).map_err(|e| CheckpointError::UnreadableRecord(Arc::new(e)))
 }
 
 /// Write `bytes` to `path` atomically (temporary file in the same directory, flushed, renamed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
-        .ok_or_else(|| err(path, "not a file path"))?
+        .ok_or_else(|| err(path, CheckpointError::NotAFilePath))?
         .to_string_lossy()
         .into_owned();
     let dir = match path.parent() {
@@ -146,7 +146,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         if tmp.is_file() {
             let _ = std::fs::remove_file(&tmp);
         }
-        return Err(err(path, format!("cannot save: {e}")));
+        return Err(err(path, CheckpointError::Write(Arc::new(e))));
     }
     // Make the rename itself durable (best effort: not every platform can sync a directory).
     if let Ok(d) = std::fs::File::open(&dir) {
@@ -159,10 +159,7 @@ impl<B: Backend> MomentOptimizer<B> {
     /// Save the optimizer's state to `path`, atomically (see the [module docs](self)).
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes = to_bytes(&self.to_record()).map_err(|e| match e {
-            OptimError::Checkpoint { reason, .. } => err(path, reason),
-            other => other,
-        })?;
+        let bytes = to_bytes(&self.to_record()).map_err(|e| err(path, e))?;
         write_atomic(path, &bytes)
     }
 
@@ -171,7 +168,8 @@ impl<B: Backend> MomentOptimizer<B> {
     /// optimizer or for another model, is an error and leaves the current state untouched.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, device: &B::Device) -> Result<()> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| err(path, CheckpointError::Read(Arc::new(e))))?;
         let record = from_bytes(&bytes).map_err(|e| err(path, e))?;
         self.load_record(record, device)
     }

@@ -94,7 +94,7 @@ pub struct ParamView<'a, B: Backend> {
 
 /// A step the engine refused: parameters, optimizer state and the step counter are exactly as
 /// before the call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RefusedStep {
     /// The engine's step counter, unchanged by the refusal (as [`StepReport::step`] of a
     /// skipped step); the refused step would have been step `step + 1` ([`RefusedStep::attempted`]).
@@ -129,8 +129,9 @@ impl RefusedStep {
             OptimError::RecordMismatch { .. } => "RecordMismatch",
             OptimError::GradientTooLarge { .. } => "GradientTooLarge",
             OptimError::Checkpoint { .. } => "Checkpoint",
-            OptimError::Distributed { .. } => "Distributed",
-            OptimError::Unsupported { .. } => "Unsupported",
+            OptimError::UnshardableGroup { .. } => "UnshardableGroup",
+            OptimError::NotAgreed { .. } => "NotAgreed",
+            OptimError::Port(_) => "Port",
         }
     }
 

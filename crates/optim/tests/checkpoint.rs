@@ -10,10 +10,12 @@
 
 mod common;
 
+use std::error::Error as _;
+
 use common::{B, flat, values};
 use moment_optim::{
-    Adam8bitConfig, AdamWConfig, Chain, LionConfig, MomentOptimizer, OptimError, ParamTensor,
-    SophiaConfig,
+    Adam8bitConfig, AdamWConfig, Chain, CheckpointError, LionConfig, MomentOptimizer, OptimError,
+    ParamTensor, SophiaConfig,
 };
 
 fn dir(name: &str) -> std::path::PathBuf {
@@ -92,13 +94,23 @@ fn target() -> MomentOptimizer<B> {
     opt
 }
 
-fn checkpoint_error(e: OptimError, needle: &str) {
-    match &e {
-        OptimError::Checkpoint { reason, .. } => {
-            assert!(reason.contains(needle), "{e}: expected `{needle}`")
-        }
-        other => panic!("expected a checkpoint error with `{needle}`, got {other}"),
-    }
+/// `e` is a checkpoint error about `file`, whose [`CheckpointError`] is `source()` and
+/// satisfies `kind`, and whose message contains `needle`.
+fn checkpoint_error(
+    e: OptimError,
+    file: &std::path::Path,
+    kind: fn(&CheckpointError) -> bool,
+    needle: &str,
+) -> CheckpointError {
+    let OptimError::Checkpoint { path, source } = &e else {
+        panic!("expected a checkpoint error with `{needle}`, got {e}");
+    };
+    assert_eq!(path, file);
+    assert!(kind(source), "{source:?}: unexpected kind ({needle})");
+    assert!(e.to_string().contains(needle), "{e}: expected `{needle}`");
+    let inner = e.source().and_then(|s| s.downcast_ref::<CheckpointError>());
+    assert!(inner.is_some(), "{e}: the CheckpointError is the source");
+    source.clone()
 }
 
 #[test]
@@ -113,13 +125,36 @@ fn truncated_corrupted_and_foreign_files_are_clear_errors_and_change_nothing() {
     let mut opt = target();
     let before = opt.to_record();
     let bad = d.join("bad.ckpt");
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (Vec::new(), "not a moment checkpoint"),
-        (b"{\"version\":3}".to_vec(), "not a moment checkpoint"),
-        (bytes[..10].to_vec(), "truncated"),
-        (bytes[..bytes.len() - 1].to_vec(), "truncated"),
-        (bytes[..bytes.len() / 2].to_vec(), "truncated"),
-        ([bytes.clone(), vec![0]].concat(), "unexpected bytes"),
+    type Kind = fn(&CheckpointError) -> bool;
+    let magic: Kind = |e| matches!(e, CheckpointError::BadMagic);
+    let header: Kind = |e| matches!(e, CheckpointError::TruncatedHeader { len: 10, .. });
+    let payload: Kind = |e| matches!(e, CheckpointError::TruncatedPayload { .. });
+    let trailing: Kind = |e| matches!(e, CheckpointError::TrailingBytes { extra: 1, .. });
+    let crc: Kind = |e| matches!(e, CheckpointError::ChecksumMismatch { .. });
+    let format: Kind = |e| {
+        matches!(
+            e,
+            CheckpointError::UnsupportedFormat {
+                found: 9,
+                supported: 1
+            }
+        )
+    };
+    let cases: Vec<(Vec<u8>, Kind, &str)> = vec![
+        (Vec::new(), magic, "not a moment checkpoint"),
+        (
+            b"{\"version\":3}".to_vec(),
+            magic,
+            "not a moment checkpoint",
+        ),
+        (bytes[..10].to_vec(), header, "truncated"),
+        (bytes[..bytes.len() - 1].to_vec(), payload, "truncated"),
+        (bytes[..bytes.len() / 2].to_vec(), payload, "truncated"),
+        (
+            [bytes.clone(), vec![0]].concat(),
+            trailing,
+            "unexpected bytes",
+        ),
         (
             {
                 let mut b = bytes.clone();
@@ -127,6 +162,7 @@ fn truncated_corrupted_and_foreign_files_are_clear_errors_and_change_nothing() {
                 b[i] ^= 0x01;
                 b
             },
+            crc,
             "checksum",
         ),
         (
@@ -135,25 +171,66 @@ fn truncated_corrupted_and_foreign_files_are_clear_errors_and_change_nothing() {
                 b[8] = 9;
                 b
             },
+            format,
             "format 9",
         ),
     ];
-    for (content, needle) in cases {
+    for (content, kind, needle) in cases {
         std::fs::write(&bad, &content).unwrap();
         let e = opt
             .load_checkpoint(&bad, &Default::default())
             .expect_err(needle);
-        checkpoint_error(e, needle);
+        let inner = checkpoint_error(e, &bad, kind, needle);
+        assert!(inner.source().is_none(), "{inner:?} wraps nothing");
         assert_eq!(
             opt.to_record(),
             before,
             "state changed by a failed load ({needle})"
         );
     }
+    let missing = d.join("missing.ckpt");
     let e = opt
-        .load_checkpoint(d.join("missing.ckpt"), &Default::default())
+        .load_checkpoint(&missing, &Default::default())
         .unwrap_err();
-    checkpoint_error(e, "cannot read");
+    // The I/O error is kept whole: reachable through `source()`, with its kind.
+    let io = e
+        .source()
+        .and_then(|s| s.source())
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is the checkpoint error's source");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    let inner = checkpoint_error(
+        e,
+        &missing,
+        |e| matches!(e, CheckpointError::Read(_)),
+        "cannot read",
+    );
+    assert_eq!(
+        inner.io_error().map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
+    // A checksummed payload that is not a record keeps serde_json's error as its source.
+    let junk = b"not json";
+    let mut file = b"MOMENTCK".to_vec();
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&(junk.len() as u64).to_le_bytes());
+    file.extend_from_slice(&moment_optim::checkpoint::crc32c(junk).to_le_bytes());
+    file.extend_from_slice(junk);
+    std::fs::write(&bad, &file).unwrap();
+    let e = opt.load_checkpoint(&bad, &Default::default()).unwrap_err();
+    let inner = checkpoint_error(
+        e,
+        &bad,
+        |e| matches!(e, CheckpointError::UnreadableRecord(_)),
+        "unreadable record",
+    );
+    assert!(
+        inner
+            .source()
+            .is_some_and(|s| s.downcast_ref::<serde_json::Error>().is_some()),
+        "{inner:?}"
+    );
+    assert_eq!(opt.to_record(), before);
     // Another optimizer's checkpoint: the record check refuses it.
     let mut lion = MomentOptimizer::new(LionConfig::default().build::<B>().unwrap());
     let lion_before = lion.to_record();
@@ -182,9 +259,29 @@ fn a_failed_save_keeps_the_previous_checkpoint() {
     let mut p = param();
     steps(&mut newer, &mut p, 0..5);
     let e = newer.save_checkpoint(&path).unwrap_err();
-    checkpoint_error(e, "cannot save");
+    let inner = checkpoint_error(
+        e,
+        &path,
+        |e| matches!(e, CheckpointError::Write(_)),
+        "cannot save",
+    );
+    assert!(
+        inner
+            .source()
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+        "{inner:?}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), old_bytes);
     assert!(tmp.is_dir(), "a directory that was not ours was removed");
+    // A path that names no file.
+    let dots = d.join("..");
+    let e = newer.save_checkpoint(&dots).unwrap_err();
+    checkpoint_error(
+        e,
+        &dots,
+        |e| matches!(e, CheckpointError::NotAFilePath),
+        "not a file path",
+    );
     std::fs::remove_dir(&tmp).unwrap();
     // Once it can, the save replaces the file whole.
     newer.save_checkpoint(&path).unwrap();

@@ -664,13 +664,15 @@ fn refused_steps_reach_the_observer_and_change_nothing() {
         r.iter().map(RefusedStep::path).collect::<Vec<_>>(),
         [Some("z.bad"), Some("ok"), Some("ok"), None]
     );
-    assert_eq!(
-        [&r[0].error, &r[1].error, &r[2].error],
-        [&err, &short_err, &grown_err]
-    );
-    // (NaN ≠ NaN: compare the learning-rate errors by their text)
-    assert_eq!(r[3].reason(), lr_err.to_string());
-    assert_eq!(r[0].reason(), err.to_string());
+    // The observer gets the very error the step returned (errors are not `PartialEq`:
+    // compared by variant and text).
+    assert!(matches!(r[0].error, OptimError::NonFiniteGradient { .. }));
+    assert!(matches!(r[1].error, OptimError::ShapeMismatch { .. }));
+    assert!(matches!(r[2].error, OptimError::ShapeMismatch { .. }));
+    assert!(matches!(r[3].error, OptimError::InvalidLearningRate { .. }));
+    for (r, e) in r.iter().zip([&err, &short_err, &grown_err, &lr_err]) {
+        assert_eq!(r.reason(), e.to_string());
+    }
     assert_eq!(
         r.iter().map(|r| r.lr).take(3).collect::<Vec<_>>(),
         [0.1, 0.2, 0.3]
@@ -681,7 +683,7 @@ fn refused_steps_reach_the_observer_and_change_nothing() {
     opt.step(0.1, &mut fine).unwrap();
     let seen = &obs.lock().unwrap().seen;
     assert_eq!(seen.len(), 6);
-    assert_eq!((&seen[0], &seen[5]), (&Ok(1), &Ok(2)));
+    assert!(matches!((&seen[0], &seen[5]), (Ok(1), Ok(2))), "{seen:?}");
     assert!(seen[1..5].iter().all(Result::is_err));
 
     // A skipped step (`SkipStep`) is a step report, not a refusal.
@@ -694,7 +696,8 @@ fn refused_steps_reach_the_observer_and_change_nothing() {
     skip.set_observer(obs.clone());
     let mut bad = vec![param("ok", &[1.0, 2.0], Some(&[f32::NAN, 0.2]))];
     assert!(skip.step(0.1, &mut bad).unwrap().skipped);
-    assert_eq!(obs.lock().unwrap().seen, [Ok(0)]);
+    let seen = &obs.lock().unwrap().seen;
+    assert!(matches!(seen.as_slice(), [Ok(0)]), "{seen:?}");
 }
 
 #[derive(Module, Debug)]
@@ -856,14 +859,15 @@ fn burn_optimizer_refusals_reach_the_observer() {
     let _ = optim.step(1e-2, model, grads);
     let seen = obs.lock().unwrap().seen.clone();
     assert_eq!(seen.len(), 4, "{seen:?}");
-    assert_eq!((&seen[0], &seen[3]), (&Ok(1), &Ok(2)));
+    assert!(matches!((&seen[0], &seen[3]), (Ok(1), Ok(2))), "{seen:?}");
     let r = refusals(&obs);
     assert_eq!(
         r.iter().map(|r| (r.step, r.kind())).collect::<Vec<_>>(),
         [(1, "NonFiniteGradient"), (1, "EvalMode")]
     );
     assert!(r[0].path().is_some_and(|p| p.starts_with("blocks.0.q")));
-    assert_eq!(optim.take_error(), Some(r[1].error.clone()));
+    let kept = optim.take_error();
+    assert!(matches!(kept, Some(OptimError::EvalMode)), "{kept:?}");
 }
 
 /// Version-1 records (written before code tensors existed) still load from JSON and resume

@@ -110,9 +110,10 @@ impl<B: Backend> MomentOptimizer<B> {
     /// gradient norm, clipping — so every peer takes the same decisions), but state is created
     /// and kept, and [`MomentOptimizer::apply`] updates, only for the paths `owns` accepts.
     /// `agree` runs once everything is checked and nothing is changed yet; if it fails (a
-    /// peer's check failed) its error is returned and nothing changes. Chains that reduce
-    /// over all their tensors (group phase: Prodigy, Adam-mini's…) need every tensor and are
-    /// refused unless `owns` accepts all paths.
+    /// peer's check failed: [`OptimError::NotAgreed`]) its error is returned and nothing
+    /// changes. Chains that reduce over all their tensors (group phase: Prodigy, Adam-mini's…)
+    /// need every tensor and are refused ([`OptimError::UnshardableGroup`]) unless `owns`
+    /// accepts all paths.
     ///
     /// A refused step (any error) is reported to the observer
     /// ([`Observer::on_refused`](crate::Observer::on_refused)).
@@ -211,13 +212,9 @@ impl<B: Backend> MomentOptimizer<B> {
     /// tensors (group phase), which a peer cannot do with part of them.
     fn check_shardable(&self) -> Result<()> {
         if let Some(g) = self.groups.iter().find(|g| g.chain.has_group_phase()) {
-            return Err(OptimError::Unsupported {
-                reason: format!(
-                    "sharded state: group `{}` ({}) reduces over all its tensors and cannot be \
-                     split over peers",
-                    g.name,
-                    g.chain.label()
-                ),
+            return Err(OptimError::UnshardableGroup {
+                group: g.name.clone(),
+                chain: g.chain.label().to_string(),
             });
         }
         Ok(())

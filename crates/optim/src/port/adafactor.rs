@@ -1,7 +1,7 @@
 //! Factored second-moment classes: the two Adafactors (transformers' and torch's, two
 //! different conventions) and pytorch_optimizer's `CAME`.
 
-use super::args::{Args, as_f64, bad};
+use super::args::{Args, as_f64, bad, not_implemented};
 use super::{ArgValue, Config, PortOptions, PortedConfig};
 use crate::error::{OptimError, Result};
 use crate::optimizers::{AdafactorConfig, CameConfig};
@@ -92,9 +92,10 @@ pub(super) fn came(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig> {
     let betas = a.triple("betas", d.betas)?;
     let decay = a.pytorch_optimizer_decay(true)?;
     if a.bool("ams_bound", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "CAME(ams_bound=True) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "ams_bound",
+            "CAME(ams_bound=True) is not implemented",
+        ));
     }
     let config = CameConfig {
         betas,

@@ -1,7 +1,7 @@
 //! Adam-like classes: torch `Adam`/`AdamW`, bitsandbytes' 8-bit Adam, pytorch_optimizer's
 //! `Lamb`, `AdEMAMix`, `MARS`, `AdamMini`, `Prodigy`, and schedule-free AdamW.
 
-use super::args::{Args, as_f64, bad};
+use super::args::{Args, as_f64, bad, not_implemented};
 use super::{ArgValue, Config, PortOptions, PortedConfig};
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
@@ -102,25 +102,28 @@ fn bnb_8bit(a: &mut Args<'_>, options: &PortOptions, d: Adam8bitConfig) -> Resul
         ));
     }
     if a.float("percentile_clipping", 100.0)? != 100.0 {
-        return Err(OptimError::Unsupported {
-            reason: "bitsandbytes percentile_clipping < 100 (removed in bnb 0.50) is not implemented; use the engine's global-norm clipping".into(),
-        });
+        return Err(not_implemented(
+            "percentile_clipping",
+            "bitsandbytes percentile_clipping < 100 (removed in bnb 0.50) is not implemented; use the engine's global-norm clipping",
+        ));
     }
     if !a.bool("block_wise", true)? {
-        return Err(OptimError::Unsupported {
-            reason: "bitsandbytes block_wise=False (non-blockwise 8-bit state, removed in bnb 0.50) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "block_wise",
+            "bitsandbytes block_wise=False (non-blockwise 8-bit state, removed in bnb 0.50) is not implemented",
+        ));
     }
     if !matches!(a.take("args"), None | Some(ArgValue::Null)) {
-        return Err(OptimError::Unsupported {
-            reason: "bitsandbytes `args` overrides are not mapped; pass the arguments directly"
-                .into(),
-        });
+        return Err(not_implemented(
+            "args",
+            "bitsandbytes `args` overrides are not mapped; pass the arguments directly",
+        ));
     }
     if a.float("max_unorm", 0.0)? != 0.0 {
-        return Err(OptimError::Unsupported {
-            reason: "bitsandbytes max_unorm (update-norm clipping) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "max_unorm",
+            "bitsandbytes max_unorm (update-norm clipping) is not implemented",
+        ));
     }
     // optim_bits is ignored by the 8-bit classes; is_paged only chooses memory placement.
     a.ignore(&["optim_bits", "is_paged"]);
@@ -135,15 +138,16 @@ pub(super) fn lamb(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig> {
     let d = LambConfig::pytorch_optimizer();
     let lr = a.float("lr", 1e-3)?;
     if a.bool("rectify", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "pytorch_optimizer Lamb(rectify=True) (RAdam rectification) is not implemented"
-                .into(),
-        });
+        return Err(not_implemented(
+            "rectify",
+            "pytorch_optimizer Lamb(rectify=True) (RAdam rectification) is not implemented",
+        ));
     }
     if a.bool("pre_norm", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "pytorch_optimizer Lamb(pre_norm=True): use the engine's clip_grad_norm".into(),
-        });
+        return Err(not_implemented(
+            "pre_norm",
+            "pytorch_optimizer Lamb(pre_norm=True): use the engine's clip_grad_norm",
+        ));
     }
     // `weight_decouple=False` is not L2: the reference never touches the gradient
     // (`apply_weight_decay(grad=None)` / no foreach add to the grads) and adds `λθ` to
@@ -226,27 +230,31 @@ pub(super) fn mars(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig> {
         None | Some(ArgValue::Null) => {}
         Some(ArgValue::Str(s)) if s == "adamw" => {}
         Some(v) => {
-            return Err(OptimError::Unsupported {
-                reason: format!("MARS mars_type {v:?} is not implemented (adamw is)"),
-            });
+            return Err(not_implemented(
+                "mars_type",
+                format!("MARS mars_type {v:?} is not implemented (adamw is)"),
+            ));
         }
     }
     if a.bool("optimize_1d", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "MARS(optimize_1d=True) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "optimize_1d",
+            "MARS(optimize_1d=True) is not implemented",
+        ));
     }
     for flag in ["ams_bound", "cautious", "fixed_decay"] {
         if a.bool(flag, false)? {
-            return Err(OptimError::Unsupported {
-                reason: format!("MARS({flag}=True) is not implemented"),
-            });
+            return Err(not_implemented(
+                flag,
+                format!("MARS({flag}=True) is not implemented"),
+            ));
         }
     }
     if !a.bool("weight_decouple", true)? {
-        return Err(OptimError::Unsupported {
-            reason: "MARS(weight_decouple=False) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "weight_decouple",
+            "MARS(weight_decouple=False) is not implemented",
+        ));
     }
     let lr_1d = a.float("lr_1d", 3e-3)?;
     if lr <= 0.0 {
@@ -267,9 +275,10 @@ pub(super) fn mars(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig> {
         weight_decay_1d: a.float("weight_decay_1d", d.weight_decay_1d)?,
     };
     if a.bool("maximize", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "MARS(maximize=True) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "maximize",
+            "MARS(maximize=True) is not implemented",
+        ));
     }
     Ok(PortedConfig {
         config: Config::Mars(config),
@@ -282,15 +291,16 @@ pub(super) fn adam_mini(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfi
     let d = AdamMiniConfig::default();
     let lr = a.float("lr", 1.0)?;
     if a.bool("model_sharding", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "AdamMini(model_sharding=True) is not implemented (sharding is issue 12)"
-                .into(),
-        });
+        return Err(not_implemented(
+            "model_sharding",
+            "AdamMini(model_sharding=True) is not implemented (sharding is issue 12)",
+        ));
     }
     if a.bool("maximize", false)? {
-        return Err(OptimError::Unsupported {
-            reason: "AdamMini(maximize=True) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "maximize",
+            "AdamMini(maximize=True) is not implemented",
+        ));
     }
     let groups = match a.take("num_query_groups") {
         None | Some(ArgValue::Null) => None,
@@ -321,12 +331,12 @@ pub(super) fn prodigy(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig>
     let decouple = a.bool("weight_decouple", true)?;
     let fixed = a.bool("fixed_decay", false)?;
     if !decouple && wd > 0.0 {
-        return Err(OptimError::Unsupported {
-            reason: "Prodigy(weight_decouple=False): the reference adds λ·θ to the gradient after the moments \
+        return Err(not_implemented(
+            "weight_decouple",
+            "Prodigy(weight_decouple=False): the reference adds λ·θ to the gradient after the moments \
                      and d estimate have consumed it, so the decay has no effect; moment refuses rather than \
-                     silently do nothing (use weight_decouple=True)"
-                .into(),
-        });
+                     silently do nothing (use weight_decouple=True)",
+        ));
     }
     let config = ProdigyConfig {
         betas: a.pair("betas", d.betas)?,

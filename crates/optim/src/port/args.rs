@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{ArgValue, RefArgs};
-use crate::error::{OptimError, Result};
+use crate::error::{OptimError, PortError, Result};
 use crate::optimizers::Decay;
 
 /// Typed access to arguments, remembering which were consumed.
@@ -77,9 +77,10 @@ impl<'a> Args<'a> {
     pub(super) fn pytorch_optimizer_decay(&mut self, decouple_default: bool) -> Result<Decay> {
         let wd = self.float("weight_decay", 0.0)?;
         if self.bool("fixed_decay", false)? {
-            return Err(OptimError::Unsupported {
-                reason: "pytorch_optimizer fixed_decay=True (θ·(1 − λ), lr-independent) is not implemented".into(),
-            });
+            return Err(not_implemented(
+                "fixed_decay",
+                "pytorch_optimizer fixed_decay=True (θ·(1 − λ), lr-independent) is not implemented",
+            ));
         }
         Ok(if self.bool("weight_decouple", decouple_default)? {
             Decay::Decoupled(wd)
@@ -135,6 +136,16 @@ pub(super) fn as_f64(v: &ArgValue) -> Option<f64> {
         ArgValue::Int(i) => Some(*i as f64),
         _ => None,
     }
+}
+
+/// The error for an argument whose value (or the behaviour it enables) moment does not
+/// implement: [`PortError::UnsupportedArgument`].
+pub(super) fn not_implemented(argument: &'static str, reason: impl Into<String>) -> OptimError {
+    PortError::UnsupportedArgument {
+        argument,
+        reason: reason.into(),
+    }
+    .into()
 }
 
 pub(super) fn bad(key: &'static str, v: &ArgValue, allowed: &'static str) -> OptimError {

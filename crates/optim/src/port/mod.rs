@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
+pub use crate::error::PortError;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{
     AdafactorConfig, Adam8bitConfig, AdamConfig, AdamMiniConfig, AdamWConfig, AdemamixConfig,
     CameConfig, LambConfig, LionConfig, MarsConfig, MuonConfig, ProdigyConfig, ScheduleFreeConfig,
     ShampooConfig, SoapConfig, SophiaConfig,
 };
-use crate::transform::Chain;
 use crate::transforms::BnbKernel;
 
 mod adafactor;
@@ -252,12 +253,11 @@ fn lookup(class: &str) -> Option<&'static Port> {
 
 /// The error for a class outside the table: it lists every supported name.
 fn unsupported(class: &str) -> OptimError {
-    OptimError::Unsupported {
-        reason: format!(
-            "`{class}` is not implemented in moment yet (supported: {})",
-            SUPPORTED_CLASSES.join(", ")
-        ),
+    PortError::UnknownClass {
+        class: class.to_string(),
+        supported: SUPPORTED_CLASSES,
     }
+    .into()
 }
 
 /// What a port function reads from the arguments: a config (not yet built for a backend)
@@ -312,8 +312,9 @@ impl Config {
 
 /// Build the moment equivalent of `class(**args)`.
 ///
-/// Returns [`OptimError::Unsupported`] for classes moment does not implement (yet) and
-/// [`OptimError::InvalidConfig`] for bad or unknown arguments.
+/// Returns [`OptimError::Port`] for classes moment does not implement (yet) and for arguments
+/// whose value it does not implement ([`PortError`]), and [`OptimError::InvalidConfig`] for
+/// values of the wrong type or range and for argument names the port does not know.
 pub fn from_reference<B: Backend>(class: &str, args: &RefArgs) -> Result<Ported<B>> {
     from_reference_with(class, args, &PortOptions::default())
 }

@@ -1,7 +1,7 @@
 //! Curvature-preconditioned classes: Sophia (the official SophiaG and pytorch_optimizer's
 //! SophiaH), pytorch_optimizer's `Shampoo`, `ScalableShampoo` and `SOAP`.
 
-use super::args::Args;
+use super::args::{Args, not_implemented};
 use super::{ArgValue, Config, PortOptions, PortedConfig};
 use crate::error::{OptimError, Result};
 use crate::optimizers::{Decay, ShampooConfig, SoapConfig, SophiaConfig};
@@ -86,9 +86,10 @@ pub(super) fn scalable_shampoo(a: &mut Args<'_>, _: &PortOptions) -> Result<Port
         Decay::Coupled(wd)
     });
     if !a.bool("decoupled_learning_rate", true)? {
-        return Err(OptimError::Unsupported {
-            reason: "ScalableShampoo(decoupled_learning_rate=False) is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "decoupled_learning_rate",
+            "ScalableShampoo(decoupled_learning_rate=False) is not implemented",
+        ));
     }
     let exp = a.uint("inverse_exponent_override", 0)?;
     c.shampoo.exponent_override = if exp > 0 {
@@ -108,19 +109,20 @@ pub(super) fn scalable_shampoo(a: &mut Args<'_>, _: &PortOptions) -> Result<Port
     c.shampoo.statistics_frequency = a.uint("statistics_compute_steps", 1)?;
     c.shampoo.block_size = Some(a.uint("block_size", 512)? as usize);
     if a.uint("skip_preconditioning_rank_lt", 1)? > 1 {
-        return Err(OptimError::Unsupported {
-            reason: "ScalableShampoo skip_preconditioning_rank_lt > 1 is not implemented".into(),
-        });
+        return Err(not_implemented(
+            "skip_preconditioning_rank_lt",
+            "ScalableShampoo skip_preconditioning_rank_lt > 1 is not implemented",
+        ));
     }
     c.shampoo.max_preconditioned_dim =
         Some(a.uint("no_preconditioning_for_layers_with_dim_gt", 8192)? as usize);
     c.shampoo.merge_small_dims = a.bool("shape_interpretation", true)?;
     c.shampoo.graft = graft(a.uint("graft_type", 1)?, b2)?;
     if a.uint("pre_conditioner_type", 0)? != 0 {
-        return Err(OptimError::Unsupported {
-            reason: "ScalableShampoo pre_conditioner_type INPUT/OUTPUT is not implemented (ALL is)"
-                .into(),
-        });
+        return Err(not_implemented(
+            "pre_conditioner_type",
+            "ScalableShampoo pre_conditioner_type INPUT/OUTPUT is not implemented (ALL is)",
+        ));
     }
     c.shampoo.graft_eps = a.float("diagonal_eps", 1e-10)?;
     c.shampoo.matrix_eps = a.float("matrix_eps", 1e-6)?;
@@ -161,9 +163,10 @@ pub(super) fn soap(a: &mut Args<'_>, _: &PortOptions) -> Result<PortedConfig> {
         None | Some(ArgValue::Null) => {}
         Some(ArgValue::Str(s)) if s == "channels_first" => {}
         Some(v) => {
-            return Err(OptimError::Unsupported {
-                reason: format!("SOAP data_format {v:?} is not implemented (channels_first is)"),
-            });
+            return Err(not_implemented(
+                "data_format",
+                format!("SOAP data_format {v:?} is not implemented (channels_first is)"),
+            ));
         }
     }
     let config = SoapConfig {

@@ -72,10 +72,12 @@ fn an_unknown_class_is_unsupported_and_the_error_lists_every_name() {
     ] {
         assert!(lookup(class).is_none());
         assert_eq!(family(class), None);
-        let Err(OptimError::Unsupported { reason }) = from_reference::<B>(class, &RefArgs::new())
+        let Err(OptimError::Port(e @ PortError::UnknownClass { .. })) =
+            from_reference::<B>(class, &RefArgs::new())
         else {
             panic!("{class:?} must be unsupported");
         };
+        let reason = e.to_string();
         assert!(reason.contains(&format!("`{class}`")), "{reason}");
         let (_, listed) = reason.split_once("(supported: ").unwrap();
         let listed: Vec<&str> = listed.trim_end_matches(')').split(", ").collect();
@@ -112,4 +114,50 @@ fn families_are_distinct_cover_every_row_and_name_the_reference_labels() {
     ] {
         assert_eq!(family(class), Some(f), "{class}");
     }
+}
+
+#[test]
+fn an_argument_without_equivalent_is_a_port_error_naming_it() {
+    let cases: [(&str, &str, ArgValue); 5] = [
+        ("pytorch_optimizer.Lamb", "rectify", ArgValue::Bool(true)),
+        ("pytorch_optimizer.CAME", "ams_bound", ArgValue::Bool(true)),
+        ("pytorch_optimizer.MARS", "maximize", ArgValue::Bool(true)),
+        (
+            "pytorch_optimizer.Lamb",
+            "fixed_decay",
+            ArgValue::Bool(true),
+        ),
+        (
+            "pytorch_optimizer.SOAP",
+            "data_format",
+            ArgValue::Str("channels_last".into()),
+        ),
+    ];
+    for (class, arg, value) in cases {
+        let args = RefArgs::from([(arg.to_string(), value)]);
+        let Err(e) = from_reference::<B>(class, &args) else {
+            panic!("{class}({arg}) must be refused");
+        };
+        assert!(
+            matches!(&e, OptimError::Port(PortError::UnsupportedArgument { argument, .. }) if *argument == arg),
+            "{class}({arg}): {e:?}"
+        );
+        // The message keeps its prefix; the port error is the source.
+        assert!(
+            e.to_string()
+                .starts_with("unsupported reference optimizer: "),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.downcast_ref::<PortError>().is_some(), "{source:?}");
+    }
+    // A bad value (not an unimplemented one) stays a config error.
+    let args = RefArgs::from([("rectify".to_string(), ArgValue::Str("yes".into()))]);
+    assert!(matches!(
+        from_reference::<B>("pytorch_optimizer.Lamb", &args),
+        Err(OptimError::InvalidConfig {
+            field: "rectify",
+            ..
+        })
+    ));
 }
