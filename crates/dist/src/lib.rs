@@ -10,7 +10,8 @@
 //!    peer;
 //! 2. checks and prepares the step on every peer ([`MomentOptimizer::prepare_owned`]) and
 //!    agrees on the outcome (one 1-element all-reduce): if any peer's check fails, every peer
-//!    returns an error and no peer changed anything;
+//!    returns an error and no peer changed anything (every refused step, whatever refused it,
+//!    reaches the optimizer's observer once on every peer);
 //! 3. updates either every parameter (replicated state) or only the parameters this peer
 //!    owns under a [`ShardPlan`] (sharded state: each peer keeps the optimizer state of about
 //!    1/N of the parameter bytes), and in the sharded case
@@ -44,14 +45,17 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 use moment_optim::{
-    GradEntry, MomentOptimizer, OptimError, ParamTensor, StateMemory, StepReport, module_params,
+    MomentOptimizer, OptimError, ParamTensor, StateMemory, StepReport, module_params,
     module_values, set_module_params,
 };
 
-/// Errors of distributed steps.
+mod step;
+
+/// Errors of distributed steps: moment-dist's own failures, and the optimizer's
+/// ([`DistError::Optim`], message and source passed through).
 #[derive(Debug, thiserror::Error)]
 pub enum DistError {
     /// A burn-collective operation failed.
@@ -64,10 +68,18 @@ pub enum DistError {
         /// burn-collective's error, as it prints it.
         detail: String,
     },
-    /// The optimizer refused the step (on this peer or — as [`OptimError::Distributed`] — on
-    /// another one); nothing changed on any peer.
+    /// This peer's optimizer refused the step (a check of
+    /// [`MomentOptimizer::prepare_owned`], or loading a checkpoint); nothing changed on any
+    /// peer (the others return [`DistError::PeerRefused`]).
     #[error(transparent)]
     Optim(#[from] OptimError),
+    /// Another peer refused the step (its own error is reported there); this peer changed
+    /// nothing either. (This peer's observer sees it as [`OptimError::NotAgreed`].)
+    #[error("distributed step: {peers} peer(s) refused the step; nothing changed")]
+    PeerRefused {
+        /// How many peers voted no.
+        peers: usize,
+    },
     /// A shard plan or a peer's inputs are inconsistent.
     #[error("shard plan: {0}")]
     Plan(String),
@@ -363,171 +375,6 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
             .is_none_or(|p| p.owner(path) == Some(self.comm.rank()))
     }
 
-    /// One data-parallel step: `params` are this peer's replica with the gradients of its part
-    /// of the batch (every peer passes the same paths and shapes, each with a gradient). On
-    /// return every peer holds the same new values; on error no peer changed anything (a
-    /// collective failure itself excepted: burn-collective has no recovery).
-    pub fn step(&mut self, lr: f64, params: &mut [ParamTensor<B>]) -> Result<StepReport> {
-        let rank = self.comm.rank();
-        let mut order: Vec<usize> = (0..params.len()).collect();
-        order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
-        // 1. gradients, averaged in one flat buffer
-        let mut grads = Vec::with_capacity(params.len());
-        let mut local_error: Option<DistError> = None;
-        for &i in &order {
-            let p = &params[i];
-            match &p.grad {
-                Some(g) if g.dims()[0] == p.value.dims()[0] => grads.push(g.clone()),
-                Some(g) => {
-                    local_error.get_or_insert(DistError::Optim(OptimError::ShapeMismatch {
-                        path: p.path.clone(),
-                        expected: p.shape.clone(),
-                        actual: g.dims().to_vec(),
-                    }));
-                }
-                None => {
-                    local_error.get_or_insert(DistError::Plan(format!(
-                        "`{}` has no gradient on peer {rank}: every peer passes every \
-                         parameter with a gradient",
-                        p.path
-                    )));
-                }
-            }
-            if let Some(plan) = &self.plan
-                && plan.owner(&p.path).is_none()
-            {
-                local_error.get_or_insert(DistError::Plan(format!(
-                    "`{}` is not in the shard plan",
-                    p.path
-                )));
-            }
-        }
-        // Agree on the inputs before the big all-reduce (whose length must match).
-        let device = match params.first() {
-            Some(p) => p.value.device(),
-            None => return Err(DistError::Plan("no parameters to step".into())),
-        };
-        vote(&mut self.comm, local_error.is_some(), &device)
-            .map_err(|e| local_error.take().unwrap_or(e))?;
-        let sizes: Vec<usize> = grads.iter().map(|g| g.dims()[0]).collect();
-        let flat = if grads.is_empty() {
-            return Err(DistError::Plan("no parameters to step".into()));
-        } else {
-            Tensor::cat(grads, 0)
-        };
-        let mean = match self.reduce {
-            GradReduce::AllReduce => self.comm.all_reduce_mean(flat)?,
-            GradReduce::RankOrdered => {
-                let world = self.comm.world();
-                let mut sum: Option<Tensor<B, 1>> = None;
-                for root in 0..world {
-                    let t = self
-                        .comm
-                        .broadcast(root, (root == rank).then(|| flat.clone()))?;
-                    expect_len(&t, flat.dims()[0], root, rank)?;
-                    sum = Some(match sum {
-                        None => t,
-                        Some(s) => s + t,
-                    });
-                }
-                match sum {
-                    Some(s) => s.div_scalar(world as f32),
-                    None => flat,
-                }
-            }
-        };
-        let mut entries = Vec::with_capacity(order.len());
-        let mut offset = 0;
-        for (&i, &n) in order.iter().zip(&sizes) {
-            let p = &params[i];
-            entries.push(GradEntry {
-                path: p.path.clone(),
-                param_shape: p.shape.clone(),
-                grad_shape: p.shape.clone(),
-                grad: mean.clone().slice(offset..offset + n),
-                param: Some(p.value.clone()),
-            });
-            offset += n;
-        }
-        drop(mean);
-        // 2. prepare on every peer, agree, commit
-        // 1b. the first step checks that the replicas are identical (rank 0's checksums
-        // broadcast, compared bit for bit): a model initialised on each peer instead of
-        // cloned — or burn's lazy initialisation run after cloning — would diverge silently.
-        if !self.checked {
-            let mine = checksums(params, &order);
-            let theirs = self.comm.broadcast(0, (rank == 0).then(|| mine.clone()))?;
-            let same = mine.to_data().as_bytes() == theirs.to_data().as_bytes();
-            let err = (!same).then(|| {
-                DistError::Plan(format!(
-                    "peer {rank}'s parameters differ from peer 0's at the first step: start every \
-                     peer from the same values (DataParallel::sync_params / sync_module)"
-                ))
-            });
-            let failed = err.is_some();
-            vote(&mut self.comm, failed, &device).map_err(|e| err.unwrap_or(e))?;
-            self.checked = true;
-        }
-        let Self {
-            opt, comm, plan, ..
-        } = self;
-        let owns = |path: &str| plan.as_ref().is_none_or(|p| p.owner(path) == Some(rank));
-        let mut voted = false;
-        let prepared = opt.prepare_owned(lr, entries, &owns, &mut || {
-            voted = true;
-            vote(comm, false, &device).map_err(|e| OptimError::Distributed {
-                reason: e.to_string(),
-            })
-        });
-        let mut prep = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                if !voted {
-                    // tell the others (they fail their vote); this peer's own error wins
-                    let _ = vote(comm, true, &device);
-                }
-                return Err(e.into());
-            }
-        };
-        // 3. update what this peer owns
-        for &i in &order {
-            if owns(&params[i].path) {
-                let device = params[i].value.device();
-                let value = std::mem::replace(&mut params[i].value, Tensor::zeros([0], &device));
-                params[i].value = opt.apply(&mut prep, &params[i].path.clone(), value);
-            }
-        }
-        let report = opt.finish(prep);
-        // 4. sharded: every owner's new values to every peer, one batched broadcast per owner
-        if let Some(plan) = plan {
-            for root in 0..plan.world() {
-                let mine: Vec<usize> = order
-                    .iter()
-                    .copied()
-                    .filter(|&i| plan.owner(&params[i].path) == Some(root))
-                    .collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                let send = (root == rank).then(|| {
-                    Tensor::cat(mine.iter().map(|&i| params[i].value.clone()).collect(), 0)
-                });
-                let got = comm.broadcast(root, send)?;
-                let total = mine.iter().map(|&i| params[i].value.dims()[0]).sum();
-                expect_len(&got, total, root, rank)?;
-                if root != rank {
-                    let mut offset = 0;
-                    for &i in &mine {
-                        let n = params[i].value.dims()[0];
-                        params[i].value = got.clone().slice(offset..offset + n);
-                        offset += n;
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-
     /// Give every peer rank 0's parameter values (one broadcast, all tensors batched; every
     /// peer passes the same paths and shapes). Call it once before training, like
     /// PyTorch's DDP does at construction: peers that initialise their own model (or clone one
@@ -535,8 +382,7 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
     /// values, which the first [`DataParallel::step`] refuses.
     pub fn sync_params(&mut self, params: &mut [ParamTensor<B>]) -> Result<()> {
         let rank = self.comm.rank();
-        let mut order: Vec<usize> = (0..params.len()).collect();
-        order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
+        let order = path_order(params);
         if order.is_empty() {
             return Ok(());
         }
@@ -662,6 +508,13 @@ impl<B: Backend, C: Collective<B>> DataParallel<B, C> {
     }
 }
 
+/// Indices of `params` in path order.
+fn path_order<B: Backend>(params: &[ParamTensor<B>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by(|&a, &b| params[a].path.cmp(&params[b].path));
+    order
+}
+
 /// A broadcast from `root` must have the length this peer expects: peers that pass different
 /// parameters get an error here, not a slicing panic.
 fn expect_len<B: Backend>(t: &Tensor<B, 1>, n: usize, root: usize, rank: usize) -> Result<()> {
@@ -673,36 +526,5 @@ fn expect_len<B: Backend>(t: &Tensor<B, 1>, n: usize, root: usize, rank: usize) 
              same parameters (paths and shapes)",
             t.dims()[0]
         )))
-    }
-}
-
-/// Per parameter (in `order`) the sum and the sum of squares of its values, as one tensor.
-fn checksums<B: Backend>(params: &[ParamTensor<B>], order: &[usize]) -> Tensor<B, 1> {
-    Tensor::cat(
-        order
-            .iter()
-            .flat_map(|&i| {
-                let v = params[i].value.clone();
-                [v.clone().sum(), v.square().sum()]
-            })
-            .collect(),
-        0,
-    )
-}
-
-/// One 1-element all-reduce: did any peer fail? (Every peer calls it exactly once per step.)
-fn vote<B: Backend, C: Collective<B>>(
-    comm: &mut C,
-    failed: bool,
-    device: &B::Device,
-) -> Result<()> {
-    let flag = Tensor::<B, 1>::from_floats([if failed { 1.0 } else { 0.0 }], device);
-    let total = comm.all_reduce_sum(flag)?.into_scalar().elem::<f32>();
-    if total > 0.0 {
-        Err(DistError::Optim(OptimError::Distributed {
-            reason: format!("{total} peer(s) refused the step; nothing changed"),
-        }))
-    } else {
-        Ok(())
     }
 }
