@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Which reference's conventions Adafactor follows (`../shared/optimizers.md` §2b, §2c).
 ///
@@ -58,11 +59,47 @@ pub struct ScaleByAdafactor {
     pub warmup_init: bool,
 }
 
+crate::state_view! {
+    /// Adafactor's state for tensors of rank ≥ 2: the factored second moment under HF's
+    /// names (naming 0) or torch's `row_var`, `col_var` (naming 1); `exp_avg` with β1 (HF).
+    pub(crate) struct AdafactorFactoredState {
+        counters { step }
+        tensors {
+            exp_avg_sq_row = "exp_avg_sq_row" | "row_var",
+            exp_avg_sq_col = "exp_avg_sq_col" | "col_var",
+        }
+        optional tensors { exp_avg }
+    }
+}
+
+crate::state_view! {
+    /// Adafactor's state for vectors (and scalars): the full second moment under HF's name
+    /// (naming 0) or torch's `variance` (naming 1); `exp_avg` with β1 (HF).
+    pub(crate) struct AdafactorFullState {
+        counters { step }
+        tensors { exp_avg_sq = "exp_avg_sq" | "variance" }
+        optional tensors { exp_avg }
+    }
+}
+
+/// The second moment of one tensor, from its state view.
+enum SecondMoment<'a, B: Backend> {
+    /// Row and column statistics of a `[l, r, c]` tensor.
+    Factored {
+        dims: (usize, usize, usize),
+        row: &'a mut Tensor<B, 1>,
+        col: &'a mut Tensor<B, 1>,
+    },
+    /// One value per element.
+    Full(&'a mut Tensor<B, 1>),
+}
+
 impl ScaleByAdafactor {
-    fn names(&self) -> [&'static str; 3] {
+    /// The convention's naming of the state views.
+    fn naming(&self) -> usize {
         match self.convention {
-            AdafactorConvention::Transformers => ["exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"],
-            AdafactorConvention::Torch => ["row_var", "col_var", "variance"],
+            AdafactorConvention::Transformers => 0,
+            AdafactorConvention::Torch => 1,
         }
     }
 
@@ -76,6 +113,68 @@ impl ScaleByAdafactor {
                 lr * min_step.min(inv_sqrt)
             }
             AdafactorConvention::Transformers => lr,
+        }
+    }
+
+    /// Advance the second moment with `g` (step `t`) and return `g` scaled by its inverse
+    /// square root (before clipping).
+    fn scaled_gradient<B: Backend>(
+        &self,
+        g: Tensor<B, 1>,
+        second: SecondMoment<'_, B>,
+        t: f64,
+    ) -> Tensor<B, 1> {
+        let n = g.dims()[0];
+        let hf = self.convention == AdafactorConvention::Transformers;
+        // β2_t = 1 − t^decay: HF keeps β2_t, torch lerps with weight 1 − β2_t = t^decay.
+        let one_minus_b2 = t.powf(self.decay_rate);
+        let b2t = 1.0 - one_minus_b2;
+        match second {
+            SecondMoment::Factored {
+                dims: (l, r, c),
+                row: row_state,
+                col: col_state,
+            } => {
+                let g3 = g.clone().reshape([l, r, c]);
+                let row = row_state.clone().reshape([l, r, 1]);
+                let col = col_state.clone().reshape([l, 1, c]);
+                let (row, col, scale) = if hf {
+                    let u = g3.clone().square().add_scalar(self.eps1 as f32);
+                    let (row, col) = factored_ema(row, col, u, b2t);
+                    let scale = approx_rsqrt(&row, &col);
+                    (row, col, scale)
+                } else {
+                    // torch: vector_norm(g, dim)² / size (a sqrt then a square, as torch does).
+                    let sq = g3.clone().square();
+                    let row_mean = sq.clone().sum_dim(2).sqrt().square().div_scalar(c as f32);
+                    let col_mean = sq.sum_dim(1).sqrt().square().div_scalar(r as f32);
+                    let row = lerp(row, row_mean, one_minus_b2);
+                    let col = lerp(col, col_mean, one_minus_b2);
+                    let norm = row.clone().mean_dim(1).clamp_min(self.eps1 as f32);
+                    let var = row.clone().mul(col.clone()).div(norm);
+                    let eps_sq = (self.eps1 * self.eps1) as f32;
+                    (row, col, var.clamp_min(eps_sq).sqrt().recip())
+                };
+                *row_state = row.reshape([l * r]);
+                *col_state = col.reshape([l * c]);
+                scale.mul(g3).reshape([n])
+            }
+            SecondMoment::Full(v_state) => {
+                let v = v_state.clone();
+                let (v, scale) = if hf {
+                    let u = g.clone().square().add_scalar(self.eps1 as f32);
+                    let v = v
+                        .mul_scalar(b2t as f32)
+                        .add(u.mul_scalar(one_minus_b2 as f32));
+                    (v.clone(), v.sqrt().recip())
+                } else {
+                    let v = lerp(v, g.clone().square(), one_minus_b2);
+                    let eps_sq = (self.eps1 * self.eps1) as f32;
+                    (v.clone(), v.clamp_min(eps_sq).sqrt().recip())
+                };
+                *v_state = v;
+                scale.mul(g)
+            }
         }
     }
 }
@@ -123,10 +222,6 @@ pub(crate) fn rms<B: Backend>(x: &Tensor<B, 1>, n: usize) -> Tensor<B, 1> {
         .div_scalar((n as f64).sqrt() as f32)
 }
 
-const ROW: usize = 0;
-const COL: usize = 1;
-const FULL: usize = 0;
-
 impl<B: Backend> Transform<B> for ScaleByAdafactor {
     fn squares_gradient_in_f32(&self) -> bool {
         true
@@ -137,16 +232,14 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let [row, col, full] = self.names();
-        let mut tensors = match (factored_dims(shape), self.convention) {
+        let zeros = |shape: &[usize]| Fresh::zeros(shape, device);
+        let exp_avg = self.beta1.map(|_| [zeros(shape)]);
+        let (row, col) = match (factored_dims(shape), self.convention) {
             (Some(_), AdafactorConvention::Transformers) => {
                 let n = shape.len();
                 let mut c = shape[..n - 2].to_vec();
                 c.push(shape[n - 1]);
-                vec![
-                    StateTensor::zeros(row, &shape[..n - 1], device),
-                    StateTensor::zeros(col, &c, device),
-                ]
+                (shape[..n - 1].to_vec(), c)
             }
             (Some(_), AdafactorConvention::Torch) => {
                 let n = shape.len();
@@ -154,17 +247,21 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
                 r[n - 1] = 1;
                 let mut c = shape.to_vec();
                 c[n - 2] = 1;
-                vec![
-                    StateTensor::zeros(row, &r, device),
-                    StateTensor::zeros(col, &c, device),
-                ]
+                (r, c)
             }
-            (None, _) => vec![StateTensor::zeros(full, shape, device)],
+            (None, _) => {
+                return Ok(AdafactorFullState::init_named(
+                    self.naming(),
+                    [zeros(shape)],
+                    exp_avg,
+                ));
+            }
         };
-        if self.beta1.is_some() {
-            tensors.push(StateTensor::zeros("exp_avg", shape, device));
-        }
-        Ok(TransformState::new(tensors, vec![("step", 0)]))
+        Ok(AdafactorFactoredState::init_named(
+            self.naming(),
+            [zeros(&row), zeros(&col)],
+            exp_avg,
+        ))
     }
 
     fn update(
@@ -174,61 +271,26 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
         let n = g.dims()[0];
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let (count, second, exp_avg) = match factored_dims(ctx.shape) {
+            Some(dims) => {
+                let s = AdafactorFactoredState::view(state);
+                let (row, col) = (s.exp_avg_sq_row, s.exp_avg_sq_col);
+                (s.step, SecondMoment::Factored { dims, row, col }, s.exp_avg)
+            }
+            None => {
+                let s = AdafactorFullState::view(state);
+                (s.step, SecondMoment::Full(s.exp_avg_sq), s.exp_avg)
+            }
+        };
+        let t = count.saturating_add(1);
+        *count = t;
         if n == 0 {
             return g;
         }
         let tf = t as f64;
         let device = g.device();
         let hf = self.convention == AdafactorConvention::Transformers;
-        // β2_t = 1 − t^decay: HF keeps β2_t, torch lerps with weight 1 − β2_t = t^decay.
-        let one_minus_b2 = tf.powf(self.decay_rate);
-        let b2t = 1.0 - one_minus_b2;
-
-        let upd = match factored_dims(ctx.shape) {
-            Some((l, r, c)) => {
-                let g3 = g.clone().reshape([l, r, c]);
-                let row = state.tensors[ROW].tensor.clone().reshape([l, r, 1]);
-                let col = state.tensors[COL].tensor.clone().reshape([l, 1, c]);
-                let (row, col, scale) = if hf {
-                    let u = g3.clone().square().add_scalar(self.eps1 as f32);
-                    let (row, col) = factored_ema(row, col, u, b2t);
-                    let scale = approx_rsqrt(&row, &col);
-                    (row, col, scale)
-                } else {
-                    // torch: vector_norm(g, dim)² / size (a sqrt then a square, as torch does).
-                    let sq = g3.clone().square();
-                    let row_mean = sq.clone().sum_dim(2).sqrt().square().div_scalar(c as f32);
-                    let col_mean = sq.sum_dim(1).sqrt().square().div_scalar(r as f32);
-                    let row = lerp(row, row_mean, one_minus_b2);
-                    let col = lerp(col, col_mean, one_minus_b2);
-                    let norm = row.clone().mean_dim(1).clamp_min(self.eps1 as f32);
-                    let var = row.clone().mul(col.clone()).div(norm);
-                    let eps_sq = (self.eps1 * self.eps1) as f32;
-                    (row, col, var.clamp_min(eps_sq).sqrt().recip())
-                };
-                state.tensors[ROW].tensor = row.reshape([l * r]);
-                state.tensors[COL].tensor = col.reshape([l * c]);
-                scale.mul(g3).reshape([n])
-            }
-            None => {
-                let v = state.tensors[FULL].tensor.clone();
-                let (v, scale) = if hf {
-                    let u = g.clone().square().add_scalar(self.eps1 as f32);
-                    let v = v
-                        .mul_scalar(b2t as f32)
-                        .add(u.mul_scalar(one_minus_b2 as f32));
-                    (v.clone(), v.sqrt().recip())
-                } else {
-                    let v = lerp(v, g.clone().square(), one_minus_b2);
-                    let eps_sq = (self.eps1 * self.eps1) as f32;
-                    (v.clone(), v.clamp_min(eps_sq).sqrt().recip())
-                };
-                state.tensors[FULL].tensor = v;
-                scale.mul(g)
-            }
-        };
+        let upd = self.scaled_gradient(g, second, tf);
 
         // Step size: ρ_t · max(ε2, RMS(θ_before)) — computed on the device, no host sync.
         let rho = self.rho(ctx.lr, tf);
@@ -244,14 +306,13 @@ impl<B: Backend> Transform<B> for ScaleByAdafactor {
             .clamp_min(1.0);
         let mut step = upd.div(denom).mul(lr_eff.clone());
 
-        if let Some(b1) = self.beta1 {
-            let i = state.tensors.len() - 1;
-            let m = state.tensors[i]
-                .tensor
+        // β1 (the state has `exp_avg` exactly then).
+        if let (Some(b1), Some(exp_avg)) = (self.beta1, exp_avg) {
+            let m = exp_avg
                 .clone()
                 .mul_scalar(b1 as f32)
                 .add(step.mul_scalar((1.0 - b1) as f32));
-            state.tensors[i].tensor = m.clone();
+            *exp_avg = m.clone();
             step = m;
         }
         if self.weight_decay > 0.0 {

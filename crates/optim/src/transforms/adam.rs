@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Adam's moment scaling with torch's exact order of operations (`torch.optim.Adam`,
 /// single-tensor path; `../shared/optimizers.md` §1):
@@ -38,9 +39,14 @@ pub fn scale_by_adam(beta1: f64, beta2: f64, eps: f64, amsgrad: bool) -> ScaleBy
     }
 }
 
-const EXP_AVG: usize = 0;
-const EXP_AVG_SQ: usize = 1;
-const MAX_EXP_AVG_SQ: usize = 2;
+crate::state_view! {
+    /// Adam's state (torch's names); `max_exp_avg_sq` with AMSGrad only.
+    pub(crate) struct AdamState {
+        counters { step }
+        tensors { exp_avg, exp_avg_sq }
+        optional tensors { max_exp_avg_sq }
+    }
+}
 
 impl<B: Backend> Transform<B> for ScaleByAdam {
     fn name(&self) -> &'static str {
@@ -52,14 +58,11 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let mut tensors = vec![
-            StateTensor::zeros("exp_avg", shape, device),
-            StateTensor::zeros("exp_avg_sq", shape, device),
-        ];
-        if self.amsgrad {
-            tensors.push(StateTensor::zeros("max_exp_avg_sq", shape, device));
-        }
-        Ok(TransformState::new(tensors, vec![("step", 0)]))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(AdamState::init(
+            [zeros(), zeros()],
+            self.amsgrad.then(|| [zeros()]),
+        ))
     }
 
     fn update(
@@ -68,26 +71,26 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = AdamState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let (b1, b2) = (self.beta1, self.beta2);
 
         // torch's `exp_avg.lerp_(grad, 1 − β1)`: its formula switches at weight 0.5 (β1 ≤ 0.5)
-        let m = lerp(state.tensors[EXP_AVG].tensor.clone(), g.clone(), 1.0 - b1);
-        let v = state.tensors[EXP_AVG_SQ].tensor.clone();
+        let m = lerp(s.exp_avg.clone(), g.clone(), 1.0 - b1);
+        let v = s.exp_avg_sq.clone();
         let v = v
             .mul_scalar(b2 as f32)
             .add(g.clone().mul(g).mul_scalar((1.0 - b2) as f32));
 
-        let v_used = if self.amsgrad {
-            let vmax = state.tensors[MAX_EXP_AVG_SQ]
-                .tensor
-                .clone()
-                .max_pair(v.clone());
-            state.tensors[MAX_EXP_AVG_SQ].tensor = vmax.clone();
-            vmax
-        } else {
-            v.clone()
+        // AMSGrad (the state has `max_exp_avg_sq` exactly then).
+        let v_used = match s.max_exp_avg_sq {
+            Some(max_exp_avg_sq) => {
+                let vmax = max_exp_avg_sq.clone().max_pair(v.clone());
+                *max_exp_avg_sq = vmax.clone();
+                vmax
+            }
+            None => v.clone(),
         };
 
         // Bias corrections in f64 (torch computes them as Python floats), inverted there and
@@ -103,8 +106,8 @@ impl<B: Backend> Transform<B> for ScaleByAdam {
             .add_scalar(self.eps as f32);
         let out = m.clone().div(denom).mul_scalar(inv_bc1 as f32);
 
-        state.tensors[EXP_AVG].tensor = m;
-        state.tensors[EXP_AVG_SQ].tensor = v;
+        *s.exp_avg = m;
+        *s.exp_avg_sq = v;
         out
     }
 }

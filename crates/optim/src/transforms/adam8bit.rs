@@ -1,9 +1,10 @@
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::error::Result;
 use crate::quant::{self, QuantMap, Rounding};
+use crate::state_view::{Fresh, FreshCodes};
 use crate::stats::tensor_values;
-use crate::transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformState};
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Which bitsandbytes code path 8-bit Adam reproduces (`../shared/optimizers.md` §3c, §3d).
 ///
@@ -54,104 +55,113 @@ pub struct ScaleByAdam8bit {
     pub kernel: BnbKernel,
 }
 
+crate::state_view! {
+    /// 8-bit Adam's blockwise-quantized state (tensors of at least `min_8bit_size` elements;
+    /// bitsandbytes' names): per-block `absmax1`, `absmax2`, codes `state1`, `state2`.
+    pub(crate) struct Adam8bitState {
+        counters { step }
+        tensors { absmax1, absmax2 }
+        codes { state1, state2 }
+    }
+}
+
+crate::state_view! {
+    /// 8-bit Adam's float32 state (smaller tensors; bitsandbytes' names).
+    pub(crate) struct Adam32bitState {
+        counters { step }
+        tensors { state1, state2 }
+    }
+}
+
+/// The moments of one tensor, from its state view.
+enum Moments<'a, B: Backend> {
+    /// Blockwise 8-bit codes and their per-block absmax.
+    Quantized {
+        state1: &'a mut Tensor<B, 1, Int>,
+        state2: &'a mut Tensor<B, 1, Int>,
+        absmax1: &'a mut Tensor<B, 1>,
+        absmax2: &'a mut Tensor<B, 1>,
+    },
+    /// float32.
+    Float {
+        state1: &'a mut Tensor<B, 1>,
+        state2: &'a mut Tensor<B, 1>,
+    },
+}
+
 impl ScaleByAdam8bit {
     fn quantized(&self, n: usize) -> bool {
         n >= self.min_8bit_size
     }
-}
 
-const S1: usize = 0;
-const S2: usize = 1;
-
-impl<B: Backend> Transform<B> for ScaleByAdam8bit {
-    fn name(&self) -> &'static str {
-        "scale_by_adam_8bit"
-    }
-
-    fn constants(&self) -> Vec<(&'static str, Vec<f32>)> {
-        vec![
-            ("qmap1", QuantMap::dynamic_signed().values().to_vec()),
-            ("qmap2", QuantMap::dynamic_unsigned().values().to_vec()),
-        ]
-    }
-
-    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let n: usize = shape.iter().product();
-        if self.quantized(n) {
-            let nb = quant::num_blocks(n, self.block_size);
-            Ok(TransformState {
-                tensors: vec![
-                    StateTensor::zeros("absmax1", &[nb], device),
-                    StateTensor::zeros("absmax2", &[nb], device),
-                ],
-                codes: vec![
-                    CodeTensor::filled("state1", shape, 0, device),
-                    CodeTensor::filled("state2", shape, 0, device),
-                ],
-                counters: vec![("step", 0)],
-                scalars: Vec::new(),
-            })
-        } else {
-            Ok(TransformState::new(
-                vec![
-                    StateTensor::zeros("state1", shape, device),
-                    StateTensor::zeros("state2", shape, device),
-                ],
-                vec![("step", 0)],
-            ))
-        }
-    }
-
-    fn update(
+    /// The step counter and the moments of a tensor of `n` elements.
+    fn moments<'a, B: Backend>(
         &self,
-        ctx: &StepCtx<'_, B>,
-        g: Tensor<B, 1>,
-        state: &mut TransformState<B>,
-    ) -> Tensor<B, 1> {
-        let n = g.dims()[0];
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
-        if n == 0 {
-            return g;
-        }
-        let ti = i32::try_from(t).unwrap_or(i32::MAX);
-        let c1 = 1.0 - self.beta1.powi(ti);
-        let c2 = (1.0 - self.beta2.powi(ti)).sqrt();
-        let cuda = self.kernel == BnbKernel::Cuda;
-        let quantized = self.quantized(n);
-        let device = g.device();
-
-        // Non-finite elements: the CUDA 8-bit kernel zeroes their state and skips them.
-        let skip: Option<Tensor<B, 1, Bool>> =
-            (cuda && quantized).then(|| g.clone().is_finite().bool_not());
-        let g = match &skip {
-            Some(mask) => g.mask_fill(mask.clone(), 0.0),
-            None => g,
-        };
-
-        let (m_old, v_old) = if quantized {
-            let map1 = quant::map_tensor::<B>(QuantMap::dynamic_signed(), &device);
-            let map2 = quant::map_tensor::<B>(QuantMap::dynamic_unsigned(), &device);
-            (
-                quant::decode(
-                    &map1,
-                    state.codes[S1].tensor.clone(),
-                    state.tensors[S1].tensor.clone(),
-                    self.block_size,
-                ),
-                quant::decode(
-                    &map2,
-                    state.codes[S2].tensor.clone(),
-                    state.tensors[S2].tensor.clone(),
-                    self.block_size,
-                ),
-            )
+        n: usize,
+        state: &'a mut TransformState<B>,
+    ) -> (&'a mut u64, Moments<'a, B>) {
+        if self.quantized(n) {
+            let s = Adam8bitState::view(state);
+            let moments = Moments::Quantized {
+                state1: s.state1,
+                state2: s.state2,
+                absmax1: s.absmax1,
+                absmax2: s.absmax2,
+            };
+            (s.step, moments)
         } else {
-            (
-                state.tensors[S1].tensor.clone(),
-                state.tensors[S2].tensor.clone(),
-            )
-        };
+            let s = Adam32bitState::view(state);
+            let moments = Moments::Float {
+                state1: s.state1,
+                state2: s.state2,
+            };
+            (s.step, moments)
+        }
+    }
+
+    /// Step 1: the moments before this step (decoded from their 8-bit codes).
+    fn decode<B: Backend>(
+        &self,
+        moments: &Moments<'_, B>,
+        device: &B::Device,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        match moments {
+            Moments::Quantized {
+                state1,
+                state2,
+                absmax1,
+                absmax2,
+            } => {
+                let map1 = quant::map_tensor::<B>(QuantMap::dynamic_signed(), device);
+                let map2 = quant::map_tensor::<B>(QuantMap::dynamic_unsigned(), device);
+                (
+                    quant::decode(
+                        &map1,
+                        (*state1).clone(),
+                        (*absmax1).clone(),
+                        self.block_size,
+                    ),
+                    quant::decode(
+                        &map2,
+                        (*state2).clone(),
+                        (*absmax2).clone(),
+                        self.block_size,
+                    ),
+                )
+            }
+            Moments::Float { state1, state2 } => ((*state1).clone(), (*state2).clone()),
+        }
+    }
+
+    /// Step 2: the moments after this step (the kernel's or torch's CPU arithmetic); the
+    /// skipped elements' state zeroed.
+    fn advance<B: Backend>(
+        &self,
+        (m_old, v_old): (Tensor<B, 1>, Tensor<B, 1>),
+        g: Tensor<B, 1>,
+        skip: Option<&Tensor<B, 1, Bool>>,
+        cuda: bool,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let (mut m, mut v) = if cuda {
             // β and 1 − β in f32, as the kernel's `1.0f - beta`; separate roundings.
             let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
@@ -164,11 +174,24 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         } else {
             torch_cpu_moments(m_old, v_old, g, self.beta1, self.beta2)
         };
-        if let Some(mask) = &skip {
+        if let Some(mask) = skip {
             m = m.mask_fill(mask.clone(), 0.0);
             v = v.mask_fill(mask.clone(), 0.0);
         }
+        (m, v)
+    }
 
+    /// Step 3: the descent amount `θ_old − θ_new`: the Adam part with bias corrections
+    /// `c1 = 1 − β1^t`, `c2 = √(1 − β2^t)`, then decoupled decay; skipped elements stay.
+    fn descent<B: Backend>(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        (m, v): (&Tensor<B, 1>, &Tensor<B, 1>),
+        (c1, c2): (f64, f64),
+        cuda: bool,
+        quantized: bool,
+        skip: Option<Tensor<B, 1, Bool>>,
+    ) -> Tensor<B, 1> {
         // The Adam part of the step, added to θ. bnb's float32 paths (CUDA kernel and CPU) use
         // the `ε·√(1−β2^t)` form; only the CPU 8-bit path divides by `√(1−β2^t)` first.
         let delta = if cuda || !quantized {
@@ -200,37 +223,114 @@ impl<B: Backend> Transform<B> for ScaleByAdam8bit {
         if let Some(mask) = skip {
             descent = descent.mask_fill(mask, 0.0);
         }
+        descent
+    }
 
-        if quantized {
-            let rounding = if cuda {
-                Rounding::Nearest
-            } else {
-                Rounding::CpuLut
-            };
-            let a1 = quant::block_absmax(m.clone(), self.block_size);
-            let a2 = quant::block_absmax(v.clone(), self.block_size);
-            state.codes[S1].tensor = quant::encode(
-                QuantMap::dynamic_signed(),
-                m,
-                a1.clone(),
-                self.block_size,
-                rounding,
-                cuda,
-            );
-            state.codes[S2].tensor = quant::encode(
-                QuantMap::dynamic_unsigned(),
-                v,
-                a2.clone(),
-                self.block_size,
-                rounding,
-                false,
-            );
-            state.tensors[S1].tensor = a1;
-            state.tensors[S2].tensor = a2;
-        } else {
-            state.tensors[S1].tensor = m;
-            state.tensors[S2].tensor = v;
+    /// Step 4: store the new moments (re-encoded to 8-bit codes with their absmax).
+    fn store<B: Backend>(
+        &self,
+        moments: Moments<'_, B>,
+        (m, v): (Tensor<B, 1>, Tensor<B, 1>),
+        cuda: bool,
+    ) {
+        match moments {
+            Moments::Quantized {
+                state1,
+                state2,
+                absmax1,
+                absmax2,
+            } => {
+                let rounding = if cuda {
+                    Rounding::Nearest
+                } else {
+                    Rounding::CpuLut
+                };
+                let a1 = quant::block_absmax(m.clone(), self.block_size);
+                let a2 = quant::block_absmax(v.clone(), self.block_size);
+                *state1 = quant::encode(
+                    QuantMap::dynamic_signed(),
+                    m,
+                    a1.clone(),
+                    self.block_size,
+                    rounding,
+                    cuda,
+                );
+                *state2 = quant::encode(
+                    QuantMap::dynamic_unsigned(),
+                    v,
+                    a2.clone(),
+                    self.block_size,
+                    rounding,
+                    false,
+                );
+                *absmax1 = a1;
+                *absmax2 = a2;
+            }
+            Moments::Float { state1, state2 } => {
+                *state1 = m;
+                *state2 = v;
+            }
         }
+    }
+}
+
+impl<B: Backend> Transform<B> for ScaleByAdam8bit {
+    fn name(&self) -> &'static str {
+        "scale_by_adam_8bit"
+    }
+
+    fn constants(&self) -> Vec<(&'static str, Vec<f32>)> {
+        vec![
+            ("qmap1", QuantMap::dynamic_signed().values().to_vec()),
+            ("qmap2", QuantMap::dynamic_unsigned().values().to_vec()),
+        ]
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let n: usize = shape.iter().product();
+        Ok(if self.quantized(n) {
+            let nb = quant::num_blocks(n, self.block_size);
+            let absmax = || Fresh::zeros(&[nb], device);
+            let codes = || FreshCodes::filled(shape, 0, device);
+            Adam8bitState::init([absmax(), absmax()], [codes(), codes()])
+        } else {
+            let zeros = || Fresh::zeros(shape, device);
+            Adam32bitState::init([zeros(), zeros()])
+        })
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let n = g.dims()[0];
+        let (count, moments) = self.moments(n, state);
+        let t = count.saturating_add(1);
+        *count = t;
+        if n == 0 {
+            return g;
+        }
+        let ti = i32::try_from(t).unwrap_or(i32::MAX);
+        let c1 = 1.0 - self.beta1.powi(ti);
+        let c2 = (1.0 - self.beta2.powi(ti)).sqrt();
+        let cuda = self.kernel == BnbKernel::Cuda;
+        let quantized = self.quantized(n);
+        let device = g.device();
+
+        // Non-finite elements: the CUDA 8-bit kernel zeroes their state and skips them.
+        let skip: Option<Tensor<B, 1, Bool>> =
+            (cuda && quantized).then(|| g.clone().is_finite().bool_not());
+        let g = match &skip {
+            Some(mask) => g.mask_fill(mask.clone(), 0.0),
+            None => g,
+        };
+
+        let old = self.decode(&moments, &device);
+        let (m, v) = self.advance(old, g, skip.as_ref(), cuda);
+        let descent = self.descent(ctx, (&m, &v), (c1, c2), cuda, quantized, skip);
+        self.store(moments, (m, v), cuda);
         descent
     }
 }

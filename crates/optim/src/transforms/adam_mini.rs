@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::{OptimError, Result};
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// How Adam-mini partitions one parameter, chosen from its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +67,30 @@ impl ScaleByAdamMini {
         }
     }
 
+    /// The naming of [`AdamMiniState`] for the parameter at `path`: `v` per element (0) or
+    /// `v_mean` per block (1).
+    fn naming(&self, path: &str) -> usize {
+        match self.blocks(path) {
+            MiniBlocks::Elementwise => 0,
+            MiniBlocks::Heads | MiniBlocks::Qkv | MiniBlocks::Tensor => 1,
+        }
+    }
+
     fn decay(&self, path: &str) -> f64 {
         if path.contains("norm") || path.contains("ln_f") {
             0.0
         } else {
             self.weight_decay
         }
+    }
+}
+
+crate::state_view! {
+    /// Adam-mini's state (pytorch_optimizer's names): `m`, and the second moment `v` per
+    /// element (naming 0) or `v_mean` per block (naming 1).
+    pub(crate) struct AdamMiniState {
+        counters { step }
+        tensors { m, v = "v" | "v_mean" }
     }
 }
 
@@ -88,8 +107,8 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
             shape: shape.to_vec(),
             reason,
         };
-        let (m_shape, v): (Vec<usize>, StateTensor<B>) = match self.blocks(path) {
-            MiniBlocks::Elementwise => (shape.to_vec(), StateTensor::zeros("v", shape, device)),
+        let (m_shape, v_shape): (Vec<usize>, Vec<usize>) = match self.blocks(path) {
+            MiniBlocks::Elementwise => (shape.to_vec(), shape.to_vec()),
             MiniBlocks::Heads => {
                 let h = self.num_heads;
                 let size = match self.num_embeds {
@@ -105,10 +124,7 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
                         "the tensor does not split into head blocks of num_embeds²/num_heads",
                     ));
                 }
-                (
-                    vec![n / size, size],
-                    StateTensor::zeros("v_mean", &[n / size], device),
-                )
+                (vec![n / size, size], vec![n / size])
             }
             MiniBlocks::Qkv => {
                 let (h, g) = (self.num_heads, self.num_query_groups);
@@ -121,16 +137,16 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
                         "the number of elements is not a multiple of groups·(heads/groups + 2)",
                     ));
                 }
-                (
-                    vec![g, slots, n / (g * slots)],
-                    StateTensor::zeros("v_mean", &[g, slots], device),
-                )
+                (vec![g, slots, n / (g * slots)], vec![g, slots])
             }
-            MiniBlocks::Tensor => (shape.to_vec(), StateTensor::zeros("v_mean", &[], device)),
+            MiniBlocks::Tensor => (shape.to_vec(), Vec::new()),
         };
-        Ok(TransformState::new(
-            vec![StateTensor::zeros("m", &m_shape, device), v],
-            vec![("step", 0)],
+        Ok(AdamMiniState::init_named(
+            self.naming(path),
+            [
+                Fresh::zeros(&m_shape, device),
+                Fresh::zeros(&v_shape, device),
+            ],
         ))
     }
 
@@ -140,8 +156,9 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = AdamMiniState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let n = g.dims()[0];
         if n == 0 {
             return g;
@@ -149,30 +166,25 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
         let ti = i32::try_from(t).unwrap_or(i32::MAX);
         let bc1 = 1.0 - self.beta1.powi(ti);
         let bc2_sqrt = (1.0 - self.beta2.powi(ti)).sqrt();
-        let m = lerp(state.tensors[0].tensor.clone(), g.clone(), 1.0 - self.beta1);
+        let m = lerp(s.m.clone(), g.clone(), 1.0 - self.beta1);
         // (1 − β2) is formed in f64 and rounded once, as torch does with Python floats.
         let (b2, one_minus_b2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
         let g2 = g.clone().mul(g);
         let v_elem = match self.blocks(ctx.path) {
             MiniBlocks::Elementwise => {
-                let v = state.tensors[1]
-                    .tensor
-                    .clone()
-                    .mul_scalar(b2)
-                    .add(g2.mul_scalar(one_minus_b2));
-                state.tensors[1].tensor = v.clone();
+                let v = s.v.clone().mul_scalar(b2).add(g2.mul_scalar(one_minus_b2));
+                *s.v = v.clone();
                 v
             }
-            blocks => {
-                let k = state.tensors[1].tensor.dims()[0];
+            MiniBlocks::Heads | MiniBlocks::Qkv | MiniBlocks::Tensor => {
+                // One second moment per block: `v_mean` has one element per block.
+                let k = s.v.dims()[0];
                 let means = g2.reshape([k, n / k]).mean_dim(1).reshape([k]);
-                let v = state.tensors[1]
-                    .tensor
-                    .clone()
-                    .mul_scalar(b2)
-                    .add(means.mul_scalar(one_minus_b2));
-                state.tensors[1].tensor = v.clone();
-                let _ = blocks;
+                let v =
+                    s.v.clone()
+                        .mul_scalar(b2)
+                        .add(means.mul_scalar(one_minus_b2));
+                *s.v = v.clone();
                 v.reshape([k, 1]).expand([k, n / k]).reshape([n])
             }
         };
@@ -182,7 +194,7 @@ impl<B: Backend> Transform<B> for ScaleByAdamMini {
                 .div_scalar(bc2_sqrt as f32)
                 .add_scalar(self.eps as f32),
         );
-        state.tensors[0].tensor = m;
+        *s.m = m;
         let mut descent = update.mul_scalar(ctx.lr as f32);
         let wd = self.decay(ctx.path);
         if wd > 0.0 {

@@ -1,7 +1,8 @@
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// AdEMAMix's direction (Pagliardini et al. 2024; pytorch_optimizer's form):
 /// `m1 ← β1·m1 + (1−β1)·g`, `m2 ← β3_t·m2 + (1−β3_t)·g` (the slow EMA, not bias-corrected),
@@ -25,20 +26,22 @@ pub struct ScaleByAdemamix {
     pub warmup: Option<f64>,
 }
 
+crate::state_view! {
+    /// AdEMAMix's state (pytorch_optimizer's names).
+    pub(crate) struct AdemamixState {
+        counters { step }
+        tensors { exp_avg, exp_avg_slow, exp_avg_sq }
+    }
+}
+
 impl<B: Backend> Transform<B> for ScaleByAdemamix {
     fn name(&self) -> &'static str {
         "scale_by_ademamix"
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros("exp_avg", shape, device),
-                StateTensor::zeros("exp_avg_slow", shape, device),
-                StateTensor::zeros("exp_avg_sq", shape, device),
-            ],
-            vec![("step", 0)],
-        ))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(AdemamixState::init([zeros(), zeros(), zeros()]))
     }
 
     fn update(
@@ -47,8 +50,9 @@ impl<B: Backend> Transform<B> for ScaleByAdemamix {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = AdemamixState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let tf = t as f64;
         let (alpha, beta3) = match self.warmup {
             Some(total) => {
@@ -69,13 +73,9 @@ impl<B: Backend> Transform<B> for ScaleByAdemamix {
         let ema = |m: Tensor<B, 1>, x: Tensor<B, 1>, b: f64| {
             m.mul_scalar(b as f32).add(x.mul_scalar((1.0 - b) as f32))
         };
-        let m1 = ema(state.tensors[0].tensor.clone(), g.clone(), self.beta1);
-        let m2 = ema(state.tensors[1].tensor.clone(), g.clone(), beta3);
-        let v = ema(
-            state.tensors[2].tensor.clone(),
-            g.clone().mul(g),
-            self.beta2,
-        );
+        let m1 = ema(s.exp_avg.clone(), g.clone(), self.beta1);
+        let m2 = ema(s.exp_avg_slow.clone(), g.clone(), beta3);
+        let v = ema(s.exp_avg_sq.clone(), g.clone().mul(g), self.beta2);
         let u = m1
             .clone()
             .div_scalar(bc1 as f32)
@@ -86,9 +86,9 @@ impl<B: Backend> Transform<B> for ScaleByAdemamix {
                     .div_scalar(bc2_sqrt as f32)
                     .add_scalar(self.eps as f32),
             );
-        state.tensors[0].tensor = m1;
-        state.tensors[1].tensor = m2;
-        state.tensors[2].tensor = v;
+        *s.exp_avg = m1;
+        *s.exp_avg_slow = m2;
+        *s.exp_avg_sq = v;
         u
     }
 }

@@ -1,7 +1,24 @@
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
+
+crate::state_view! {
+    /// LAMB's moments (the references' names).
+    pub(crate) struct LambMomentsState {
+        counters { step }
+        tensors { exp_avg, exp_avg_sq }
+    }
+}
+
+crate::state_view! {
+    /// LAMB's trust-ratio diagnostics of the last step (one element each).
+    pub(crate) struct TrustRatioState {
+        counters { step }
+        tensors { weight_norm, adam_norm, trust_ratio }
+    }
+}
 
 /// LAMB's Adam-style direction `r = m̂ / (√v̂ + ε)`:
 /// `m ← β1·m + β3·g` (β3 = 1 − β1 with `grad_averaging`, else 1), `v ← β2·v + (1−β2)·g²`,
@@ -27,13 +44,8 @@ impl<B: Backend> Transform<B> for ScaleByLambMoments {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros("exp_avg", shape, device),
-                StateTensor::zeros("exp_avg_sq", shape, device),
-            ],
-            vec![("step", 0)],
-        ))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(LambMomentsState::init([zeros(), zeros()]))
     }
 
     fn update(
@@ -42,20 +54,21 @@ impl<B: Backend> Transform<B> for ScaleByLambMoments {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = LambMomentsState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let beta3 = if self.grad_averaging {
             1.0 - self.beta1
         } else {
             1.0
         };
-        let m = state.tensors[0]
-            .tensor
+        let m = s
+            .exp_avg
             .clone()
             .mul_scalar(self.beta1 as f32)
             .add(g.clone().mul_scalar(beta3 as f32));
-        let v = state.tensors[1]
-            .tensor
+        let v = s
+            .exp_avg_sq
             .clone()
             .mul_scalar(self.beta2 as f32)
             .add(g.clone().mul_scalar((1.0 - self.beta2) as f32).mul(g));
@@ -72,8 +85,8 @@ impl<B: Backend> Transform<B> for ScaleByLambMoments {
         } else {
             m.clone().div(v.clone().sqrt().add_scalar(self.eps as f32))
         };
-        state.tensors[0].tensor = m;
-        state.tensors[1].tensor = v;
+        *s.exp_avg = m;
+        *s.exp_avg_sq = v;
         r
     }
 }
@@ -106,14 +119,8 @@ impl<B: Backend> Transform<B> for ScaleByTrustRatio {
     }
 
     fn init(&self, _: &str, _: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros("weight_norm", &[], device),
-                StateTensor::zeros("adam_norm", &[], device),
-                StateTensor::zeros("trust_ratio", &[], device),
-            ],
-            vec![("step", 0)],
-        ))
+        let scalar = || Fresh::zeros(&[], device);
+        Ok(TrustRatioState::init([scalar(), scalar(), scalar()]))
     }
 
     fn update(
@@ -122,8 +129,9 @@ impl<B: Backend> Transform<B> for ScaleByTrustRatio {
         u: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = TrustRatioState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let mut w = ctx.param.clone().square().sum().sqrt();
         if self.decay_before_norm > 0.0 {
             w = w.mul_scalar((1.0 - ctx.lr * self.decay_before_norm).abs() as f32);
@@ -139,10 +147,10 @@ impl<B: Backend> Transform<B> for ScaleByTrustRatio {
             .add_scalar(self.eps as f32)
             .mask_fill(either_zero.clone(), 1.0);
         let mut ratio = w.clone().div(safe).mask_fill(either_zero, 1.0);
-        state.tensors[0].tensor = w;
-        state.tensors[1].tensor = a;
+        *s.weight_norm = w;
+        *s.adam_norm = a;
         // Kept even when not applied (`adam=True`), as the reference does.
-        state.tensors[2].tensor = ratio.clone();
+        *s.trust_ratio = ratio.clone();
         if !self.adapt {
             ratio = ratio.ones_like();
         }

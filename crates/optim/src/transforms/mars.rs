@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// MARS-AdamW (Yuan et al. 2024, *MARS: Unleashing the Power of Variance Reduction for
 /// Training Large Models*; pytorch_optimizer's foreach form). Tensors of rank ≥ 2 use the
@@ -36,20 +37,22 @@ pub struct ScaleByMars {
     pub weight_decay_1d: f64,
 }
 
+crate::state_view! {
+    /// MARS' state (pytorch_optimizer's names).
+    pub(crate) struct MarsState {
+        counters { step }
+        tensors { exp_avg, exp_avg_sq, last_grad }
+    }
+}
+
 impl<B: Backend> Transform<B> for ScaleByMars {
     fn name(&self) -> &'static str {
         "scale_by_mars"
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros("exp_avg", shape, device),
-                StateTensor::zeros("exp_avg_sq", shape, device),
-                StateTensor::zeros("last_grad", shape, device),
-            ],
-            vec![("step", 0)],
-        ))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(MarsState::init([zeros(), zeros(), zeros()]))
     }
 
     fn update(
@@ -58,8 +61,9 @@ impl<B: Backend> Transform<B> for ScaleByMars {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = MarsState::view(state);
+        let t = s.step.saturating_add(1);
+        *s.step = t;
         let matrix = ctx.shape.len() >= 2;
         let ((b1, b2), lr, wd) = if matrix {
             (self.betas, ctx.lr, self.weight_decay)
@@ -71,7 +75,7 @@ impl<B: Backend> Transform<B> for ScaleByMars {
             )
         };
         let c = if matrix {
-            let prev = state.tensors[2].tensor.clone();
+            let prev = s.last_grad.clone();
             let c = g.clone().add(
                 g.clone()
                     .sub(prev)
@@ -82,9 +86,9 @@ impl<B: Backend> Transform<B> for ScaleByMars {
         } else {
             g.clone()
         };
-        let m = lerp(state.tensors[0].tensor.clone(), c.clone(), 1.0 - b1);
-        let v = state.tensors[1]
-            .tensor
+        let m = lerp(s.exp_avg.clone(), c.clone(), 1.0 - b1);
+        let v = s
+            .exp_avg_sq
             .clone()
             .mul_scalar(b2 as f32)
             .add(c.clone().mul_scalar((1.0 - b2) as f32).mul(c));
@@ -99,9 +103,9 @@ impl<B: Backend> Transform<B> for ScaleByMars {
                 .div_scalar(bc2_sqrt as f32)
                 .mul_scalar(bc1 as f32),
         );
-        state.tensors[0].tensor = m;
-        state.tensors[1].tensor = v;
-        state.tensors[2].tensor = g;
+        *s.exp_avg = m;
+        *s.exp_avg_sq = v;
+        *s.last_grad = g;
         let mut descent = update.mul_scalar(lr as f32);
         if wd > 0.0 {
             descent = descent.add(ctx.param.clone().mul_scalar((lr * wd) as f32));

@@ -22,22 +22,26 @@
 //! | [`ScaleByProdigy`] | Prodigy's descent step: Adam scaled by a distance estimate `d` reduced over the whole group (engine group phase) | `p0`, `s`, `exp_avg`, `exp_avg_sq`, `step`; group: `d`, `d_max`, `d_numerator`, … |
 //! | [`scale_by_learning_rate`] | `-lr·u` (the only place the step's sign is decided) | — |
 
-mod adafactor;
-mod adam;
-mod adam8bit;
+// The families the fused steps implement are reachable crate-wide, for their state views
+// (`transforms::adam::AdamState`, …: `try_view` before a one-pass step).
+pub(crate) mod adafactor;
+pub(crate) mod adam;
+pub(crate) mod adam8bit;
 mod adam_mini;
 mod ademamix;
 mod basic;
 mod came;
 mod lamb;
-mod lion;
+pub(crate) mod lion;
 mod mars;
 mod muon;
 mod prodigy;
 mod schedule_free;
 mod shampoo;
 mod soap;
-mod sophia;
+pub(crate) mod sophia;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use adafactor::factored_dims;
 pub use adafactor::{AdafactorConvention, ScaleByAdafactor};

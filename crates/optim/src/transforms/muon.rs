@@ -2,8 +2,9 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use super::lerp;
 use crate::error::{OptimError, Result};
+use crate::state_view::Fresh;
 use crate::stats::tensor_values;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Arithmetic of the Newton–Schulz iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +58,13 @@ pub struct ScaleByMuon {
     pub scale: MuonScale,
 }
 
+crate::state_view! {
+    /// Muon's state (torch's name).
+    pub(crate) struct MuonState {
+        tensors { momentum_buffer }
+    }
+}
+
 impl<B: Backend> Transform<B> for ScaleByMuon {
     fn name(&self) -> &'static str {
         "scale_by_muon"
@@ -79,10 +87,7 @@ impl<B: Backend> Transform<B> for ScaleByMuon {
                 reason: "the exact bf16 Newton–Schulz emulation runs on the host and is limited to 262,144 elements (512×512); use NsPrecision::F32 for larger matrices",
             });
         }
-        Ok(TransformState::new(
-            vec![StateTensor::zeros("momentum_buffer", shape, device)],
-            Vec::new(),
-        ))
+        Ok(MuonState::init([Fresh::zeros(shape, device)]))
     }
 
     fn update(
@@ -92,12 +97,9 @@ impl<B: Backend> Transform<B> for ScaleByMuon {
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
         let (rows, cols) = (ctx.shape[0], ctx.shape[1]);
-        let buf = lerp(
-            state.tensors[0].tensor.clone(),
-            g.clone(),
-            1.0 - self.momentum,
-        );
-        state.tensors[0].tensor = buf.clone();
+        let s = MuonState::view(state);
+        let buf = lerp(s.momentum_buffer.clone(), g.clone(), 1.0 - self.momentum);
+        *s.momentum_buffer = buf.clone();
         if rows == 0 || cols == 0 {
             return g;
         }

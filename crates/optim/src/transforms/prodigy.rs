@@ -1,7 +1,8 @@
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// How Prodigy's decay acts on `θ` (decay is always applied to the parameter, never to the
 /// gradient).
@@ -61,22 +62,32 @@ pub struct ScaleByProdigy {
     pub maximize: bool,
 }
 
-const D: usize = 0;
-const D_MAX: usize = 1;
-const D_HAT: usize = 2;
-const D_NUM: usize = 3;
-const D_DEN: usize = 4;
-const D_LR: usize = 5;
+crate::state_view! {
+    /// Prodigy's per-tensor state (pytorch_optimizer's names).
+    pub(crate) struct ProdigyState {
+        counters { step }
+        tensors { p0, s, exp_avg, exp_avg_sq }
+    }
+}
+
+crate::state_view! {
+    /// Prodigy's group-level state (pytorch_optimizer's names): `skipped` is 1 after a step
+    /// whose denominator was 0 (no tensor moves).
+    pub(crate) struct ProdigyGroupState {
+        counters { step, skipped }
+        scalars { d, d_max, d_hat, d_numerator, d_de_nom, d_lr }
+    }
+}
 
 impl ScaleByProdigy {
     fn beta3(&self) -> f64 {
         self.beta3.unwrap_or_else(|| self.betas.1.sqrt())
     }
 
-    /// (d, d_lr) of the current step, from the group state before its reduction.
-    fn step_size<B: Backend>(&self, lr: f64, group: &TransformState<B>) -> (f64, f64) {
-        let d = group.scalars[D].1;
-        let t = group.counters[0].1.saturating_add(1);
+    /// (d, d_lr) of the current step, from the group state's `d` and `step` before its
+    /// reduction.
+    fn step_size(&self, lr: f64, d: f64, step: u64) -> (f64, f64) {
+        let t = step.saturating_add(1);
         let bc = if self.bias_correction {
             let ti = i32::try_from(t).unwrap_or(i32::MAX);
             (1.0 - self.betas.0.powi(ti)) / (1.0 - self.betas.1.powi(ti)).sqrt()
@@ -93,15 +104,8 @@ impl<B: Backend> Transform<B> for ScaleByProdigy {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros("p0", shape, device),
-                StateTensor::zeros("s", shape, device),
-                StateTensor::zeros("exp_avg", shape, device),
-                StateTensor::zeros("exp_avg_sq", shape, device),
-            ],
-            vec![("step", 0)],
-        ))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(ProdigyState::init([zeros(), zeros(), zeros(), zeros()]))
     }
 
     fn group_sums(&self) -> usize {
@@ -109,16 +113,8 @@ impl<B: Backend> Transform<B> for ScaleByProdigy {
     }
 
     fn init_group(&self) -> TransformState<B> {
-        let mut st = TransformState::new(Vec::new(), vec![("step", 0), ("skipped", 0)]);
-        st.scalars = vec![
-            ("d", self.d0),
-            ("d_max", self.d0),
-            ("d_hat", 0.0),
-            ("d_numerator", 0.0),
-            ("d_de_nom", 0.0),
-            ("d_lr", 0.0),
-        ];
-        st
+        // d = d_max = d0; d_hat, d_numerator, d_de_nom, d_lr = 0.
+        ProdigyGroupState::init([self.d0, self.d0, 0.0, 0.0, 0.0, 0.0])
     }
 
     fn contribute(
@@ -128,69 +124,68 @@ impl<B: Backend> Transform<B> for ScaleByProdigy {
         state: &mut TransformState<B>,
     ) -> Vec<Tensor<B, 1>> {
         let (b1, b2) = self.betas;
-        let (d, d_lr) = self.step_size(ctx.lr, ctx.group);
+        let group = ProdigyGroupState::read(ctx.group);
+        let (d, d_lr) = self.step_size(ctx.lr, *group.d, *group.step);
         let g = if self.maximize {
             grad.clone().neg()
         } else {
             grad.clone()
         };
-        if state.counters[0].1 == 0 {
-            state.tensors[0].tensor = ctx.param.clone();
+        let st = ProdigyState::view(state);
+        if *st.step == 0 {
+            *st.p0 = ctx.param.clone();
         }
-        state.counters[0].1 = state.counters[0].1.saturating_add(1);
-        let dot = g
-            .clone()
-            .mul(state.tensors[0].tensor.clone().sub(ctx.param.clone()))
-            .sum();
-        let m = state.tensors[2]
-            .tensor
+        *st.step = st.step.saturating_add(1);
+        let dot = g.clone().mul(st.p0.clone().sub(ctx.param.clone())).sum();
+        let m = st
+            .exp_avg
             .clone()
             .mul_scalar(b1 as f32)
             .add(g.clone().mul_scalar((d * (1.0 - b1)) as f32));
-        let v = state.tensors[3].tensor.clone().mul_scalar(b2 as f32).add(
+        let v = st.exp_avg_sq.clone().mul_scalar(b2 as f32).add(
             g.clone()
                 .mul_scalar((d * d * (1.0 - b2)) as f32)
                 .mul(g.clone()),
         );
         let s_rate = (d / self.d0) * if self.safeguard_warmup { d } else { d_lr };
-        let s = state.tensors[1]
-            .tensor
-            .clone()
-            .mul_scalar(self.beta3() as f32)
-            .add(g.mul_scalar(s_rate as f32));
+        let s =
+            st.s.clone()
+                .mul_scalar(self.beta3() as f32)
+                .add(g.mul_scalar(s_rate as f32));
         let s_abs = s.clone().abs().sum();
-        state.tensors[1].tensor = s;
-        state.tensors[2].tensor = m;
-        state.tensors[3].tensor = v;
+        *st.s = s;
+        *st.exp_avg = m;
+        *st.exp_avg_sq = v;
         vec![dot, s_abs]
     }
 
     fn reduce(&self, lr: f64, sums: &[f64], group: &mut TransformState<B>) {
-        let (d, d_lr) = self.step_size(lr, group);
+        let group = ProdigyGroupState::view(group);
+        let (d, d_lr) = self.step_size(lr, *group.d, *group.step);
         let f = |x: f64| x as f32 as f64;
         // The reference keeps the numerator and denominator as f32 tensors.
         let alpha = f((d / self.d0) * d_lr);
-        let num = f(f(group.scalars[D_NUM].1 * f(self.beta3())) + f(alpha * f(sums[0])));
+        let num = f(f(*group.d_numerator * f(self.beta3())) + f(alpha * f(sums[0])));
         let den = f(sums[1]);
-        group.counters[0].1 = group.counters[0].1.saturating_add(1);
-        group.scalars[D_NUM].1 = num;
-        group.scalars[D_DEN].1 = den;
-        group.scalars[D_LR].1 = d_lr;
+        *group.step = group.step.saturating_add(1);
+        *group.d_numerator = num;
+        *group.d_de_nom = den;
+        *group.d_lr = d_lr;
         if den == 0.0 {
-            group.counters[1].1 = 1;
+            *group.skipped = 1;
             return;
         }
-        group.counters[1].1 = 0;
+        *group.skipped = 0;
         let d_hat = f(f(self.d_coef * num) / den);
         let mut d_new = d;
         if d_new == self.d0 {
             d_new = d_new.max(d_hat);
         }
-        let d_max = group.scalars[D_MAX].1.max(d_hat);
+        let d_max = group.d_max.max(d_hat);
         d_new = d_max.min(d_new * self.growth_rate);
-        group.scalars[D].1 = d_new;
-        group.scalars[D_MAX].1 = d_max;
-        group.scalars[D_HAT].1 = d_hat;
+        *group.d = d_new;
+        *group.d_max = d_max;
+        *group.d_hat = d_hat;
     }
 
     fn update(
@@ -199,14 +194,14 @@ impl<B: Backend> Transform<B> for ScaleByProdigy {
         _: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let group = ctx.group;
-        if group.counters[1].1 != 0 {
+        let group = ProdigyGroupState::read(ctx.group);
+        if *group.skipped != 0 {
             return ctx.param.zeros_like();
         }
-        let d = group.scalars[D].1;
-        let d_lr = group.scalars[D_LR].1;
-        let m = state.tensors[2].tensor.clone();
-        let root = state.tensors[3].tensor.clone().sqrt();
+        let (d, d_lr) = (*group.d, *group.d_lr);
+        let st = ProdigyState::view(state);
+        let m = st.exp_avg.clone();
+        let root = st.exp_avg_sq.clone().sqrt();
         let dir = match self.eps {
             Some(eps) => m.div(root.add_scalar((d * eps) as f32)),
             None => m.atan2(root),

@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Schedule-Free AdamW (Defazio et al. 2024, `schedulefree.AdamWScheduleFree`), train mode:
 /// the parameter holds `y`; the state holds `z` (initialised to the parameter) and Adam's `v`.
@@ -36,8 +37,14 @@ pub struct ScaleByScheduleFree {
     pub weight_lr_power: f64,
 }
 
-const Z: usize = 0;
-const V: usize = 1;
+crate::state_view! {
+    /// Schedule-Free AdamW's state (`schedulefree`'s names).
+    pub(crate) struct ScheduleFreeState {
+        counters { k }
+        scalars { lr_max, weight_sum }
+        tensors { z, exp_avg_sq }
+    }
+}
 
 impl<B: Backend> Transform<B> for ScaleByScheduleFree {
     fn name(&self) -> &'static str {
@@ -45,15 +52,9 @@ impl<B: Backend> Transform<B> for ScaleByScheduleFree {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let mut st = TransformState::new(
-            vec![
-                StateTensor::zeros("z", shape, device),
-                StateTensor::zeros("exp_avg_sq", shape, device),
-            ],
-            vec![("k", 0)],
-        );
-        st.scalars = vec![("lr_max", -1.0), ("weight_sum", 0.0)];
-        Ok(st)
+        let zeros = || Fresh::zeros(shape, device);
+        // lr_max starts at −1, weight_sum at 0.
+        Ok(ScheduleFreeState::init([-1.0, 0.0], [zeros(), zeros()]))
     }
 
     fn update(
@@ -62,12 +63,13 @@ impl<B: Backend> Transform<B> for ScaleByScheduleFree {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        let k = state.counters[0].1;
+        let s = ScheduleFreeState::view(state);
+        let k = *s.k;
         let y = ctx.param.clone();
         if k == 0 {
-            state.tensors[Z].tensor = y.clone();
+            *s.z = y.clone();
         }
-        state.counters[0].1 = k.saturating_add(1);
+        *s.k = k.saturating_add(1);
         let kp1 = k as f64 + 1.0;
         let sched = if k < self.warmup_steps {
             kp1 / self.warmup_steps as f64
@@ -75,11 +77,11 @@ impl<B: Backend> Transform<B> for ScaleByScheduleFree {
             1.0
         };
         let lr = ctx.lr * sched;
-        let lr_max = state.scalars[0].1.max(lr);
+        let lr_max = s.lr_max.max(lr);
         let weight = kp1.powf(self.r) * lr_max.powf(self.weight_lr_power);
-        let weight_sum = state.scalars[1].1 + weight;
-        state.scalars[0].1 = lr_max;
-        state.scalars[1].1 = weight_sum;
+        let weight_sum = *s.weight_sum + weight;
+        *s.lr_max = lr_max;
+        *s.weight_sum = weight_sum;
         let c = if weight_sum > 0.0 {
             weight / weight_sum
         } else {
@@ -87,15 +89,11 @@ impl<B: Backend> Transform<B> for ScaleByScheduleFree {
         };
         let bc2 = 1.0 - self.beta2.powf(kp1);
 
-        let v = state.tensors[V]
-            .tensor
-            .clone()
-            .mul_scalar(self.beta2 as f32)
-            .add(
-                g.clone()
-                    .mul_scalar((1.0 - self.beta2) as f32)
-                    .mul(g.clone()),
-            );
+        let v = s.exp_avg_sq.clone().mul_scalar(self.beta2 as f32).add(
+            g.clone()
+                .mul_scalar((1.0 - self.beta2) as f32)
+                .mul(g.clone()),
+        );
         let mut gn = g.div(
             v.clone()
                 .div_scalar(bc2 as f32)
@@ -105,28 +103,23 @@ impl<B: Backend> Transform<B> for ScaleByScheduleFree {
         if self.weight_decay != 0.0 {
             gn = gn.add(y.clone().mul_scalar(self.weight_decay as f32));
         }
-        let z = state.tensors[Z].tensor.clone();
+        let z = s.z.clone();
         let y_new = lerp(y.clone(), z.clone(), c).add(
             gn.clone()
                 .mul_scalar((lr * (self.beta1 * (1.0 - c) - 1.0)) as f32),
         );
-        state.tensors[Z].tensor = z.sub(gn.mul_scalar(lr as f32));
-        state.tensors[V].tensor = v;
+        *s.z = z.sub(gn.mul_scalar(lr as f32));
+        *s.exp_avg_sq = v;
         y.sub(y_new)
     }
 
     fn eval_view(&self, param: Tensor<B, 1>, state: &TransformState<B>) -> Option<Tensor<B, 1>> {
-        (state.counters[0].1 > 0).then(|| {
-            lerp(
-                param,
-                state.tensors[Z].tensor.clone(),
-                1.0 - 1.0 / self.beta1,
-            )
-        })
+        let s = ScheduleFreeState::read(state);
+        (*s.k > 0).then(|| lerp(param, s.z.clone(), 1.0 - 1.0 / self.beta1))
     }
 
     fn train_view(&self, param: Tensor<B, 1>, state: &TransformState<B>) -> Option<Tensor<B, 1>> {
-        (state.counters[0].1 > 0)
-            .then(|| lerp(param, state.tensors[Z].tensor.clone(), 1.0 - self.beta1))
+        let s = ScheduleFreeState::read(state);
+        (*s.k > 0).then(|| lerp(param, s.z.clone(), 1.0 - self.beta1))
     }
 }

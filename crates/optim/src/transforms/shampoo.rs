@@ -6,6 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::lerp;
 use crate::error::Result;
 use crate::linalg::{RootConfig, inverse_root};
+use crate::state_view::Fresh;
 use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
 
 /// How Shampoo's per-dimension statistics accumulate.
@@ -156,7 +157,7 @@ pub fn merge_small_dims(shape: &[usize], max_dim: usize) -> Vec<usize> {
 
 /// The layout of one parameter: merged shape, per-axis block sizes, blocks in order.
 #[derive(Debug, Clone)]
-struct Layout {
+pub(super) struct Layout {
     tshape: Vec<usize>,
     splits: Vec<Vec<usize>>,
     /// Shapes of the blocks, in enumeration order.
@@ -170,7 +171,7 @@ impl ScaleByShampoo {
         matches!(self.momentum, ShampooMomentum::LerpPrevious(_))
     }
 
-    fn layout(&self, shape: &[usize]) -> Layout {
+    pub(super) fn layout(&self, shape: &[usize]) -> Layout {
         let n: usize = shape.iter().product();
         let tshape = if self.merge_small_dims {
             merge_small_dims(shape, self.block_size.unwrap_or(usize::MAX))
@@ -356,116 +357,145 @@ fn mode_product<B: Backend>(
     fold(p.clone().transpose().matmul(x), shape, axis)
 }
 
-impl<B: Backend> Transform<B> for ScaleByShampoo {
-    fn name(&self) -> &'static str {
-        "scale_by_shampoo"
+crate::state_view! {
+    /// pytorch_optimizer `Shampoo`'s state ([`ShampooMomentum::LerpPrevious`]): per block
+    /// and axis `k` the statistic `pre_cond_k` and root `inv_pre_cond_k` (the leading run,
+    /// names from [`ScaleByShampoo::preconditioner_names`]), the previous update, and the
+    /// graft's statistics (AdaGrad, RMSProp and Adam grafts).
+    pub(crate) struct ShampooLerpState {
+        counters { step, root_failures }
+        leading tensors { preconditioners }
+        tensors { momentum_buffer }
+        optional tensors { graft_statistics = "graft.statistics" }
+    }
+}
+
+crate::state_view! {
+    /// ScalableShampoo's state ([`ShampooMomentum::Heavy`]): per block and axis `k`
+    /// `pre_conditioner.statistics.k` and `pre_conditioner.pre_conditioners.k` (the leading
+    /// run), the momentum of the Shampoo and of the graft direction, the graft's statistics.
+    pub(crate) struct ShampooHeavyState {
+        counters { step, root_failures }
+        leading tensors { preconditioners }
+        tensors { momentum, graft_momentum = "graft.momentum" }
+        optional tensors { graft_statistics = "graft.statistics" }
+    }
+}
+
+/// One preconditioner: statistic `S_k` and inverse root `S_k^(−1/p)`, both `d × d`, flat.
+struct Preconditioner<'a, B: Backend> {
+    statistics: &'a mut Tensor<B, 1>,
+    root: &'a mut Tensor<B, 1>,
+}
+
+/// The leading run's tensors as preconditioners, `k = block·rank + axis` in order.
+fn preconditioners<B: Backend>(run: &mut [StateTensor<B>]) -> Vec<Preconditioner<'_, B>> {
+    run.chunks_exact_mut(2)
+        .filter_map(|pair| match pair {
+            [statistics, root] => Some(Preconditioner {
+                statistics: &mut statistics.tensor,
+                root: &mut root.tensor,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the Shampoo direction reads and advances, from either state view.
+struct Preconditioning<'a, B: Backend> {
+    root_failures: &'a mut u64,
+    preconditioners: &'a mut [StateTensor<B>],
+    graft_statistics: Option<&'a mut Tensor<B, 1>>,
+}
+
+impl ScaleByShampoo {
+    /// The leading run's names: statistic and root of each preconditioner, in order (none
+    /// when the tensor is not preconditioned).
+    pub(super) fn preconditioner_names(&self, layout: &Layout) -> Vec<&'static str> {
+        if !layout.preconditioned {
+            return Vec::new();
+        }
+        let count: usize = layout.blocks.iter().map(Vec::len).sum();
+        (0..count)
+            .flat_map(|k| [self.stat_name(k), self.root_name(k)])
+            .collect()
     }
 
-    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let layout = self.layout(shape);
+    /// The leading run of a fresh state: `S_k = matrix_eps·I` and the initial root.
+    fn fresh_preconditioners<B: Backend>(
+        &self,
+        layout: &Layout,
+        device: &B::Device,
+    ) -> Vec<StateTensor<B>> {
         let mut tensors = Vec::new();
-        if layout.preconditioned {
-            let mut k = 0;
-            for block in &layout.blocks {
-                for &d in block {
-                    let eye = Tensor::<B, 2>::eye(d, device);
-                    tensors.push(StateTensor {
-                        name: self.stat_name(k),
-                        shape: vec![d, d],
-                        tensor: eye
-                            .clone()
-                            .mul_scalar(self.matrix_eps as f32)
-                            .reshape([d * d]),
-                    });
-                    let root = match self.initial_root {
-                        InitialRoot::Zero => eye.zeros_like(),
-                        InitialRoot::Identity => eye,
-                    };
-                    tensors.push(StateTensor {
-                        name: self.root_name(k),
-                        shape: vec![d, d],
-                        tensor: root.reshape([d * d]),
-                    });
-                    k += 1;
-                }
-            }
+        if !layout.preconditioned {
+            return tensors;
         }
-        match self.momentum {
-            ShampooMomentum::LerpPrevious(_) => {
-                tensors.push(StateTensor::zeros("momentum_buffer", shape, device));
-            }
-            ShampooMomentum::Heavy { .. } => {
-                tensors.push(StateTensor::zeros("momentum", shape, device));
-                tensors.push(StateTensor::zeros("graft.momentum", shape, device));
-            }
+        let dims = layout.blocks.iter().flat_map(|block| block.iter().copied());
+        for (k, d) in dims.enumerate() {
+            let eye = Tensor::<B, 2>::eye(d, device);
+            tensors.push(StateTensor {
+                name: self.stat_name(k),
+                shape: vec![d, d],
+                tensor: eye
+                    .clone()
+                    .mul_scalar(self.matrix_eps as f32)
+                    .reshape([d * d]),
+            });
+            let root = match self.initial_root {
+                InitialRoot::Zero => eye.zeros_like(),
+                InitialRoot::Identity => eye,
+            };
+            tensors.push(StateTensor {
+                name: self.root_name(k),
+                shape: vec![d, d],
+                tensor: root.reshape([d * d]),
+            });
         }
-        if matches!(
-            self.graft,
-            Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_)
-        ) {
-            tensors.push(StateTensor::zeros("graft.statistics", shape, device));
-        }
-        Ok(TransformState::new(
-            tensors,
-            vec![("step", 0), ("root_failures", 0)],
-        ))
+        tensors
     }
 
-    fn update(
+    /// pytorch_optimizer Shampoo: momentum lerp toward the previous update, then L2; the
+    /// statistics see the result.
+    fn lerp_previous<B: Backend>(
         &self,
         ctx: &StepCtx<'_, B>,
         g: Tensor<B, 1>,
-        state: &mut TransformState<B>,
+        previous: &Tensor<B, 1>,
+        mu: f64,
+        t: u64,
     ) -> Tensor<B, 1> {
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
-        let n = g.dims()[0];
-        if n == 0 {
-            return g;
-        }
-        let layout = self.layout(ctx.shape);
-        #[allow(
-            clippy::expect_used,
-            reason = "invariant: init (or a layout-checked record) created these tensors"
-        )]
-        let find = |state: &TransformState<B>, name: &str| {
-            state
-                .tensors
-                .iter()
-                .position(|s| s.name == name)
-                .expect("state created by init")
-        };
-
-        // pytorch_optimizer Shampoo: momentum lerp toward the previous update, then L2; the
-        // statistics see the result.
         let mut g = g;
-        if let ShampooMomentum::LerpPrevious(mu) = self.momentum {
-            if t > 1 && mu > 0.0 {
-                let buf = state.tensors[find(state, "momentum_buffer")].tensor.clone();
-                g = lerp(g, buf, mu);
-            } else if mu > 0.0 && self.raw_initial_buffer {
-                // The reference's first buffer is the gradient before the maximize flip.
-                g = lerp(g.clone(), g.neg(), mu);
-            }
-            if self.l2 > 0.0 {
-                g = g.add(ctx.param.clone().mul_scalar(self.l2 as f32));
-            }
+        if t > 1 && mu > 0.0 {
+            g = lerp(g, previous.clone(), mu);
+        } else if mu > 0.0 && self.raw_initial_buffer {
+            // The reference's first buffer is the gradient before the maximize flip.
+            g = lerp(g.clone(), g.neg(), mu);
         }
+        if self.l2 > 0.0 {
+            g = g.add(ctx.param.clone().mul_scalar(self.l2 as f32));
+        }
+        g
+    }
 
-        // Graft statistics (before use, including this gradient).
-        let graft_grad = match self.graft {
-            Graft::None | Graft::Sgd => g.clone(),
-            Graft::SqrtN => g.clone().sign(),
-            Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_) => {
-                let i = find(state, "graft.statistics");
-                let acc = state.tensors[i].tensor.clone();
+    /// The graft's direction; its statistics (if any) first take in this gradient.
+    fn graft_direction<B: Backend>(
+        &self,
+        g: &Tensor<B, 1>,
+        statistics: Option<&mut Tensor<B, 1>>,
+        t: u64,
+    ) -> Tensor<B, 1> {
+        match (self.graft, statistics) {
+            (Graft::SqrtN, _) => g.clone().sign(),
+            (Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_), Some(statistics)) => {
+                let acc = statistics.clone();
                 let acc = match self.graft {
                     Graft::RmsProp(b) | Graft::Adam(b) => acc
                         .mul_scalar(b as f32)
                         .add(g.clone().mul_scalar((1.0 - b) as f32).mul(g.clone())),
                     _ => acc.add(g.clone().mul(g.clone())),
                 };
-                state.tensors[i].tensor = acc.clone();
+                *statistics = acc.clone();
                 let denom = match self.graft {
                     Graft::Adam(b) => {
                         let bc = 1.0 - b.powi(i32::try_from(t).unwrap_or(i32::MAX));
@@ -475,78 +505,195 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
                 };
                 g.clone().div(denom.add_scalar(self.graft_eps as f32))
             }
-        };
+            // No graft, SGD (the state has graft statistics exactly for the grafts above).
+            _ => g.clone(),
+        }
+    }
 
-        let shampoo_grad = if layout.preconditioned {
-            let blocks = partition(g.clone(), &layout.tshape, &layout.splits);
-            let rank = layout.tshape.len();
-            // Statistics.
-            if t.is_multiple_of(self.statistics_frequency.max(1)) {
-                for (j, (b, s)) in blocks.iter().enumerate() {
-                    for axis in 0..rank {
-                        let i = find(state, self.stat_name(j * rank + axis));
-                        let d = s[axis];
-                        let gg = gram(b, s, axis).reshape([d * d]);
-                        let old = state.tensors[i].tensor.clone();
-                        state.tensors[i].tensor = match self.statistics {
-                            Statistics::Sum => old.add(gg),
-                            Statistics::Ema(b2) => old
-                                .mul_scalar(b2 as f32)
-                                .add(gg.mul_scalar((1.0 - b2) as f32)),
-                        };
-                    }
-                }
+    /// Statistics: `S_k ← S_k + G Gᵀ` (or the EMA) for every block and axis.
+    fn accumulate_statistics<B: Backend>(
+        &self,
+        blocks: &[(Tensor<B, 1>, Vec<usize>)],
+        rank: usize,
+        pre: &mut [Preconditioner<'_, B>],
+    ) {
+        let axes = blocks
+            .iter()
+            .flat_map(|(b, s)| (0..rank).map(move |axis| (b, s, axis)));
+        for ((b, s, axis), p) in axes.zip(pre.iter_mut()) {
+            let d = s[axis];
+            let gg = gram(b, s, axis).reshape([d * d]);
+            let old = p.statistics.clone();
+            *p.statistics = match self.statistics {
+                Statistics::Sum => old.add(gg),
+                Statistics::Ema(b2) => old
+                    .mul_scalar(b2 as f32)
+                    .add(gg.mul_scalar((1.0 - b2) as f32)),
+            };
+        }
+    }
+
+    /// Roots: `S_k^(−1/p)` by the coupled Newton iteration; a failure keeps the previous root
+    /// and counts in `root_failures`.
+    fn refresh_roots<B: Backend>(
+        &self,
+        layout: &Layout,
+        pre: &mut [Preconditioner<'_, B>],
+        root_failures: &mut u64,
+    ) {
+        let dims = layout.blocks.iter().flat_map(|block| block.iter().copied());
+        for (d, p) in dims.zip(pre.iter_mut()) {
+            let st = p.statistics.clone();
+            match inverse_root(st.reshape([d, d]), layout.exponent, &self.root) {
+                Ok(r) => *p.root = r.reshape([d * d]),
+                Err(_) => *root_failures = root_failures.saturating_add(1),
             }
-            // Roots.
-            if t.is_multiple_of(self.precondition_frequency.max(1)) {
-                for j in 0..layout.blocks.len() {
-                    for axis in 0..rank {
-                        let k = j * rank + axis;
-                        let d = layout.blocks[j][axis];
-                        let st = state.tensors[find(state, self.stat_name(k))].tensor.clone();
-                        match inverse_root(st.reshape([d, d]), layout.exponent, &self.root) {
-                            Ok(r) => {
-                                let i = find(state, self.root_name(k));
-                                state.tensors[i].tensor = r.reshape([d * d]);
-                            }
-                            Err(_) => state.counters[1].1 = state.counters[1].1.saturating_add(1),
-                        }
-                    }
+        }
+    }
+
+    /// Shampoo's direction for a preconditioned tensor: statistics, roots (when due), then
+    /// every block multiplied along every axis by its root.
+    fn preconditioned<B: Backend>(
+        &self,
+        g: Tensor<B, 1>,
+        layout: &Layout,
+        state: Preconditioning<'_, B>,
+        t: u64,
+    ) -> Tensor<B, 1> {
+        let blocks = partition(g, &layout.tshape, &layout.splits);
+        let rank = layout.tshape.len();
+        let mut pre = preconditioners(state.preconditioners);
+        if t.is_multiple_of(self.statistics_frequency.max(1)) {
+            self.accumulate_statistics(&blocks, rank, &mut pre);
+        }
+        if t.is_multiple_of(self.precondition_frequency.max(1)) {
+            self.refresh_roots(layout, &mut pre, state.root_failures);
+        }
+        let out: Vec<(Tensor<B, 1>, Vec<usize>)> = blocks
+            .into_iter()
+            .zip(pre.chunks(rank.max(1)))
+            .map(|((mut b, s), roots)| {
+                for (axis, p) in roots.iter().enumerate() {
+                    let d = s[axis];
+                    let r = p.root.clone().reshape([d, d]);
+                    b = mode_product(b, &s, axis, &r);
                 }
-            }
-            // Precondition every block along every axis.
-            let out: Vec<(Tensor<B, 1>, Vec<usize>)> = blocks
-                .into_iter()
-                .enumerate()
-                .map(|(j, (mut b, s))| {
-                    for axis in 0..rank {
-                        let d = s[axis];
-                        let r = state.tensors[find(state, self.root_name(j * rank + axis))]
-                            .tensor
-                            .clone()
-                            .reshape([d, d]);
-                        b = mode_product(b, &s, axis, &r);
-                    }
-                    (b, s)
-                })
-                .collect();
-            merge(out, &layout.splits)
+                (b, s)
+            })
+            .collect();
+        merge(out, &layout.splits)
+    }
+
+    /// The Shampoo and the graft direction of `g` (the Shampoo one grafted to the graft's
+    /// norm), before momentum.
+    fn directions<B: Backend>(
+        &self,
+        g: Tensor<B, 1>,
+        layout: &Layout,
+        mut state: Preconditioning<'_, B>,
+        t: u64,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        // Graft statistics (before use, including this gradient).
+        let graft_grad = self.graft_direction(&g, state.graft_statistics.take(), t);
+        let mut shampoo_grad = if layout.preconditioned {
+            self.preconditioned(g.clone(), layout, state, t)
         } else {
             graft_grad.clone()
         };
-
-        let mut shampoo_grad = shampoo_grad;
-        let mut graft_grad = graft_grad;
         if self.graft != Graft::None && layout.preconditioned {
             let gn = graft_grad.clone().square().sum().sqrt();
             let sn = shampoo_grad.clone().square().sum().sqrt().add_scalar(1e-16);
             shampoo_grad = shampoo_grad.mul(gn.div(sn));
         }
+        (shampoo_grad, graft_grad)
+    }
 
-        match self.momentum {
+    /// ScalableShampoo's momentum on both directions (coupled decay first), Nesterov
+    /// optional; the graft's before `start_preconditioning_step`.
+    fn heavy_momentum<B: Backend>(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        (mut shampoo_grad, mut graft_grad): (Tensor<B, 1>, Tensor<B, 1>),
+        momentum: &mut Tensor<B, 1>,
+        graft_momentum: &mut Tensor<B, 1>,
+        (beta1, nesterov, moving_average): (f64, bool, bool),
+        t: u64,
+    ) -> Tensor<B, 1> {
+        if self.l2 > 0.0 {
+            let decay = ctx.param.clone().mul_scalar(self.l2 as f32);
+            graft_grad = graft_grad.add(decay.clone());
+            shampoo_grad = shampoo_grad.add(decay);
+        }
+        let ema = |m: Tensor<B, 1>, d: Tensor<B, 1>, w: f64| {
+            if moving_average {
+                lerp(m, d, 1.0 - beta1)
+            } else {
+                m.mul_scalar(beta1 as f32).add(d.mul_scalar(w as f32))
+            }
+        };
+        let m = ema(momentum.clone(), shampoo_grad.clone(), 1.0);
+        let gm = ema(graft_momentum.clone(), graft_grad.clone(), 1.0);
+        *momentum = m.clone();
+        *graft_momentum = gm.clone();
+        let use_shampoo = t >= self.start_preconditioning_step;
+        let (mu, wu) = if use_shampoo {
+            (m, shampoo_grad)
+        } else {
+            (gm, graft_grad)
+        };
+        if nesterov { ema(mu, wu, 1.0) } else { mu }
+    }
+}
+
+impl<B: Backend> Transform<B> for ScaleByShampoo {
+    fn name(&self) -> &'static str {
+        "scale_by_shampoo"
+    }
+
+    fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
+        let layout = self.layout(shape);
+        let preconditioners = self.fresh_preconditioners(&layout, device);
+        let zeros = || Fresh::zeros(shape, device);
+        let graft_statistics = matches!(
+            self.graft,
+            Graft::AdaGrad | Graft::RmsProp(_) | Graft::Adam(_)
+        )
+        .then(|| [zeros()]);
+        Ok(match self.momentum {
             ShampooMomentum::LerpPrevious(_) => {
-                let i = find(state, "momentum_buffer");
-                state.tensors[i].tensor = shampoo_grad.clone();
+                ShampooLerpState::init(preconditioners, [zeros()], graft_statistics)
+            }
+            ShampooMomentum::Heavy { .. } => {
+                ShampooHeavyState::init(preconditioners, [zeros(), zeros()], graft_statistics)
+            }
+        })
+    }
+
+    fn update(
+        &self,
+        ctx: &StepCtx<'_, B>,
+        g: Tensor<B, 1>,
+        state: &mut TransformState<B>,
+    ) -> Tensor<B, 1> {
+        let n = g.dims()[0];
+        let layout = self.layout(ctx.shape);
+        let names = self.preconditioner_names(&layout);
+        match self.momentum {
+            ShampooMomentum::LerpPrevious(mu) => {
+                let s = ShampooLerpState::view(state, &names);
+                let t = s.step.saturating_add(1);
+                *s.step = t;
+                if n == 0 {
+                    return g;
+                }
+                let g = self.lerp_previous(ctx, g, s.momentum_buffer, mu, t);
+                let state = Preconditioning {
+                    root_failures: s.root_failures,
+                    preconditioners: s.preconditioners,
+                    graft_statistics: s.graft_statistics,
+                };
+                let (shampoo_grad, _) = self.directions(g, &layout, state, t);
+                *s.momentum_buffer = shampoo_grad.clone();
                 shampoo_grad
             }
             ShampooMomentum::Heavy {
@@ -554,31 +701,20 @@ impl<B: Backend> Transform<B> for ScaleByShampoo {
                 nesterov,
                 moving_average,
             } => {
-                if self.l2 > 0.0 {
-                    let decay = ctx.param.clone().mul_scalar(self.l2 as f32);
-                    graft_grad = graft_grad.add(decay.clone());
-                    shampoo_grad = shampoo_grad.add(decay);
+                let s = ShampooHeavyState::view(state, &names);
+                let t = s.step.saturating_add(1);
+                *s.step = t;
+                if n == 0 {
+                    return g;
                 }
-                let ema = |m: Tensor<B, 1>, d: Tensor<B, 1>, w: f64| {
-                    if moving_average {
-                        lerp(m, d, 1.0 - beta1)
-                    } else {
-                        m.mul_scalar(beta1 as f32).add(d.mul_scalar(w as f32))
-                    }
+                let state = Preconditioning {
+                    root_failures: s.root_failures,
+                    preconditioners: s.preconditioners,
+                    graft_statistics: s.graft_statistics,
                 };
-                let im = find(state, "momentum");
-                let ig = find(state, "graft.momentum");
-                let m = ema(state.tensors[im].tensor.clone(), shampoo_grad.clone(), 1.0);
-                let gm = ema(state.tensors[ig].tensor.clone(), graft_grad.clone(), 1.0);
-                state.tensors[im].tensor = m.clone();
-                state.tensors[ig].tensor = gm.clone();
-                let use_shampoo = t >= self.start_preconditioning_step;
-                let (mu, wu) = if use_shampoo {
-                    (m, shampoo_grad)
-                } else {
-                    (gm, graft_grad)
-                };
-                if nesterov { ema(mu, wu, 1.0) } else { mu }
+                let directions = self.directions(g, &layout, state, t);
+                let flags = (beta1, nesterov, moving_average);
+                self.heavy_momentum(ctx, directions, s.momentum, s.graft_momentum, flags, t)
             }
         }
     }

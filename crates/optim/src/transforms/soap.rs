@@ -3,6 +3,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use super::{lerp, merge_small_dims};
 use crate::error::{OptimError, Result};
 use crate::linalg::{qr_orthogonal, symmetric_eigen};
+use crate::state_view::Fresh;
 use crate::stats::tensor_values;
 use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
 
@@ -60,7 +61,7 @@ pub struct ScaleBySoap {
 
 impl ScaleBySoap {
     /// The shape the factors act on and, per axis, whether it is rotated.
-    fn layout(&self, shape: &[usize]) -> (Vec<usize>, Vec<bool>) {
+    pub(super) fn layout(&self, shape: &[usize]) -> (Vec<usize>, Vec<bool>) {
         let empty = shape.contains(&0);
         if shape.len() == 1 {
             let on = self.precondition_1d && shape[0] <= self.max_precondition_dim && !empty;
@@ -79,16 +80,47 @@ impl ScaleBySoap {
     }
 }
 
-/// Index of each rotated axis' `GG` tensor in the state (`Q` follows it).
-fn factor_slots(on: &[bool]) -> Vec<Option<usize>> {
-    let mut next = 2;
+crate::state_view! {
+    /// SOAP's state (pytorch_optimizer's names): Adam's moments, then for each rotated axis
+    /// `i` its factor `GG.i` and basis `Q.i` (the trailing run, names from [`factor_names`]).
+    pub(crate) struct SoapState {
+        counters { step }
+        tensors { exp_avg, exp_avg_sq }
+        trailing tensors { factors }
+    }
+}
+
+/// The trailing run's names: `GG.i`, `Q.i` for each rotated axis `i` (rank ≤ [`MAX_RANK`]).
+pub(super) fn factor_names(on: &[bool]) -> Vec<&'static str> {
     on.iter()
-        .map(|&o| {
-            o.then(|| {
-                next += 2;
-                next - 2
-            })
-        })
+        .enumerate()
+        .filter(|&(_, &o)| o)
+        .flat_map(|(i, _)| [GG.get(i), Q.get(i)])
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// One rotated axis' factor `GG.i` and eigenbasis `Q.i` (both `d × d`, flat).
+struct Factor<'a, B: Backend> {
+    gg: &'a mut Tensor<B, 1>,
+    q: &'a mut Tensor<B, 1>,
+}
+
+/// Per axis: its factor if the axis is rotated (taken in order from the trailing run).
+fn per_axis<'a, B: Backend>(
+    on: &[bool],
+    run: &'a mut [StateTensor<B>],
+) -> Vec<Option<Factor<'a, B>>> {
+    let mut pairs = run.chunks_exact_mut(2).filter_map(|pair| match pair {
+        [gg, q] => Some(Factor {
+            gg: &mut gg.tensor,
+            q: &mut q.tensor,
+        }),
+        _ => None,
+    });
+    on.iter()
+        .map(|&o| if o { pairs.next() } else { None })
         .collect()
 }
 
@@ -149,24 +181,23 @@ impl ScaleBySoap {
         g: &Tensor<B, 1>,
         dims: &[usize],
         on: &[bool],
-        state: &mut TransformState<B>,
+        factors: &mut [Option<Factor<'_, B>>],
     ) {
-        let slots = factor_slots(on);
-        for (gram, slot) in grams(g, dims, on).into_iter().zip(slots) {
-            if let (Some(gram), Some(s)) = (gram, slot) {
+        for (gram, factor) in grams(g, dims, on).into_iter().zip(factors.iter_mut()) {
+            if let (Some(gram), Some(f)) = (gram, factor) {
                 let n = gram.dims()[0];
-                let old = state.tensors[s].tensor.clone();
-                state.tensors[s].tensor = lerp(old, gram.reshape([n * n]), 1.0 - self.shampoo_beta);
+                let old = f.gg.clone();
+                *f.gg = lerp(old, gram.reshape([n * n]), 1.0 - self.shampoo_beta);
             }
         }
     }
 
     /// First step: eigenvectors of each factor, descending eigenvalues. A factor with
     /// non-finite values keeps its current basis.
-    fn eigenbases<B: Backend>(&self, dims: &[usize], on: &[bool], state: &mut TransformState<B>) {
-        for (&d, slot) in dims.iter().zip(factor_slots(on)) {
-            let Some(s) = slot else { continue };
-            let mut gg = host_matrix(&state.tensors[s].tensor);
+    fn eigenbases<B: Backend>(&self, dims: &[usize], factors: &mut [Option<Factor<'_, B>>]) {
+        for (&d, factor) in dims.iter().zip(factors.iter_mut()) {
+            let Some(f) = factor else { continue };
+            let mut gg = host_matrix(f.gg);
             if gg.iter().any(|x| !x.is_finite()) {
                 continue;
             }
@@ -178,18 +209,23 @@ impl ScaleBySoap {
             let Ok((_, q)) = symmetric_eigen(&gg, d) else {
                 continue;
             };
-            let device = state.tensors[s].tensor.device();
-            state.tensors[s + 1].tensor = upload::<B>(&q, d, &device);
+            let device = f.gg.device();
+            *f.q = upload::<B>(&q, d, &device);
         }
     }
 
     /// Refresh: one power iteration + QR per factor, `v` re-ordered along the axis.
-    fn refresh<B: Backend>(&self, dims: &[usize], on: &[bool], state: &mut TransformState<B>) {
+    fn refresh<B: Backend>(
+        &self,
+        dims: &[usize],
+        factors: &mut [Option<Factor<'_, B>>],
+        exp_avg_sq: &mut Tensor<B, 1>,
+    ) {
         let n: usize = dims.iter().product();
-        for (axis, (&d, slot)) in dims.iter().zip(factor_slots(on)).enumerate() {
-            let Some(s) = slot else { continue };
-            let gg = host_matrix(&state.tensors[s].tensor);
-            let q = host_matrix(&state.tensors[s + 1].tensor);
+        for (axis, (&d, factor)) in dims.iter().zip(factors.iter_mut()).enumerate() {
+            let Some(f) = factor else { continue };
+            let gg = host_matrix(f.gg);
+            let q = host_matrix(f.q);
             if gg.iter().chain(&q).any(|x| !x.is_finite()) {
                 continue;
             }
@@ -216,14 +252,14 @@ impl ScaleBySoap {
             let Ok(refreshed) = qr_orthogonal(&sorted, d) else {
                 continue;
             };
-            let device = state.tensors[s].tensor.device();
-            state.tensors[s + 1].tensor = upload::<B>(&refreshed, d, &device);
+            let device = f.gg.device();
+            *f.q = upload::<B>(&refreshed, d, &device);
             if order.iter().enumerate().any(|(i, &o)| i != o) {
                 let pre: usize = dims[..axis].iter().product();
                 let idx: Vec<i64> = order.iter().map(|&o| o as i64).collect();
                 let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [d]), &device);
-                let v = state.tensors[1].tensor.clone();
-                state.tensors[1].tensor = v
+                let v = exp_avg_sq.clone();
+                *exp_avg_sq = v
                     .reshape([pre, d, n / (pre * d)])
                     .select(1, idx)
                     .reshape([n]);
@@ -251,19 +287,17 @@ impl<B: Backend> Transform<B> for ScaleBySoap {
                 reason: "SOAP handles tensors of rank <= 8 (merge_dims=True reduces the rank)",
             });
         }
-        let mut tensors = vec![
-            StateTensor::zeros("exp_avg", shape, device),
-            StateTensor::zeros("exp_avg_sq", shape, device),
-        ];
+        let mut factors = Vec::new();
         for (i, (&d, &o)) in dims.iter().zip(&on).enumerate() {
             if o {
-                tensors.push(StateTensor::zeros(GG[i], &[d, d], device));
+                factors.push(StateTensor::zeros(GG[i], &[d, d], device));
                 let mut q = StateTensor::zeros(Q[i], &[d, d], device);
                 q.tensor = Tensor::<B, 2>::eye(d, device).reshape([d * d]);
-                tensors.push(q);
+                factors.push(q);
             }
         }
-        Ok(TransformState::new(tensors, vec![("step", 0)]))
+        let zeros = || Fresh::zeros(shape, device);
+        Ok(SoapState::init([zeros(), zeros()], factors))
     }
 
     fn update(
@@ -273,23 +307,25 @@ impl<B: Backend> Transform<B> for ScaleBySoap {
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
         let (dims, on) = self.layout(ctx.shape);
-        let t = state.counters[0].1.saturating_add(1);
-        state.counters[0].1 = t;
+        let s = SoapState::view(state, &factor_names(&on));
+        let t = s.step.saturating_add(1);
+        *s.step = t;
+        let mut factors = per_axis(&on, s.factors);
         if t == 1 {
-            self.update_factors(&g, &dims, &on, state);
-            self.eigenbases(&dims, &on, state);
+            self.update_factors(&g, &dims, &on, &mut factors);
+            self.eigenbases(&dims, &mut factors);
             return g.zeros_like();
         }
         let k = t - 1;
         let (b1, b2) = self.betas;
-        let qs: Vec<Option<Tensor<B, 2>>> = factor_slots(&on)
-            .into_iter()
+        let qs: Vec<Option<Tensor<B, 2>>> = factors
+            .iter()
             .zip(&dims)
-            .map(|(s, &d)| s.map(|s| state.tensors[s + 1].tensor.clone().reshape([d, d])))
+            .map(|(f, &d)| f.as_ref().map(|f| f.q.clone().reshape([d, d])))
             .collect();
         let gp = project(g.clone(), &dims, &qs, false);
-        let m = lerp(state.tensors[0].tensor.clone(), g.clone(), 1.0 - b1);
-        let v = lerp(state.tensors[1].tensor.clone(), gp.square(), 1.0 - b2);
+        let m = lerp(s.exp_avg.clone(), g.clone(), 1.0 - b1);
+        let v = lerp(s.exp_avg_sq.clone(), gp.square(), 1.0 - b2);
         let den = v.clone().sqrt().add_scalar(self.eps as f32);
         let mp = project(m.clone(), &dims, &qs, false);
         let mut dir = project(mp.div(den), &dims, &qs, true);
@@ -302,8 +338,8 @@ impl<B: Backend> Transform<B> for ScaleBySoap {
                 .add_scalar(self.eps as f32);
             dir = dir.div(rms);
         }
-        state.tensors[0].tensor = m;
-        state.tensors[1].tensor = v;
+        *s.exp_avg = m;
+        *s.exp_avg_sq = v;
         let ki = i32::try_from(k).unwrap_or(i32::MAX);
         let size = if self.correct_bias {
             ctx.lr * (1.0 - b2.powi(ki)).sqrt() / (1.0 - b1.powi(ki))
@@ -315,9 +351,9 @@ impl<B: Backend> Transform<B> for ScaleBySoap {
             let after = ctx.param.clone().sub(descent.clone());
             descent = descent.add(after.mul_scalar((ctx.lr * self.weight_decay) as f32));
         }
-        self.update_factors(&g, &dims, &on, state);
+        self.update_factors(&g, &dims, &on, &mut factors);
         if k.is_multiple_of(self.precondition_frequency) {
-            self.refresh(&dims, &on, state);
+            self.refresh(&dims, &mut factors, s.exp_avg_sq);
         }
         descent
     }

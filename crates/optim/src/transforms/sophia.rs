@@ -2,7 +2,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::lerp;
 use crate::error::Result;
-use crate::transform::{StateTensor, StepCtx, Transform, TransformState};
+use crate::state_view::Fresh;
+use crate::transform::{StepCtx, Transform, TransformState};
 
 /// Which Sophia: the curvature estimator decides how estimates enter the Hessian EMA, the
 /// denominator and the clip (`../shared/optimizers.md` §4, reference README "SophiaH").
@@ -39,15 +40,25 @@ pub struct ScaleBySophia {
     pub eps: f64,
 }
 
-const M: usize = 0;
-const H: usize = 1;
-const WIN: usize = 2;
+crate::state_view! {
+    /// Sophia's state: the official Sophia-G's names (naming 0), or pytorch_optimizer
+    /// Sophia-H's `momentum`, `hessian_moment` (naming 1); `win_rate` has one element.
+    pub(crate) struct SophiaState {
+        counters { step }
+        tensors {
+            exp_avg = "exp_avg" | "momentum",
+            hessian = "hessian" | "hessian_moment",
+            win_rate,
+        }
+    }
+}
 
 impl ScaleBySophia {
-    fn names(&self) -> [&'static str; 2] {
+    /// The variant's naming of [`SophiaState`].
+    fn naming(&self) -> usize {
         match self.variant {
-            SophiaVariant::G => ["exp_avg", "hessian"],
-            SophiaVariant::H => ["momentum", "hessian_moment"],
+            SophiaVariant::G => 0,
+            SophiaVariant::H => 1,
         }
     }
 }
@@ -61,20 +72,17 @@ impl<B: Backend> Transform<B> for ScaleBySophia {
     }
 
     fn init(&self, _: &str, shape: &[usize], device: &B::Device) -> Result<TransformState<B>> {
-        let [m, h] = self.names();
-        Ok(TransformState::new(
-            vec![
-                StateTensor::zeros(m, shape, device),
-                StateTensor::zeros(h, shape, device),
-                StateTensor::zeros("win_rate", &[], device),
-            ],
-            vec![("step", 0)],
+        let zeros = |shape| Fresh::zeros(shape, device);
+        Ok(SophiaState::init_named(
+            self.naming(),
+            [zeros(shape), zeros(shape), zeros(&[])],
         ))
     }
 
     fn update_curvature(&self, estimate: Tensor<B, 1>, state: &mut TransformState<B>) -> bool {
-        let h = state.tensors[H].tensor.clone();
-        state.tensors[H].tensor = match self.variant {
+        let s = SophiaState::view(state);
+        let h = s.hessian.clone();
+        *s.hessian = match self.variant {
             SophiaVariant::G => h.mul_scalar(self.beta2 as f32).add(
                 estimate
                     .clone()
@@ -92,10 +100,11 @@ impl<B: Backend> Transform<B> for ScaleBySophia {
         g: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1> {
-        state.counters[0].1 = state.counters[0].1.saturating_add(1);
+        let s = SophiaState::view(state);
+        *s.step = s.step.saturating_add(1);
         let n = g.dims()[0];
-        let m = state.tensors[M].tensor.clone();
-        let h = state.tensors[H].tensor.clone();
+        let m = s.exp_avg.clone();
+        let h = s.hessian.clone();
         let (m, denom, c) = match self.variant {
             SophiaVariant::G => (
                 m.mul_scalar(self.beta1 as f32)
@@ -111,9 +120,9 @@ impl<B: Backend> Transform<B> for ScaleBySophia {
         };
         let u = m.clone().div(denom).clamp(-c, c);
         if n > 0 {
-            state.tensors[WIN].tensor = u.clone().abs().lower_elem(c).float().mean().reshape([1]);
+            *s.win_rate = u.clone().abs().lower_elem(c).float().mean().reshape([1]);
         }
-        state.tensors[M].tensor = m;
+        *s.exp_avg = m;
         u
     }
 }
