@@ -36,6 +36,7 @@
 //! # let _ = engine; Ok(()) }
 //! ```
 
+pub mod chain;
 pub mod checkpoint;
 pub mod curvature;
 pub mod error;
@@ -51,12 +52,14 @@ pub mod record;
 pub mod rules;
 pub mod select;
 pub mod simd;
+pub mod state_view;
 pub mod stats;
 pub mod transform;
 pub mod transforms;
 mod validate;
 
-pub use error::{OptimError, Result};
+pub use chain::Chain;
+pub use error::{CheckpointError, OptimError, PortError, Result};
 pub use module::{ModuleOptimizer, module_params, module_values, set_module_params};
 pub use observer::{Observer, ParamView, RefusedStep};
 pub use optimizer::{
@@ -72,5 +75,5 @@ pub use optimizers::{
 pub use record::{GroupRecord, OptimizerRecord, RECORD_VERSION};
 pub use select::Selector;
 pub use simd::{SimdLevel, set_simd_limit, simd_level};
-pub use transform::{Chain, CodeTensor, StateTensor, StepCtx, Transform, TransformState};
+pub use transform::{CodeTensor, StateTensor, StepCtx, Transform, TransformState};
 pub use transforms::{AdafactorConvention, BnbKernel, ProdigyDecay, SophiaVariant};

@@ -113,6 +113,26 @@ macro_rules! element_rules {
             select(x < lo, lo, x)
         }
 
+        /// `1 / √x` (`x.sqrt().recip()`): Adafactor's row and column factors and its
+        /// unfactored scale.
+        $(#[$attr])*
+        pub fn inv_sqrt(x: f32) -> f32 {
+            1.0 / f32::sqrt(x)
+        }
+
+        /// Adafactor's unclipped, unscaled step of one element: `s·g / d · lr` (`s` the
+        /// element's `1/√v̂`, `d` the RMS clipping denominator, `lr` the effective rate).
+        $(#[$attr])*
+        pub fn adafactor_step(s: f32, g: f32, d: f32, lr: f32) -> f32 {
+            s * g / d * lr
+        }
+
+        /// The parameter after a descent step `u` that was not scaled by `−lr`: `θ − u`.
+        $(#[$attr])*
+        pub fn descend(theta: f32, u: f32) -> f32 {
+            theta - u
+        }
+
         /// Sophia-G's denominator `h·ρ + ε`.
         $(#[$attr])*
         pub fn sophia_g_den(h: f32, rho: f32, eps: f32) -> f32 {

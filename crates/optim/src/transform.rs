@@ -1,5 +1,5 @@
-//! The composable core: per-tensor [`Transform`]s with `init`/`update`, chained into a
-//! [`Chain`] (optax style).
+//! The composable core: per-tensor [`Transform`]s with `init`/`update` and their state,
+//! chained into a [`Chain`](crate::Chain) (optax style; `crate::chain`).
 //!
 //! A transform maps an incoming *direction* (at the head of a chain: the gradient) to an
 //! outgoing one. Every transform upstream of [`scale_by_learning_rate`] produces an ascent-like
@@ -12,8 +12,8 @@
 //!
 //! [`scale_by_learning_rate`]: crate::transforms::scale_by_learning_rate
 
+use std::any::Any;
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use burn::tensor::{Int, Tensor, backend::Backend};
 
@@ -97,68 +97,6 @@ impl<B: Backend> CodeTensor<B> {
 // Code tensors' storage is the 8-bit codec's business (kept reachable here).
 pub use crate::quant::{code_dtype, u8_tensor};
 
-/// A chain's one-pass implementation for some backends (see [`crate::fused`]).
-pub trait FusedStep<B: Backend>: Send + Sync + Debug {
-    /// Name, for reports.
-    fn name(&self) -> &'static str;
-
-    /// Step `param` (of logical `shape`) with `grad` at `lr`, advancing `states` (the chain's states, in chain
-    /// order) exactly as the composed chain would, and return the new parameter; or hand the
-    /// inputs back unchanged (`Err`) when this backend or tensor is not supported.
-    #[allow(clippy::result_large_err)]
-    fn step(
-        &self,
-        lr: f64,
-        shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> FusedResult<B>;
-
-    /// [`FusedStep::step`] that also returns the gradient's `Σ g²` exactly as [`crate::fused::sum_squares`]
-    /// computes it (same blocks, same order: the same bits), measured in the same pass over
-    /// memory as the update where the kernel can (the engine's [`GradientScan::InPass`]).
-    /// `None` in the result: not measured (the caller measures). The default measures nothing.
-    ///
-    /// [`GradientScan::InPass`]: crate::GradientScan::InPass
-    #[allow(clippy::result_large_err)]
-    fn step_measured(
-        &self,
-        lr: f64,
-        shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-    ) -> MeasuredResult<B> {
-        self.step(lr, shape, param, grad, states).map(|p| (p, None))
-    }
-
-    /// [`FusedStep::step`] with the gradient multiplied by `scale` (global clipping) inside the
-    /// pass: each element `g·scale` rounded to f32 exactly as `grad.mul_scalar(scale)` would
-    /// be, without writing the scaled gradient to memory. The default declines (`Err`, inputs
-    /// unchanged); the engine then scales the gradient first and calls [`FusedStep::step`].
-    #[allow(clippy::result_large_err)]
-    fn step_scaled(
-        &self,
-        lr: f64,
-        shape: &[usize],
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        scale: f32,
-        states: &mut [TransformState<B>],
-    ) -> FusedResult<B> {
-        let _ = (lr, shape, scale, states);
-        Err((param, grad))
-    }
-}
-
-/// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
-pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
-
-/// [`FusedStep::step_measured`]'s outcome: the new parameter and the gradient's `Σ g²` when
-/// it was measured, or the inputs handed back unchanged.
-pub type MeasuredResult<B> = Result<(Tensor<B, 1>, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)>;
-
 /// A transform's state for one parameter: named float tensors, named code tensors and named
 /// integer counters.
 #[derive(Debug, Clone)]
@@ -233,6 +171,14 @@ impl<B: Backend> TransformState<B> {
             .map(|(_, v)| *v)
     }
 
+    /// The counter called `name`, if any, to advance.
+    pub fn counter_mut(&mut self, name: &str) -> Option<&mut u64> {
+        self.counters
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
     /// Exact bytes of state: tensors, codes, plus counters (8 bytes each).
     pub fn bytes(&self) -> u64 {
         self.tensors.iter().map(StateTensor::bytes).sum::<u64>()
@@ -245,8 +191,9 @@ impl<B: Backend> TransformState<B> {
 /// maps an incoming direction to an outgoing one and advances the state.
 ///
 /// Implementations are immutable hyper-parameter holders (`Send + Sync`); all mutable data lives
-/// in [`TransformState`].
-pub trait Transform<B: Backend>: Send + Sync + Debug {
+/// in [`TransformState`]. They are `'static` values (`Any`), so that
+/// [`fused::plan`](crate::fused::plan) can recognise the transforms of a chain by type.
+pub trait Transform<B: Backend>: Send + Sync + Debug + Any {
     /// Stable name, used in records (`scale_by_adam`, …).
     fn name(&self) -> &'static str;
 
@@ -337,128 +284,4 @@ pub trait Transform<B: Backend>: Send + Sync + Debug {
         input: Tensor<B, 1>,
         state: &mut TransformState<B>,
     ) -> Tensor<B, 1>;
-}
-
-/// A sequence of transforms applied in order; a named optimizer is a `Chain`.
-#[derive(Debug, Clone)]
-pub struct Chain<B: Backend> {
-    label: String,
-    transforms: Vec<Arc<dyn Transform<B>>>,
-    fused: Option<Arc<dyn FusedStep<B>>>,
-}
-
-impl<B: Backend> Chain<B> {
-    /// An empty chain with a human-readable label (e.g. `adamw`).
-    pub fn new(label: impl Into<String>) -> Self {
-        Self {
-            label: label.into(),
-            transforms: Vec::new(),
-            fused: None,
-        }
-    }
-
-    /// Attach a one-pass implementation of this whole chain (see [`crate::fused`]); the
-    /// engine uses it where it applies. Adding transforms afterwards drops it.
-    pub fn with_fused(mut self, fused: impl FusedStep<B> + 'static) -> Self {
-        self.fused = Some(Arc::new(fused));
-        self
-    }
-
-    /// The chain's fused implementation, if any.
-    pub fn fused(&self) -> Option<&Arc<dyn FusedStep<B>>> {
-        self.fused.as_ref()
-    }
-
-    /// The same chain without its fused implementation (always composed; benchmarks and
-    /// tests compare the two).
-    pub fn composed(mut self) -> Self {
-        self.fused = None;
-        self
-    }
-
-    /// Append a transform.
-    pub fn then(mut self, t: impl Transform<B> + 'static) -> Self {
-        self.transforms.push(Arc::new(t));
-        self.fused = None;
-        self
-    }
-
-    /// Append a transform only when `cond` holds (for optional steps like weight decay).
-    pub fn then_if(self, cond: bool, t: impl Transform<B> + 'static) -> Self {
-        if cond { self.then(t) } else { self }
-    }
-
-    /// The chain's label.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// Names of the transforms, in order (the chain's structural identity, used by records).
-    pub fn transform_names(&self) -> Vec<&'static str> {
-        self.transforms.iter().map(|t| t.name()).collect()
-    }
-
-    /// The transforms, in order.
-    pub fn transforms(&self) -> &[Arc<dyn Transform<B>>] {
-        &self.transforms
-    }
-
-    /// Fresh state for every transform.
-    pub fn init(
-        &self,
-        path: &str,
-        shape: &[usize],
-        device: &B::Device,
-    ) -> Result<Vec<TransformState<B>>> {
-        self.transforms
-            .iter()
-            .map(|t| t.init(path, shape, device))
-            .collect()
-    }
-
-    /// Fresh group-level state for every transform (see [`Transform::init_group`]).
-    pub fn init_group(&self) -> Vec<TransformState<B>> {
-        self.transforms.iter().map(|t| t.init_group()).collect()
-    }
-
-    /// Whether a transform of the chain squares the gradient in f32 (see
-    /// [`Transform::squares_gradient_in_f32`]).
-    pub fn squares_gradient_in_f32(&self) -> bool {
-        self.transforms()
-            .iter()
-            .any(|t| t.squares_gradient_in_f32())
-    }
-
-    /// Whether any transform reduces over the whole group ([`Transform::group_sums`]).
-    pub fn has_group_phase(&self) -> bool {
-        self.transforms.iter().any(|t| t.group_sums() > 0)
-    }
-
-    /// Run the whole chain on `grad`; `states` must come from [`Chain::init`] and
-    /// `group_states` from [`Chain::init_group`]. `ctx.group` is replaced by each transform's
-    /// own group state.
-    pub fn update(
-        &self,
-        ctx: &StepCtx<'_, B>,
-        grad: Tensor<B, 1>,
-        states: &mut [TransformState<B>],
-        group_states: &[TransformState<B>],
-    ) -> Tensor<B, 1> {
-        debug_assert_eq!(states.len(), self.transforms.len());
-        debug_assert_eq!(group_states.len(), self.transforms.len());
-        self.transforms
-            .iter()
-            .zip(states.iter_mut())
-            .zip(group_states)
-            .fold(grad, |u, ((t, s), gs)| {
-                let ctx = StepCtx {
-                    lr: ctx.lr,
-                    param: ctx.param,
-                    shape: ctx.shape,
-                    path: ctx.path,
-                    group: gs,
-                };
-                t.update(&ctx, u, s)
-            })
-    }
 }

@@ -5,8 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 
 #[cfg(feature = "ndarray")]
 use super::cpu;
-use super::{FusedResult, FusedStep};
+use super::{FusedResult, FusedStep, all_len};
 use crate::transform::TransformState;
+use crate::transforms::adafactor::{AdafactorFactoredState, AdafactorFullState};
 
 /// Adafactor's chain `[flip] → scale_by_adafactor → flip`, fused on the CPU (no device
 /// kernel): the row/column (or full) statistics, the update and its RMS, and the parameter
@@ -16,14 +17,16 @@ use crate::transform::TransformState;
 /// chain sums in f32 in burn's order: the two agree to rounding (tested within the family's
 /// reference tolerance), not bitwise like the other fused steps. Both conventions, rank ≥ 2
 /// (factored) and ≤ 1, β1, decay.
+///
+/// Derived from the chain by [`plan`](super::plan): its fields are the chain's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdafactor {
     /// Index of `scale_by_adafactor` in the chain.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Negate the gradient first.
-    pub maximize: bool,
+    pub(crate) maximize: bool,
     /// The transform's settings.
-    pub transform: crate::transforms::ScaleByAdafactor,
+    pub(crate) transform: crate::transforms::ScaleByAdafactor,
 }
 
 impl<B: Backend> FusedStep<B> for FusedAdafactor {
@@ -44,21 +47,22 @@ impl<B: Backend> FusedStep<B> for FusedAdafactor {
             return Err((param, grad));
         };
         let factored = crate::transforms::factored_dims(shape);
-        let lens: Vec<usize> = match factored {
-            Some((l, r, c)) => vec![l * r, l * c],
-            None => vec![n],
+        let beta1 = self.transform.beta1.is_some();
+        // the state the composed transform made for this shape, with the expected lengths
+        let state_fits = match factored {
+            Some((l, r, c)) => AdafactorFactoredState::try_view(st).is_some_and(|s| {
+                s.exp_avg.is_some() == beta1
+                    && all_len([&*s.exp_avg_sq_row], l * r)
+                    && all_len([&*s.exp_avg_sq_col], l * c)
+                    && all_len(s.exp_avg.as_deref(), n)
+            }),
+            None => AdafactorFullState::try_view(st).is_some_and(|s| {
+                s.exp_avg.is_some() == beta1
+                    && all_len([&*s.exp_avg_sq], n)
+                    && all_len(s.exp_avg.as_deref(), n)
+            }),
         };
-        let k = lens.len() + usize::from(self.transform.beta1.is_some());
-        let ok = n > 0
-            && grad.dims()[0] == n
-            && shape.iter().product::<usize>() == n
-            && st.tensors.len() == k
-            && st.counters.first().is_some_and(|c| c.0 == "step")
-            && st
-                .tensors
-                .iter()
-                .zip(lens.iter().chain([&n]))
-                .all(|(t, &len)| t.tensor.dims()[0] == len);
+        let ok = n > 0 && grad.dims()[0] == n && shape.iter().product::<usize>() == n && state_fits;
         if !ok {
             return Err((param, grad));
         }

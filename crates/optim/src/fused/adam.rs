@@ -5,29 +5,34 @@ use burn::tensor::{Tensor, backend::Backend};
 #[cfg(feature = "ndarray")]
 use super::cpu;
 use super::registry::on_device;
-use super::{FusedResult, FusedStep, Kernel, MeasuredResult, Pass, streams_fit, with_counter};
+use super::{
+    FusedResult, FusedStep, Kernel, MeasuredResult, Pass, advance_step, all_len, with_counter,
+};
 use crate::rules;
 use crate::transform::TransformState;
+use crate::transforms::adam::AdamState;
 
 /// The Adam family's chain `[flip] → [L2] → scale_by_adam → [decoupled] → −lr`, fused.
+///
+/// Derived from the chain by [`plan`](super::plan): its fields are the chain's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdam {
     /// Index of `scale_by_adam` in the chain (its state holds the moments and the counter).
-    pub adam_index: usize,
+    pub(crate) adam_index: usize,
     /// Negate the gradient first.
-    pub maximize: bool,
+    pub(crate) maximize: bool,
     /// Coupled L2 λ (0: none).
-    pub coupled: f64,
+    pub(crate) coupled: f64,
     /// Decoupled λ (0: none).
-    pub decoupled: f64,
+    pub(crate) decoupled: f64,
     /// β1.
-    pub beta1: f64,
+    pub(crate) beta1: f64,
     /// β2.
-    pub beta2: f64,
+    pub(crate) beta2: f64,
     /// ε.
-    pub eps: f64,
+    pub(crate) eps: f64,
     /// AMSGrad.
-    pub amsgrad: bool,
+    pub(crate) amsgrad: bool,
 }
 
 /// Per-step f32 constants of [`FusedAdam`], rounded exactly as the composed transforms round
@@ -193,24 +198,25 @@ impl FusedAdam {
         states: &mut [TransformState<B>],
         pass: Pass,
     ) -> MeasuredResult<B> {
-        let names: &[&str] = if self.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-        } else {
-            &["exp_avg", "exp_avg_sq"]
-        };
         let Some(st) = states.get_mut(self.adam_index) else {
             return Err((param, grad));
         };
-        let ok = st.tensors.len() == names.len()
-            && st.counters.first().is_some_and(|c| c.0 == "step")
-            && streams_fit(st, names, &param, &grad);
-        if !ok {
+        let n = param.dims()[0];
+        let fits = grad.dims()[0] == n
+            && AdamState::try_view(st).is_some_and(|s| {
+                s.max_exp_avg_sq.is_some() == self.amsgrad
+                    && all_len([&*s.exp_avg, &*s.exp_avg_sq], n)
+                    && all_len(s.max_exp_avg_sq.as_deref(), n)
+            });
+        if !fits {
             return Err((param, grad));
         }
+        // the streams, in the view's order: exp_avg, exp_avg_sq [, max_exp_avg_sq]
+        let streams = 2 + usize::from(self.amsgrad);
         let (param, grad) = match pass.scale {
             Some(_) => (param, grad),
             None => match with_counter(st, |st| {
-                let sc = self.scalars(lr, st.counters[0].1);
+                let sc = self.scalars(lr, st.counter("step").unwrap_or(0));
                 on_device(param, grad, |d, p, g| d.adam(&sc, p, g, st))
             }) {
                 Ok(p) => return Ok((p, None)),
@@ -219,10 +225,8 @@ impl FusedAdam {
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, names, pass, |st| {
-                let t = st.counters[0].1.saturating_add(1);
-                st.counters[0].1 = t;
-                self.scalars(lr, t)
+            cpu::one_pass(param, grad, st, streams, pass, |st| {
+                self.scalars(lr, advance_step(st))
             })
             .map(|(p, _, s)| (p, s))
         }

@@ -6,8 +6,9 @@ use burn::tensor::{Tensor, backend::Backend};
 #[cfg(feature = "ndarray")]
 use super::cpu;
 use super::registry::on_device;
-use super::{FusedResult, FusedStep, with_counter};
+use super::{FusedResult, FusedStep, all_len, with_counter};
 use crate::transform::TransformState;
+use crate::transforms::adam8bit::Adam8bitState;
 
 /// 8-bit blockwise Adam/AdamW with bitsandbytes' CUDA-kernel semantics
 /// (`scale_by_adam_8bit → flip_sign`, quantized state), fused: per block, decode both moments,
@@ -15,10 +16,12 @@ use crate::transform::TransformState;
 /// code, sign fix for `state1`) — one pass over the parameter, gradient and the two `u8` code
 /// streams. Parameters below `min_8bit_size` (32-bit state) and the CPU-kernel mode run
 /// composed.
+///
+/// Derived from the chain by [`plan`](super::plan): its fields are the chain's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdam8bit {
     /// The transform (its `kernel` must be [`BnbKernel::Cuda`](crate::BnbKernel::Cuda)).
-    pub transform: crate::transforms::ScaleByAdam8bit,
+    pub(crate) transform: crate::transforms::ScaleByAdam8bit,
 }
 
 /// Per-step constants of the 8-bit kernel, rounded as the composed transform rounds them.
@@ -91,22 +94,17 @@ impl<B: Backend> FusedStep<B> for FusedAdam8bit {
         };
         let block = t.block_size;
         let nb = crate::quant::num_blocks(n, block);
-        let layout_ok = st.tensors.len() == 2
-            && st.tensors[0].name == "absmax1"
-            && st.tensors[1].name == "absmax2"
-            && st.tensors.iter().all(|x| x.tensor.dims()[0] == nb)
-            && st.codes.len() == 2
-            && st.codes[0].name == "state1"
-            && st.codes[1].name == "state2"
-            && st.codes.iter().all(|c| c.tensor.dims()[0] == n)
-            && st.counters.first().is_some_and(|c| c.0 == "step")
-            && block > 0
-            && grad.dims()[0] == n;
-        if !layout_ok {
+        let fits = block > 0
+            && grad.dims()[0] == n
+            && Adam8bitState::try_view(st).is_some_and(|s| {
+                all_len([&*s.absmax1, &*s.absmax2], nb)
+                    && [&*s.state1, &*s.state2].iter().all(|c| c.dims()[0] == n)
+            });
+        if !fits {
             return Err((param, grad));
         }
         let (param, grad) = match with_counter(st, |st| {
-            let sc = self.scalars(lr, st.counters[0].1);
+            let sc = self.scalars(lr, st.counter("step").unwrap_or(0));
             on_device(param, grad, |d, p, g| d.adam8bit(&sc, p, g, st))
         }) {
             Ok(p) => return Ok(p),

@@ -5,23 +5,26 @@ use burn::tensor::{Tensor, backend::Backend};
 #[cfg(feature = "ndarray")]
 use super::cpu;
 use super::registry::on_device;
-use super::{FusedResult, FusedStep, Kernel, MeasuredResult, Pass, streams_fit};
+use super::{FusedResult, FusedStep, Kernel, MeasuredResult, Pass, all_len};
 use crate::rules;
 use crate::transform::TransformState;
+use crate::transforms::lion::LionState;
 
 /// Lion's chain `[flip] → scale_by_lion → [decoupled] → −lr`, fused.
+///
+/// Derived from the chain by [`plan`](super::plan): its fields are the chain's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedLion {
     /// Index of `scale_by_lion` in the chain.
-    pub lion_index: usize,
+    pub(crate) lion_index: usize,
     /// Negate the gradient first.
-    pub maximize: bool,
+    pub(crate) maximize: bool,
     /// Decoupled λ (0: none).
-    pub decoupled: f64,
+    pub(crate) decoupled: f64,
     /// β1 (interpolation for the sign).
-    pub beta1: f64,
+    pub(crate) beta1: f64,
     /// β2 (momentum decay).
-    pub beta2: f64,
+    pub(crate) beta2: f64,
 }
 
 /// Per-step f32 constants of [`FusedLion`]. Per element: `g ← maximize ? −g : g;
@@ -113,8 +116,10 @@ impl FusedLion {
         let Some(st) = states.get_mut(self.lion_index) else {
             return Err((param, grad));
         };
-        let names = ["exp_avg"];
-        if !(st.counters.is_empty() && streams_fit(st, &names, &param, &grad)) {
+        let n = param.dims()[0];
+        let fits = grad.dims()[0] == n
+            && LionState::try_view(st).is_some_and(|s| all_len([&*s.exp_avg], n));
+        if !fits {
             return Err((param, grad));
         }
         let (param, grad) = match pass.scale {
@@ -126,7 +131,8 @@ impl FusedLion {
         };
         #[cfg(feature = "ndarray")]
         {
-            cpu::one_pass(param, grad, st, &names, pass, |_| sc).map(|(p, _, s)| (p, s))
+            // the one stream: exp_avg
+            cpu::one_pass(param, grad, st, 1, pass, |_| sc).map(|(p, _, s)| (p, s))
         }
         #[cfg(not(feature = "ndarray"))]
         {

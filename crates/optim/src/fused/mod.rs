@@ -1,6 +1,7 @@
-//! Fused one-pass steps: a chain may carry a [`FusedStep`], an implementation of the *whole*
+//! Fused one-pass steps: a chain may have a [`FusedStep`], an implementation of the *whole*
 //! chain that reads the parameter, gradient and state once and writes them once, in place when
-//! the buffers are uniquely owned. The engine uses it when it applies (backend and tensor
+//! the buffers are uniquely owned. [`plan`] derives it from the chain's transforms (their types,
+//! order and hyper-parameters); nothing attaches one by hand. The engine uses it when it applies (backend and tensor
 //! supported; an observed parameter is copied instead of updated in place) and falls back to the composed chain otherwise.
 //! A fused step must give the same numbers as the composed chain (the CPU kernels here repeat
 //! its f32 operations in the same order, so they are bitwise equal — tested; Adafactor's within
@@ -22,9 +23,69 @@ use std::fmt::Debug;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-// The interface lives beside `Chain`, which carries it (so `transform` needs nothing from here).
 use crate::transform::TransformState;
-pub use crate::transform::{FusedResult, FusedStep, MeasuredResult};
+
+/// A chain's one-pass implementation for some backends (see [`crate::fused`]).
+pub trait FusedStep<B: Backend>: Send + Sync + Debug {
+    /// Name, for reports.
+    fn name(&self) -> &'static str;
+
+    /// Step `param` (of logical `shape`) with `grad` at `lr`, advancing `states` (the chain's states, in chain
+    /// order) exactly as the composed chain would, and return the new parameter; or hand the
+    /// inputs back unchanged (`Err`) when this backend or tensor is not supported.
+    #[allow(clippy::result_large_err)]
+    fn step(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B>;
+
+    /// [`FusedStep::step`] that also returns the gradient's `Σ g²` exactly as [`crate::fused::sum_squares`]
+    /// computes it (same blocks, same order: the same bits), measured in the same pass over
+    /// memory as the update where the kernel can (the engine's [`GradientScan::InPass`]).
+    /// `None` in the result: not measured (the caller measures). The default measures nothing.
+    ///
+    /// [`GradientScan::InPass`]: crate::GradientScan::InPass
+    #[allow(clippy::result_large_err)]
+    fn step_measured(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        states: &mut [TransformState<B>],
+    ) -> MeasuredResult<B> {
+        self.step(lr, shape, param, grad, states).map(|p| (p, None))
+    }
+
+    /// [`FusedStep::step`] with the gradient multiplied by `scale` (global clipping) inside the
+    /// pass: each element `g·scale` rounded to f32 exactly as `grad.mul_scalar(scale)` would
+    /// be, without writing the scaled gradient to memory. The default declines (`Err`, inputs
+    /// unchanged); the engine then scales the gradient first and calls [`FusedStep::step`].
+    #[allow(clippy::result_large_err)]
+    fn step_scaled(
+        &self,
+        lr: f64,
+        shape: &[usize],
+        param: Tensor<B, 1>,
+        grad: Tensor<B, 1>,
+        scale: f32,
+        states: &mut [TransformState<B>],
+    ) -> FusedResult<B> {
+        let _ = (lr, shape, scale, states);
+        Err((param, grad))
+    }
+}
+
+/// A fused step's outcome: the new parameter, or the inputs handed back unchanged.
+pub type FusedResult<B> = Result<Tensor<B, 1>, (Tensor<B, 1>, Tensor<B, 1>)>;
+
+/// [`FusedStep::step_measured`]'s outcome: the new parameter and the gradient's `Σ g²` when
+/// it was measured, or the inputs handed back unchanged.
+pub type MeasuredResult<B> = Result<(Tensor<B, 1>, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)>;
 
 /// [`FusedStep`] for a fused step whose CPU kernel can measure `Σ g²` in its own pass: `step`
 /// and `step_measured` both call the type's `run(lr, param, grad, states, measure)`.
@@ -91,6 +152,7 @@ mod adam8bit;
 #[cfg(feature = "ndarray")]
 mod cpu;
 mod lion;
+mod plan;
 mod registry;
 mod sophia;
 
@@ -98,6 +160,7 @@ pub use adafactor::FusedAdafactor;
 pub use adam::{AdamScalars, FusedAdam};
 pub use adam8bit::{Adam8Scalars, FusedAdam8bit};
 pub use lion::{FusedLion, LionScalars};
+pub use plan::plan;
 pub use registry::{DeviceSteps, has_device_steps, register_device_steps};
 pub use sophia::{FusedSophia, SophiaScalars};
 
@@ -160,36 +223,39 @@ trait Kernel: Sync {
     fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]]) -> u64;
 }
 
-/// Advance `st`'s `step` counter (the first counter) around `f`; put it back when `f` hands
-/// its inputs back.
+/// Advance `st`'s `step` counter around `f`; put it back when `f` hands its inputs back.
 pub(super) fn with_counter<B: Backend>(
     st: &mut TransformState<B>,
     f: impl FnOnce(&mut TransformState<B>) -> FusedResult<B>,
 ) -> FusedResult<B> {
-    let before = st.counters[0].1;
-    st.counters[0].1 = before.saturating_add(1);
+    let before = st.counter("step").unwrap_or(0);
+    advance_step(st);
     let out = f(st);
-    if out.is_err() {
-        st.counters[0].1 = before;
+    if out.is_err()
+        && let Some(c) = st.counter_mut("step")
+    {
+        *c = before;
     }
     out
 }
 
-/// Whether `st`'s first tensors are `names`, each as long as `param` and `grad`.
-pub(super) fn streams_fit<B: Backend>(
-    st: &TransformState<B>,
-    names: &[&str],
-    param: &Tensor<B, 1>,
-    grad: &Tensor<B, 1>,
+/// Advance `st`'s `step` counter by one (saturating) and return the new step.
+pub(super) fn advance_step<B: Backend>(st: &mut TransformState<B>) -> u64 {
+    match st.counter_mut("step") {
+        Some(c) => {
+            *c = c.saturating_add(1);
+            *c
+        }
+        None => 0,
+    }
+}
+
+/// Whether every tensor of `ts` has `n` elements.
+pub(super) fn all_len<'a, B: Backend>(
+    ts: impl IntoIterator<Item = &'a Tensor<B, 1>>,
+    n: usize,
 ) -> bool {
-    let n = param.dims()[0];
-    grad.dims()[0] == n
-        && st.tensors.len() >= names.len()
-        && st
-            .tensors
-            .iter()
-            .zip(names)
-            .all(|(t, name)| t.name == *name && t.tensor.dims()[0] == n)
+    ts.into_iter().all(|t| t.dims()[0] == n)
 }
 
 /// `Σ x²` of a flat tensor in f64, read in place (no temporary), multi-threaded — on backends

@@ -5,30 +5,35 @@ use burn::tensor::{Tensor, backend::Backend};
 #[cfg(feature = "ndarray")]
 use super::cpu;
 use super::registry::on_device;
-use super::{FusedResult, FusedStep, Kernel, MeasuredResult, Pass, streams_fit, with_counter};
+use super::{
+    FusedResult, FusedStep, Kernel, MeasuredResult, Pass, advance_step, all_len, with_counter,
+};
 use crate::rules;
 use crate::transform::TransformState;
+use crate::transforms::sophia::SophiaState;
 
 /// Sophia's chain `[flip] → [L2] → scale_by_sophia → [decoupled] → −lr`, fused (the curvature
 /// update stays a separate step, as in the composed path).
+///
+/// Derived from the chain by [`plan`](super::plan): its fields are the chain's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedSophia {
     /// Index of `scale_by_sophia` in the chain.
-    pub sophia_index: usize,
+    pub(crate) sophia_index: usize,
     /// Negate the gradient first.
-    pub maximize: bool,
+    pub(crate) maximize: bool,
     /// Coupled L2 λ (0: none).
-    pub coupled: f64,
+    pub(crate) coupled: f64,
     /// Decoupled λ (0: none).
-    pub decoupled: f64,
+    pub(crate) decoupled: f64,
     /// Sophia-H (`true`: lerp momentum, `max(h, ε)` denominator, clip at ρ) or Sophia-G.
-    pub variant_h: bool,
+    pub(crate) variant_h: bool,
     /// β1.
-    pub beta1: f64,
+    pub(crate) beta1: f64,
     /// ρ (Sophia-G: ρ·batch size, as the transform holds it).
-    pub rho: f64,
+    pub(crate) rho: f64,
     /// ε.
-    pub eps: f64,
+    pub(crate) eps: f64,
 }
 
 /// Per-step f32 constants of [`FusedSophia`]. Per element: `g ← maximize ? −g : g;
@@ -146,15 +151,6 @@ impl FusedSophia {
         }
     }
 
-    /// The momentum and curvature state names of this variant.
-    fn names(&self) -> [&'static str; 2] {
-        if self.variant_h {
-            ["momentum", "hessian_moment"]
-        } else {
-            ["exp_avg", "hessian"]
-        }
-    }
-
     /// The step, measuring `Σ g²` and/or scaling the gradient in the same pass as `pass` asks
     /// (CPU kernel only; a scaled pass never takes the device kernel).
     #[allow(clippy::result_large_err)]
@@ -170,13 +166,17 @@ impl FusedSophia {
         let Some(st) = states.get_mut(self.sophia_index) else {
             return Err((param, grad));
         };
-        let names = self.names();
-        let ok = st.tensors.len() == 3
-            && st.tensors[2].name == "win_rate"
-            && st.tensors[2].tensor.dims()[0] == 1
-            && st.counters.first().is_some_and(|c| c.0 == "step")
-            && streams_fit(st, &names, &param, &grad);
-        if !ok {
+        let n = param.dims()[0];
+        // the variant's names (naming 0: Sophia-G's, 1: Sophia-H's)
+        let naming = usize::from(self.variant_h);
+        let fits = grad.dims()[0] == n
+            && SophiaState::<B>::LAYOUT
+                .fit(st, &[])
+                .is_some_and(|f| f.naming == naming)
+            && SophiaState::try_view(st).is_some_and(|s| {
+                all_len([&*s.exp_avg, &*s.hessian], n) && all_len([&*s.win_rate], 1)
+            });
+        if !fits {
             return Err((param, grad));
         }
         let (param, grad) = match pass.scale {
@@ -191,15 +191,18 @@ impl FusedSophia {
         #[cfg(feature = "ndarray")]
         {
             let n = param.dims()[0];
-            let (p, win, sumsq) = cpu::one_pass(param, grad, st, &names, pass, |st| {
-                st.counters[0].1 = st.counters[0].1.saturating_add(1);
+            // the streams, in the view's order: the momentum and the curvature estimate
+            let (p, win, sumsq) = cpu::one_pass(param, grad, st, 2, pass, |st| {
+                advance_step(st);
                 sc
             })?;
-            if n > 0 {
+            if n > 0
+                && let Some(s) = SophiaState::try_view(st)
+            {
                 // `mean` of the 0/1 mask as burn-ndarray computes it (exact count below 2^24).
                 let rate = win as f32 / n as f32;
-                let device = st.tensors[2].tensor.device();
-                st.tensors[2].tensor =
+                let device = s.win_rate.device();
+                *s.win_rate =
                     Tensor::from_data(burn::tensor::TensorData::new(vec![rate], [1]), &device);
             }
             Ok((p, sumsq))

@@ -5,8 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::observe::observer_wants_param;
 use super::{MomentOptimizer, ParamState, PreparedStep};
+use crate::chain::Chain;
 use crate::fused::FusedStep;
-use crate::transform::{Chain, StepCtx, TransformState};
+use crate::transform::{StepCtx, TransformState};
 
 /// What `apply` knows about one parameter's update before its chain runs.
 struct ParamJob<'a> {

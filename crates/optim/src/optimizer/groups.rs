@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::MomentOptimizer;
+use crate::chain::Chain;
 use crate::select::Selector;
 use crate::stats::read_scalars;
-use crate::transform::{Chain, StepCtx, TransformState};
+use crate::transform::{StepCtx, TransformState};
 
 /// A set of parameters with its own optimizer chain and learning-rate multiplier.
 #[derive(Debug, Clone)]

@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::chain::Chain;
 use crate::observer::Observer;
 use crate::record::ParamRecord;
 use crate::select::Selector;
-use crate::transform::{Chain, TransformState};
+use crate::transform::TransformState;
 
 mod apply;
 mod builder;

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::{MomentOptimizer, ParamGroup, ParamState};
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::record::{
     CodeRecord, GroupRecord, MIN_RECORD_VERSION, OptimizerRecord, ParamRecord, RECORD_VERSION,
     TensorRecord, TransformRecord,
 };
 use crate::stats::{code_values, tensor_values};
-use crate::transform::{Chain, TransformState};
+use crate::transform::TransformState;
 
 impl<B: Backend> MomentOptimizer<B> {
     /// The full state as a versioned, backend-independent record (reads tensors back).

@@ -21,8 +21,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
-use crate::transform::Chain;
 use crate::transforms::{AdafactorConvention, ScaleByAdafactor, flip_sign};
 use crate::validate;
 
@@ -165,11 +165,6 @@ impl AdafactorConfig {
         Ok(Chain::new("adafactor")
             .then_if(self.maximize, flip_sign())
             .then(t)
-            .then(flip_sign())
-            .with_fused(crate::fused::FusedAdafactor {
-                index: usize::from(self.maximize),
-                maximize: self.maximize,
-                transform: t,
-            }))
+            .then(flip_sign()))
     }
 }

@@ -15,8 +15,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
-use crate::transform::{Chain, Transform};
+use crate::transform::Transform;
 use crate::transforms::{add_decayed_weights, flip_sign, scale_by_adam, scale_by_learning_rate};
 use crate::validate;
 
@@ -162,28 +163,12 @@ pub fn adam_chain<B: Backend>(
 ) -> Result<Chain<B>> {
     validate_common("adam", betas, eps)?;
     decay.validate("adam")?;
-    let (coupled, decoupled) = match decay {
-        Decay::None => (0.0, 0.0),
-        Decay::Coupled(l) => (l, 0.0),
-        Decay::Decoupled(l) => (0.0, l),
-    };
-    let fused = crate::fused::FusedAdam {
-        adam_index: usize::from(maximize) + usize::from(coupled > 0.0),
-        maximize,
-        coupled,
-        decoupled,
-        beta1: betas.0,
-        beta2: betas.1,
-        eps,
-        amsgrad,
-    };
     Ok(decay_chain(
         label,
         maximize,
         decay,
         scale_by_adam(betas.0, betas.1, eps, amsgrad),
-    )
-    .with_fused(fused))
+    ))
 }
 
 /// The chain shape every moment-style optimizer shares: `[flip_sign] → [L2: add_decayed_weights]

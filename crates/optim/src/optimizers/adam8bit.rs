@@ -17,9 +17,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::quant::BLOCK_SIZE;
-use crate::transform::Chain;
 use crate::transforms::{BnbKernel, ScaleByAdam8bit, flip_sign};
 use crate::validate;
 
@@ -104,11 +104,6 @@ impl Adam8bitConfig {
     /// The validated chain: `scale_by_adam_8bit → flip_sign`.
     pub fn build<B: Backend>(&self) -> Result<Chain<B>> {
         let t = self.transform()?;
-        let chain = Chain::new("adam8bit").then(t).then(flip_sign());
-        Ok(if t.kernel == BnbKernel::Cuda {
-            chain.with_fused(crate::fused::FusedAdam8bit { transform: t })
-        } else {
-            chain
-        })
+        Ok(Chain::new("adam8bit").then(t).then(flip_sign()))
     }
 }

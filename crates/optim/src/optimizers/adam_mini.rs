@@ -5,8 +5,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
-use crate::transform::Chain;
 use crate::transforms::{ScaleByAdamMini, flip_sign};
 use crate::validate;
 

@@ -5,9 +5,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{Decay, decay_chain};
-use crate::transform::Chain;
 use crate::transforms::ScaleByAdemamix;
 use crate::validate;
 

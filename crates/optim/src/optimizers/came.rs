@@ -4,9 +4,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
 use crate::optimizers::{Decay, decay_chain};
-use crate::transform::Chain;
 use crate::transforms::ScaleByCame;
 use crate::validate;
 

@@ -17,8 +17,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
-use crate::transform::Chain;
 use crate::transforms::{
     ScaleByLambMoments, ScaleByTrustRatio, add_decayed_weights, flip_sign, scale_by_learning_rate,
 };

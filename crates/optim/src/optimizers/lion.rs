@@ -11,9 +11,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
 use crate::optimizers::{Decay, decay_chain};
-use crate::transform::Chain;
 use crate::transforms::ScaleByLion;
 use crate::validate;
 
@@ -57,13 +57,6 @@ impl LionConfig {
                 beta1: self.betas.0,
                 beta2: self.betas.1,
             },
-        )
-        .with_fused(crate::fused::FusedLion {
-            lion_index: usize::from(self.maximize),
-            maximize: self.maximize,
-            decoupled: self.weight_decay,
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-        }))
+        ))
     }
 }

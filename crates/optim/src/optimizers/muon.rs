@@ -14,11 +14,11 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::optimizer::ParamGroup;
 use crate::optimizers::{AdamWConfig, Decay, decay_chain};
 use crate::select::Selector;
-use crate::transform::Chain;
 use crate::transforms::{MuonScale, NsPrecision, ScaleByMuon};
 use crate::validate;
 

@@ -6,8 +6,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
-use crate::transform::Chain;
 use crate::transforms::{ProdigyDecay, ScaleByProdigy, flip_sign};
 use crate::validate;
 

@@ -14,8 +14,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::Result;
-use crate::transform::Chain;
 use crate::transforms::{ScaleByScheduleFree, flip_sign};
 use crate::validate;
 

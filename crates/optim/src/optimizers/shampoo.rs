@@ -18,10 +18,10 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::linalg::RootConfig;
 use crate::optimizers::Decay;
-use crate::transform::Chain;
 use crate::transforms::{
     Graft, InitialRoot, ScaleByShampoo, ShampooMomentum, Statistics, add_decayed_weights,
     flip_sign, scale_by_learning_rate,

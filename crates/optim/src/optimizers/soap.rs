@@ -5,8 +5,8 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
-use crate::transform::Chain;
 use crate::transforms::{ScaleBySoap, flip_sign};
 use crate::validate;
 

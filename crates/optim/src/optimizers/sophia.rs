@@ -17,9 +17,9 @@
 
 use burn::tensor::backend::Backend;
 
+use crate::chain::Chain;
 use crate::error::{OptimError, Result};
 use crate::optimizers::{Decay, decay_chain};
-use crate::transform::Chain;
 use crate::transforms::{ScaleBySophia, SophiaVariant};
 use crate::validate;
 
@@ -108,11 +108,6 @@ impl SophiaConfig {
             SophiaVariant::G => "sophia_g",
             SophiaVariant::H => "sophia_h",
         };
-        let (coupled, decoupled) = match self.decay {
-            Decay::None => (0.0, 0.0),
-            Decay::Coupled(l) => (l, 0.0),
-            Decay::Decoupled(l) => (0.0, l),
-        };
         Ok(decay_chain(
             label,
             self.maximize,
@@ -124,16 +119,6 @@ impl SophiaConfig {
                 rho,
                 eps: self.eps,
             },
-        )
-        .with_fused(crate::fused::FusedSophia {
-            sophia_index: usize::from(self.maximize) + usize::from(coupled > 0.0),
-            maximize: self.maximize,
-            coupled,
-            decoupled,
-            variant_h: self.variant == SophiaVariant::H,
-            beta1: self.betas.0,
-            rho,
-            eps: self.eps,
-        }))
+        ))
     }
 }

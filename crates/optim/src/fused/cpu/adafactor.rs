@@ -61,12 +61,7 @@ impl SecondMomentRow {
     /// `lerp(a, b, w)` as the composed chain computes it.
     #[inline(always)]
     fn lerp(self, a: f32, b: f32) -> f32 {
-        let w = self.w;
-        if w.abs() < 0.5 {
-            a + (b - a) * w
-        } else {
-            b - (b - a) * (1.0 - w)
-        }
+        rules::lerp(a, b, self.w, 1.0 - self.w)
     }
 
     /// A method with plain-value fields and a `&mut` argument, so LLVM knows the row does
@@ -83,21 +78,17 @@ impl SecondMomentRow {
             w,
         } = self;
         if hf {
+            // v ← v·β2t + (g² + ε1)·(1 − β2t)
             for (x, &gv) in v.iter_mut().zip(g) {
                 let gv = gv * sign;
-                *x = *x * b2t + (gv * gv + eps1) * one_minus_b2t;
-            }
-        } else if w.abs() < 0.5 {
-            // `lerp(a, b, w)` as torch computes it, by the side of the smaller weight
-            for (x, &gv) in v.iter_mut().zip(g) {
-                let gv = gv * sign;
-                *x += (gv * gv - *x) * w;
+                *x = rules::ema(*x, gv * gv + eps1, b2t, one_minus_b2t);
             }
         } else {
+            // v ← lerp(v, g², w) as torch computes it (the side of the smaller weight)
+            let one_minus_w = 1.0 - w;
             for (x, &gv) in v.iter_mut().zip(g) {
                 let gv = gv * sign;
-                let b = gv * gv;
-                *x = b - (b - *x) * (1.0 - w);
+                *x = rules::lerp(*x, gv * gv, w, one_minus_w);
             }
         }
     }
@@ -135,18 +126,18 @@ impl AdafactorScales<'_> {
                 } else {
                     let nm = self.norm[li];
                     for (o, &x) in out.iter_mut().zip(cf) {
-                        *o = rules::clamp_min((rr * x) / nm, eps_sq).sqrt().recip();
+                        *o = rules::inv_sqrt(rules::clamp_min((rr * x) / nm, eps_sq));
                     }
                 }
             }
             None => {
                 if hf {
                     for (o, &x) in out.iter_mut().zip(v) {
-                        *o = x.sqrt().recip();
+                        *o = rules::inv_sqrt(x);
                     }
                 } else {
                     for (o, &x) in out.iter_mut().zip(v) {
-                        *o = rules::clamp_min(x, eps_sq).sqrt().recip();
+                        *o = rules::inv_sqrt(rules::clamp_min(x, eps_sq));
                     }
                 }
             }
@@ -243,8 +234,7 @@ pub(in crate::fused) fn adafactor<B: Backend>(
         return Err((p.back(), g.back()));
     };
     // Nothing can fail from here on.
-    let step = st.counters[0].1.saturating_add(1);
-    st.counters[0].1 = step;
+    let step = crate::fused::advance_step(st);
     let tf = step as f64;
     let hf = t.convention == AdafactorConvention::Transformers;
     let one_minus_b2 = tf.powf(t.decay_rate);
@@ -421,10 +411,10 @@ fn hf_factors(
     let (b2t32, omb32) = (mom.b2t, mom.one_minus_b2t);
     // row ← row·β2t + mean_j(g² + ε1)·(1 − β2t); same for columns
     for (x, s) in rs.iter_mut().zip(row_sums) {
-        *x = *x * b2t32 + (*s / c as f64) as f32 * omb32;
+        *x = rules::ema(*x, (*s / c as f64) as f32, b2t32, omb32);
     }
     for (x, s) in cs.iter_mut().zip(col_sums) {
-        *x = *x * b2t32 + (*s / r as f64) as f32 * omb32;
+        *x = rules::ema(*x, (*s / r as f64) as f32, b2t32, omb32);
     }
     // r_factor = 1/√(row / mean_i row), c_factor = 1/√col
     let mut rf = vec![0.0f32; l * r];
@@ -433,10 +423,10 @@ fn hf_factors(
         let sum: f64 = rows.iter().map(|&x| f64::from(x)).sum();
         let mean = (sum / r as f64) as f32;
         for (f, &x) in rf[li * r..(li + 1) * r].iter_mut().zip(rows) {
-            *f = (x / mean).sqrt().recip();
+            *f = rules::inv_sqrt(x / mean);
         }
     }
-    let cf: Vec<f32> = cs.iter().map(|&x| x.sqrt().recip()).collect();
+    let cf: Vec<f32> = cs.iter().map(|&x| rules::inv_sqrt(x)).collect();
     (rf, cf, Vec::new())
 }
 
@@ -638,29 +628,29 @@ fn second_pass(
                     };
                     let srow = &mut srow[..w];
                     fill_scale(row, vrow, srow);
-                    let step = |s: f32, gv: f32| s * (gv * sign) / denom * lr_eff;
+                    let step = |s: f32, gv: f32| rules::adafactor_step(s, gv * sign, denom, lr_eff);
                     match (mj.as_deref_mut(), b1) {
                         (Some(m), Some((b1, omb1))) => {
                             let m = &mut m[off..off + w];
                             let it = prow.iter_mut().zip(grow).zip(&*srow).zip(m);
                             for (((pv, &gv), &s), mv) in it {
-                                *mv = *mv * b1 + step(s, gv) * omb1;
+                                *mv = rules::ema(*mv, step(s, gv), b1, omb1);
                                 let mut u = *mv;
                                 if decay.is_some() {
-                                    u += *pv * d;
+                                    u = rules::add_decay(u, *pv, d);
                                 }
-                                *pv += -u;
+                                *pv = rules::descend(*pv, u);
                             }
                         }
                         _ if decay.is_some() => {
                             for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
-                                let u = step(s, gv) + *pv * d;
-                                *pv += -u;
+                                let u = rules::add_decay(step(s, gv), *pv, d);
+                                *pv = rules::descend(*pv, u);
                             }
                         }
                         _ => {
                             for ((pv, &gv), &s) in prow.iter_mut().zip(grow).zip(&*srow) {
-                                *pv += -step(s, gv);
+                                *pv = rules::descend(*pv, step(s, gv));
                             }
                         }
                     }

@@ -325,8 +325,7 @@ pub(in crate::fused) fn adam8bit<B: Backend>(
         }
     }
     // Nothing can fail from here on.
-    let step = st.counters[0].1.saturating_add(1);
-    st.counters[0].1 = step;
+    let step = crate::fused::advance_step(st);
     let sc = fused.scalars(lr, step);
     g.with(|gs| {
         let ps = p.slice_mut();

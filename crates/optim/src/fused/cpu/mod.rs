@@ -114,8 +114,9 @@ fn run_best<K: Kernel>(
     )
 }
 
-/// The one-pass driver: check that `st`'s first tensors are `names` with the parameter's
-/// length, take the parameter and those state buffers out (no copy when uniquely owned),
+/// The one-pass driver: check that `st`'s first `streams` tensors (their names were checked
+/// by the caller's state view) have the parameter's length, take the parameter and those
+/// state buffers out (no copy when uniquely owned),
 /// borrow the gradient's, call `make` (which may advance counters and gives the kernel; only
 /// reached when nothing can fail any more), run the kernel over contiguous chunks on scoped
 /// threads and put everything back. Returns the new parameter and the kernel's count, or the
@@ -127,19 +128,16 @@ pub(super) fn one_pass<B: Backend, K: Kernel>(
     param: Tensor<B, 1>,
     grad: Tensor<B, 1>,
     st: &mut TransformState<B>,
-    names: &[&str],
+    streams: usize,
     pass: Pass,
     make: impl FnOnce(&mut TransformState<B>) -> K,
 ) -> Result<(Tensor<B, 1>, u64, Option<f64>), (Tensor<B, 1>, Tensor<B, 1>)> {
     let n = param.dims()[0];
-    let k = names.len();
-    let layout_ok = st.tensors.len() >= k
-        && st
-            .tensors
-            .iter()
-            .zip(names)
-            .all(|(t, name)| t.name == *name)
-        && st.tensors[..k].iter().all(|t| t.tensor.dims()[0] == n);
+    let k = streams;
+    let layout_ok = st
+        .tensors
+        .get(..k)
+        .is_some_and(|ts| ts.iter().all(|t| t.tensor.dims()[0] == n));
     if !layout_ok || grad.dims()[0] != n {
         return Err((param, grad));
     }
