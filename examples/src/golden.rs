@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use moment_optim::port::{ArgValue, PortOptions, RefArgs, from_reference_with};
-use moment_optim::{GradEntry, MomentOptimizer, OptimError, ParamTensor};
+use moment_optim::{Chain, OptimError};
 use serde_json::Value;
 
 mod differences;
+mod replay;
 pub use differences::{DIFFERENCES, Difference};
+use replay::Replay;
 
 /// The project's copy of the reference cases.
 pub fn default_cases_dir() -> PathBuf {
@@ -376,13 +377,43 @@ fn run_case(
     }
 }
 
+/// A case's configuration, read and checked before anything runs.
+struct CaseSetup<'a, B: Backend> {
+    /// The reference class.
+    class: &'a str,
+    /// The chain ported from the reference class and arguments.
+    chain: Chain<B>,
+    /// The learning rate of every step.
+    lr: f64,
+    /// The case's relative tolerance.
+    rtol: f64,
+    /// The case's absolute tolerance.
+    atol: f64,
+    /// The parameters, in the case's order.
+    specs: Vec<ParamSpec>,
+    /// The recorded steps.
+    steps: &'a [Value],
+}
+
+/// One case on backend `B`: its setup, the replay of its steps, its final state, the verdict.
 fn run_case_on<B: Backend>(
     case: &Value,
     options: &RunOptions,
     keep_going: bool,
     result: &mut CaseResult,
 ) -> Result<(), CaseError> {
-    let mut first_failure: Option<String> = None;
+    let mut replay = Replay::new(read_setup::<B>(case, options)?, options, keep_going);
+    replay.steps(result)?;
+    replay.final_state(case, result)?;
+    replay.verdict(result)
+}
+
+/// The case's setup; the first check that fails (format, something to compare, class, dtype,
+/// arguments, the port, tolerance, parameters, steps, in this order) is the case's error.
+fn read_setup<'a, B: Backend>(
+    case: &'a Value,
+    options: &RunOptions,
+) -> Result<CaseSetup<'a, B>, CaseError> {
     let format = case.get("format").and_then(Value::as_i64);
     if format != Some(1) {
         return Err(CaseError::Unsupported(format!(
@@ -398,6 +429,35 @@ fn run_case_on<B: Backend>(
     if dtype != "float32" {
         return Err(CaseError::Unsupported(format!("dtype {dtype}")));
     }
+    let args = reference_args(case)?;
+    let ported = match from_reference_with::<B>(class, &args, &options.port) {
+        Ok(p) => p,
+        Err(OptimError::Port(e)) => return Err(CaseError::Unsupported(e.to_string())),
+        Err(e) => return Err(CaseError::Fail(format!("cannot build `{class}`: {e}"))),
+    };
+    let tol_rtol = case.pointer("/tolerance/rtol").and_then(Value::as_f64);
+    let tol_atol = case.pointer("/tolerance/atol").and_then(Value::as_f64);
+    let (Some(rtol), Some(atol)) = (tol_rtol, tol_atol) else {
+        return Err(malformed("tolerance"));
+    };
+    let specs = param_specs(case)?;
+    let steps = case
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("steps"))?;
+    Ok(CaseSetup {
+        class,
+        chain: ported.chain,
+        lr: ported.lr,
+        rtol,
+        atol,
+        specs,
+        steps,
+    })
+}
+
+/// The reference constructor's arguments, with the per-step ones merged in.
+fn reference_args(case: &Value) -> Result<RefArgs, CaseError> {
     let mut args: RefArgs = case
         .get("reference_args")
         .and_then(Value::as_object)
@@ -414,19 +474,12 @@ fn run_case_on<B: Backend>(
             }
         }
     }
-    let ported = match from_reference_with::<B>(class, &args, &options.port) {
-        Ok(p) => p,
-        Err(OptimError::Unsupported { reason }) => return Err(CaseError::Unsupported(reason)),
-        Err(e) => return Err(CaseError::Fail(format!("cannot build `{class}`: {e}"))),
-    };
-    let tol_rtol = case.pointer("/tolerance/rtol").and_then(Value::as_f64);
-    let tol_atol = case.pointer("/tolerance/atol").and_then(Value::as_f64);
-    let (Some(rtol), Some(atol)) = (tol_rtol, tol_atol) else {
-        return Err(malformed("tolerance"));
-    };
+    Ok(args)
+}
 
-    let specs: Vec<ParamSpec> = case
-        .get("params")
+/// The case's parameters: name, shape and initial values of each.
+fn param_specs(case: &Value) -> Result<Vec<ParamSpec>, CaseError> {
+    case.get("params")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("params"))?
         .iter()
@@ -456,206 +509,7 @@ fn run_case_on<B: Backend>(
                 init,
             })
         })
-        .collect::<Result<_, _>>()?;
-
-    let device = Default::default();
-    let flat =
-        |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
-    let mut params: Vec<ParamTensor<B>> = specs
-        .iter()
-        .map(|s| ParamTensor {
-            path: s.name.clone(),
-            shape: s.shape.clone(),
-            value: flat(s.init.clone()),
-            grad: None,
-        })
-        .collect();
-    let mut optim = MomentOptimizer::new(ported.chain);
-
-    let steps = case
-        .get("steps")
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed("steps"))?;
-    let cpu_path = options.port.bnb_kernel == moment_optim::BnbKernel::Cpu;
-    for (t, step) in steps.iter().enumerate() {
-        // Curvature estimates (Sophia): fed before the step, as `update_hessian()` /
-        // `step(hessian=…)` do.
-        if let Some(h) = step.get("hessian_grads") {
-            let h = h
-                .as_array()
-                .ok_or_else(|| malformed("steps[].hessian_grads"))?;
-            if h.len() != specs.len() {
-                return Err(malformed("steps[].hessian_grads arity"));
-            }
-            let entries = specs
-                .iter()
-                .zip(h)
-                .map(|(s, v)| {
-                    Ok(GradEntry {
-                        path: s.name.clone(),
-                        param_shape: s.shape.clone(),
-                        grad_shape: s.shape.clone(),
-                        grad: flat(f32s(v, "steps[].hessian_grads")?),
-                        param: None,
-                    })
-                })
-                .collect::<Result<Vec<_>, CaseError>>()?;
-            let used = optim
-                .update_curvature(entries)
-                .map_err(|e| CaseError::Fail(format!("step {}: curvature: {e}", t + 1)))?;
-            if used == 0 {
-                return Err(CaseError::Unsupported(format!(
-                    "`{class}` takes no curvature estimates in moment"
-                )));
-            }
-        }
-        let grads = step
-            .get("grads")
-            .and_then(Value::as_array)
-            .ok_or_else(|| malformed("steps[].grads"))?;
-        let expected = step
-            .get("params")
-            .and_then(Value::as_array)
-            .ok_or_else(|| malformed("steps[].params"))?;
-        if grads.len() != specs.len() || expected.len() != specs.len() {
-            return Err(malformed("steps[] arity"));
-        }
-        for (p, g) in params.iter_mut().zip(grads) {
-            let g = f32s(g, "steps[].grads")?;
-            if g.len() != p.shape.iter().product::<usize>() {
-                return Err(malformed("steps[].grads length"));
-            }
-            p.grad = Some(flat(g));
-        }
-        optim
-            .step(ported.lr, &mut params)
-            .map_err(|e| CaseError::Fail(format!("step {}: {e}", t + 1)))?;
-        for (p, e) in params.iter().zip(expected) {
-            let e = f32s(e, "steps[].params")?;
-            let a = p
-                .value
-                .to_data()
-                .to_vec::<f32>()
-                .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
-            if let Err(m) = compare(&a, &e, rtol, atol, 1.0, result) {
-                let m = format!("step {} param `{}`: {m}", t + 1, p.path);
-                if !keep_going {
-                    return Err(CaseError::Tolerance(m));
-                }
-                first_failure.get_or_insert(m);
-            }
-        }
-    }
-
-    // Final state: compare every reference state tensor moment keeps under the same name.
-    let fs = case
-        .get("final_state")
-        .and_then(Value::as_object)
-        .ok_or_else(|| malformed("no final_state"))?;
-    for (pname, states) in fs {
-        let Some(ours) = optim.state(pname) else {
-            return Err(CaseError::Fail(format!("no state for `{pname}`")));
-        };
-        let constants = optim.constants(pname).unwrap_or_default();
-        let Some(states) = states.as_object() else {
-            return Err(malformed("final_state entry"));
-        };
-        for (key, st) in states {
-            let values = f32s(
-                st.get("values").unwrap_or(&Value::Null),
-                "final_state values",
-            )?;
-            let what = |m: String| CaseError::Fail(format!("final state `{pname}.{key}`: {m}"));
-            if let Some(t) = ours.iter().find_map(|s| s.tensor(key)) {
-                let mut a = t
-                    .to_data()
-                    .to_vec::<f32>()
-                    .map_err(|e| CaseError::Fail(format!("{e:?}")))?;
-                let mut values = values;
-                if UP_TO_SIGN.iter().any(|(prefix, _)| key.starts_with(prefix)) {
-                    a.iter_mut().for_each(|x| *x = x.abs());
-                    values.iter_mut().for_each(|x| *x = x.abs());
-                }
-                let scale = values.iter().fold(1.0f64, |m, v| m.max(f64::from(v.abs())));
-                // 8-bit block max-abs: in the CPU-path mode at the format's 1e-6 relative
-                // (moment reproduces bnb's CPU arithmetic, so they agree bit for bit), in the
-                // default mode at the case tolerance (its codes, hence its decoded moments,
-                // differ from the recording's).
-                let absmax = key.starts_with("absmax");
-                if absmax {
-                    let rel = absmax_rel(&a, &values);
-                    result.absmax_max_rel = Some(result.absmax_max_rel.map_or(rel, |r| r.max(rel)));
-                }
-                let (rtol, atol) = if absmax && cpu_path {
-                    (ABSMAX_RTOL, 0.0)
-                } else {
-                    (rtol, atol)
-                };
-                if let Err(m) = compare(&a, &values, rtol, atol, scale, result) {
-                    if !keep_going {
-                        return Err(CaseError::Tolerance(format!(
-                            "final state `{pname}.{key}`: {m}"
-                        )));
-                    }
-                    first_failure.get_or_insert(format!("final state `{pname}.{key}`: {m}"));
-                }
-                result.state_compared += 1;
-            } else if let Some(c) = ours.iter().find_map(|s| s.code(key)) {
-                // 8-bit codes: agreement is reported, not required (see `CaseResult`).
-                let a = moment_optim::stats::code_values(c);
-                if a.len() != values.len() {
-                    return Err(what(format!(
-                        "{} codes, reference has {}",
-                        a.len(),
-                        values.len()
-                    )));
-                }
-                result.codes_total += a.len() as u64;
-                result.codes_equal += a
-                    .iter()
-                    .zip(&values)
-                    .filter(|(a, e)| f32::from(**a) == **e)
-                    .count() as u64;
-            } else if let Some((_, table)) = constants.iter().find(|(n, _)| n == key) {
-                // Constant tables (quantization maps) must match bit for bit.
-                let same = table.len() == values.len()
-                    && table
-                        .iter()
-                        .zip(&values)
-                        .all(|(a, e)| a.to_bits() == e.to_bits());
-                if !same {
-                    return Err(what("constant table differs from the reference".into()));
-                }
-                result.state_compared += 1;
-            } else if let Some(c) = ours.iter().find_map(|s| s.counter(key)) {
-                if values.len() != 1 || f64::from(values[0]) != c as f64 {
-                    return Err(what(format!("counter {c}, reference {values:?}")));
-                }
-                result.state_compared += 1;
-            } else if !NOT_KEPT.iter().any(|(k, _)| k == key) {
-                return Err(what(
-                        "the reference keeps this state and moment has no counterpart (add it, or list it in NOT_KEPT with the reason)".into(),
-                    ));
-            }
-        }
-    }
-    if let Some(agreement) = result.code_agreement() {
-        let required = if cpu_path {
-            1.0
-        } else {
-            CUDA_MODE_CODE_AGREEMENT
-        };
-        if agreement < required {
-            return Err(CaseError::Fail(format!(
-                "8-bit codes agree with the reference's in {:.3}% ({} of {}), below the {:.1}% this mode requires",
-                100.0 * agreement,
-                result.codes_equal,
-                result.codes_total,
-                100.0 * required
-            )));
-        }
-    }
-    first_failure.map_or(Ok(()), |m| Err(CaseError::Tolerance(m)))
+        .collect()
 }
 
 /// Relative bound on the 8-bit block max-abs state (`absmax*`) in the CPU-path mode: the
@@ -665,107 +519,11 @@ fn run_case_on<B: Backend>(
 /// are met bit for bit.
 pub const ABSMAX_RTOL: f64 = 1e-6;
 
-/// Largest |a − e| / |e| over two equally long slices; an `e` of 0 contributes 0 when `a` is 0
-/// too, and a non-finite difference (or an `a` ≠ 0 against an `e` of 0) infinity.
-fn absmax_rel(actual: &[f32], expected: &[f32]) -> f64 {
-    actual
-        .iter()
-        .zip(expected)
-        .map(|(&a, &e)| {
-            let (a, e) = (f64::from(a), f64::from(e));
-            let err = (a - e).abs();
-            if !err.is_finite() || (e == 0.0 && err > 0.0) {
-                f64::INFINITY
-            } else if e == 0.0 {
-                0.0
-            } else {
-                err / e.abs()
-            }
-        })
-        .fold(0.0, f64::max)
-}
-
 /// Share of 8-bit codes that must equal the recorded (bitsandbytes CPU-path) ones in the
 /// default mode, whose exact-nearest quantizer differs from the recording's lookup table: the
 /// lowest agreement over the 23 reference and sweep 8-bit cases is 97.33% (CPU-path mode:
 /// 100% of codes, required).
 pub const CUDA_MODE_CODE_AGREEMENT: f64 = 0.97;
-
-/// State whose values are defined only up to sign (compared by absolute value), by key prefix,
-/// with the reason.
-const UP_TO_SIGN: &[(&str, &str)] = &[(
-    "Q.",
-    "SOAP eigenvector columns are defined up to sign (eigh and QR may flip any column); the update does not depend on it",
-)];
-
-/// Reference state entries moment deliberately does not keep, with the reason. Any other
-/// reference state without a counterpart fails the case.
-const NOT_KEPT: &[(&str, &str)] = &[
-    (
-        "RMS",
-        "transformers Adafactor caches the parameter RMS of the last step; moment recomputes it each step",
-    ),
-    (
-        "dimension",
-        "pytorch_optimizer AdamMini stores a tensor's element count as metadata",
-    ),
-    (
-        "head",
-        "pytorch_optimizer AdamMini stores the head count as metadata",
-    ),
-    (
-        "precondition_frequency",
-        "pytorch_optimizer SOAP copies this hyper-parameter into every parameter's state; moment keeps it in the config",
-    ),
-    (
-        "shampoo_beta",
-        "pytorch_optimizer SOAP copies this hyper-parameter into every parameter's state; moment keeps it in the config",
-    ),
-    (
-        "hessian",
-        "pytorch_optimizer SophiaH stores the last raw Hessian estimate; moment folds each estimate into hessian_moment when it is fed",
-    ),
-];
-
-/// Elementwise `|a − e| ≤ atol·atol_scale + rtol·|e|`, updating the result's error statistics.
-fn compare(
-    actual: &[f32],
-    expected: &[f32],
-    rtol: f64,
-    atol: f64,
-    atol_scale: f64,
-    result: &mut CaseResult,
-) -> Result<(), String> {
-    if actual.len() != expected.len() {
-        return Err(format!(
-            "{} values, reference has {}",
-            actual.len(),
-            expected.len()
-        ));
-    }
-    let mut first_bad = None;
-    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let (a, e) = (f64::from(a), f64::from(e));
-        let err = (a - e).abs();
-        let allowed = atol * atol_scale + rtol * e.abs();
-        if !err.is_finite() {
-            // Never within any bound, so never explained by a documented difference.
-            result.worst_ratio = f64::INFINITY;
-            return Err(format!("element {i}: {a} vs reference {e}"));
-        }
-        result.max_abs = result.max_abs.max(err);
-        if e != 0.0 {
-            result.max_rel = result.max_rel.max(err / e.abs());
-        }
-        result.worst_ratio = result.worst_ratio.max(err / allowed);
-        if err > allowed && first_bad.is_none() {
-            first_bad = Some(format!(
-                "element {i}: {a:.9e} vs reference {e:.9e} (|diff| {err:.3e} > {allowed:.3e})"
-            ));
-        }
-    }
-    first_bad.map_or(Ok(()), Err)
-}
 
 /// The `--optimizer` word for every family moment implements: those of the classes
 /// [`moment_optim::port`] accepts ([`moment_optim::port::families`], from its port table), so

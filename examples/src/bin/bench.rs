@@ -58,6 +58,10 @@ use moment_optim::{
 };
 use serde::Deserialize;
 
+#[path = "bench/args.rs"]
+mod args;
+use args::{Command, Settings};
+
 type B = NdArray<f32>;
 type BoxError = Box<dyn std::error::Error>;
 
@@ -90,16 +94,6 @@ fn shape_of(name: &str, n: usize) -> Vec<usize> {
     } else {
         vec![n]
     }
-}
-
-fn parse_size(s: &str) -> Result<usize, BoxError> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('M' | 'm') => (&s[..s.len() - 1], 1usize << 20),
-        Some('K' | 'k') => (&s[..s.len() - 1], 1 << 10),
-        _ => (s, 1),
-    };
-    Ok(num.parse::<usize>()? * mult)
 }
 
 /// The streaming-bandwidth yardstick of the backend the rows run on.
@@ -347,110 +341,70 @@ fn validate_file(path: &str) -> Result<(), BoxError> {
 }
 
 fn run() -> Result<(), BoxError> {
-    let mut optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".to_string();
-    let mut sizes = "1M,16M".to_string();
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut reps = 7usize;
-    let mut json: Option<String> = None;
-    let mut chart: Option<String> = None;
-    let mut replot: Option<String> = None;
-    let mut impl_filter =
-        "moment-fused,moment-inpass,moment-fused-clip,moment-composed,burn-optim,torch".to_string();
-    let mut quick = false;
-    let mut backend = "ndarray".to_string();
-    let mut model = "tiny".to_string();
-    let mut model_optimizers = "adamw,lion,sophia,adafactor".to_string();
-    let (mut batch, mut seq, mut model_reps) = (8usize, 128usize, 20usize);
-    let mut torch_python =
-        std::env::var("MOMENT_TORCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--optimizers" => optimizers = value()?,
-            "--sizes" => sizes = value()?,
-            "--threads" => threads = value()?.parse()?,
-            "--reps" => reps = value()?.parse::<usize>()?.max(1),
-            "--json" => json = Some(value()?),
-            "--chart" => chart = Some(value()?),
-            "--impls" => impl_filter = value()?,
-            "--model" => model = value()?,
-            "--model-optimizers" => model_optimizers = value()?,
-            "--batch" => batch = value()?.parse()?,
-            "--seq" => seq = value()?.parse()?,
-            "--model-reps" => model_reps = value()?.parse::<usize>()?.max(1),
-            "--torch" => torch_python = value()?,
-            "--backend" => {
-                backend = value()?;
-                let built = match backend.as_str() {
-                    "ndarray" | "flex" => true,
-                    "wgpu" => cfg!(feature = "wgpu"),
-                    "cuda" => cfg!(feature = "cuda"),
-                    other => {
-                        return Err(format!(
-                            "--backend {other}: expected ndarray, flex, wgpu or cuda"
-                        )
-                        .into());
-                    }
-                };
-                if !built {
-                    return Err(format!(
-                        "--backend {backend}: built without the `{backend}` feature (cargo xtask bench adds it)"
-                    )
-                    .into());
-                }
-            }
-            "--quick" => quick = true,
-            "--replot" => replot = Some(value()?),
-            "--validate" => return validate_file(&value()?),
-            "--table" => {
-                let path = value()?;
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| format!("--table {path}: {e}"))?;
-                let report =
-                    parse_and_validate(&text).map_err(|e| format!("--table {path}: {e}"))?;
-                print!(
-                    "{}\n{}",
-                    moment_examples::bench::report::markdown_table(&report),
-                    moment_examples::bench::report::model_markdown_table(&report)
-                );
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument `{other}`").into()),
-        }
+    match args::parse(std::env::args().skip(1))? {
+        Command::Validate(path) => validate_file(&path),
+        Command::Table(path) => print_tables(&path),
+        Command::Replot { from, chart } => replot_chart(&from, chart),
+        Command::Bench(settings) => bench(&settings),
     }
-    if let Some(from) = replot {
-        return replot_chart(&from, chart);
-    }
-    if optimizers == "all" {
-        optimizers = "adamw,adam,lion,sophia,adafactor,adafactor-matrix,adamw8bit".into();
-    }
-    if quick {
-        sizes = "1M".into();
-        reps = 3;
-        model_optimizers = "adamw".into();
-        model_reps = 10;
-    }
-    let threads = threads.max(1);
-    moment_optim::fused::set_threads(threads);
-    let sizes: Vec<usize> = sizes.split(',').map(parse_size).collect::<Result<_, _>>()?;
-    let names: Vec<&str> = optimizers.split(',').map(str::trim).collect();
-    if let Some(bad) = names
-        .iter()
-        .find(|n| !moment_examples::bench::report::OPTIMIZERS.contains(n))
-    {
-        return Err(format!(
-            "--optimizers: unknown `{bad}` (known: {})",
-            moment_examples::bench::report::OPTIMIZERS.join(", ")
-        )
-        .into());
-    }
+}
+
+/// `--table JSON`: a saved report's rows as the markdown tables of `docs/benchmarks.md`.
+fn print_tables(path: &str) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--table {path}: {e}"))?;
+    let report = parse_and_validate(&text).map_err(|e| format!("--table {path}: {e}"))?;
+    print!(
+        "{}\n{}",
+        moment_examples::bench::report::markdown_table(&report),
+        moment_examples::bench::report::model_markdown_table(&report)
+    );
+    Ok(())
+}
+
+/// A bench run: the step-time rows, torch's, the model-level rows, then the chart and the
+/// report asked for.
+fn bench(s: &Settings) -> Result<(), BoxError> {
+    moment_optim::fused::set_threads(s.threads);
+    let names: Vec<&str> = s.names.iter().map(String::as_str).collect();
     let yardstick = Yardstick {
-        backend: backend.clone(),
-        threads,
-        reps: if quick { 3 } else { 5 },
+        backend: s.backend.clone(),
+        threads: s.threads,
+        reps: if s.quick { 3 } else { 5 },
     };
-    match backend.as_str() {
+    print_intro(&s.backend, s.threads);
+    let mut rows = step_rows(s, &names, &yardstick)?;
+    let torch_skipped = add_torch_rows(s, &names, &yardstick, &mut rows);
+    let model_rows = model_rows(s)?;
+    let chart = s.chart.clone().or_else(|| {
+        s.json.as_ref().map(|j| {
+            std::path::Path::new(j)
+                .with_extension("png")
+                .display()
+                .to_string()
+        })
+    });
+    if let Some(path) = chart.as_ref().filter(|_| !rows.is_empty()) {
+        draw_chart(&rows, s.threads, path)?;
+    }
+    if let Some(path) = &s.json {
+        let report = Report {
+            schema_version: SCHEMA_VERSION,
+            host: cpu_model_name(),
+            git_rev: git_rev(),
+            threads: s.threads,
+            quick: s.quick,
+            torch_skipped,
+            results: rows,
+            model_results: model_rows,
+        };
+        write_report(&report, path)?;
+    }
+    Ok(())
+}
+
+/// What the rows run on and what each is measured against, then the rows' table header.
+fn print_intro(backend: &str, threads: usize) {
+    match backend {
         "ndarray" | "flex" => println!(
             "{backend} CPU, {threads} threads; each row's bandwidth: its access pattern over the same number of elements, measured right before and after it (the higher)"
         ),
@@ -460,28 +414,38 @@ fn run() -> Result<(), BoxError> {
     }
     println!();
     print_header();
-    let mut rows = match backend.as_str() {
-        "flex" => bench_rows::<burn::backend::Flex<f32>>(
-            "flex",
-            &names,
-            &sizes,
-            reps,
-            &yardstick,
-            &impl_filter,
-        )?,
+}
+
+/// The step-time rows on `--backend` (moment-cuda's kernels enabled on a GPU backend).
+fn step_rows(s: &Settings, names: &[&str], yardstick: &Yardstick) -> Result<Vec<Row>, BoxError> {
+    let (sizes, reps, filter) = (&s.sizes, s.reps, s.impl_filter.as_str());
+    match s.backend.as_str() {
+        "flex" => {
+            bench_rows::<burn::backend::Flex<f32>>("flex", names, sizes, reps, yardstick, filter)
+        }
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             moment_cuda::enable::<moment_cuda::Wgpu>();
-            bench_rows::<moment_cuda::Wgpu>("wgpu", &names, &sizes, reps, &yardstick, &impl_filter)?
+            bench_rows::<moment_cuda::Wgpu>("wgpu", names, sizes, reps, yardstick, filter)
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
             moment_cuda::enable::<moment_cuda::Cuda>();
-            bench_rows::<moment_cuda::Cuda>("cuda", &names, &sizes, reps, &yardstick, &impl_filter)?
+            bench_rows::<moment_cuda::Cuda>("cuda", names, sizes, reps, yardstick, filter)
         }
-        _ => bench_rows::<B>("ndarray", &names, &sizes, reps, &yardstick, &impl_filter)?,
-    };
-    let torch_device = match backend.as_str() {
+        _ => bench_rows::<B>("ndarray", names, sizes, reps, yardstick, filter),
+    }
+}
+
+/// PyTorch's rows of the Adam-family optimizers asked for, when `--impls` lists `torch`,
+/// added to `rows`; or why there are none (printed), for the report.
+fn add_torch_rows(
+    s: &Settings,
+    names: &[&str],
+    yardstick: &Yardstick,
+    rows: &mut Vec<Row>,
+) -> Option<String> {
+    let torch_device = match s.backend.as_str() {
         "ndarray" | "flex" => Some("cpu"),
         "cuda" => Some("cuda"),
         _ => None,
@@ -491,22 +455,22 @@ fn run() -> Result<(), BoxError> {
         .copied()
         .filter(|n| matches!(*n, "adamw" | "adam"))
         .collect();
-    let wants_torch = impl_filter.split(',').any(|f| f.trim() == "torch");
+    let wants_torch = s.impl_filter.split(',').any(|f| f.trim() == "torch");
     let mut torch_skipped = None;
     if wants_torch && !torch_names.is_empty() {
-        torch_skipped = if quick {
+        torch_skipped = if s.quick {
             Some("--quick runs no torch rows".to_string())
-        } else if torch_python == "none" {
+        } else if s.torch_python == "none" {
             Some("--torch none".to_string())
         } else if let Some(device) = torch_device {
             match torch_rows(
-                &torch_python,
+                &s.torch_python,
                 device,
                 &torch_names,
-                &sizes,
-                threads,
-                reps,
-                &yardstick,
+                &s.sizes,
+                s.threads,
+                s.reps,
+                yardstick,
             ) {
                 Ok(t) => {
                     rows.extend(t);
@@ -515,90 +479,95 @@ fn run() -> Result<(), BoxError> {
                 Err(e) => Some(e.to_string()),
             }
         } else {
-            Some(format!("torch has no `{backend}` device"))
+            Some(format!("torch has no `{}` device", s.backend))
         };
     }
     if let Some(note) = &torch_skipped {
         println!("\ntorch rows skipped: {note}");
     }
+    torch_skipped
+}
+
+/// `--model`: a training step of the test model per preset and `--model-optimizers` entry,
+/// split into its parts, printed as a markdown table.
+fn model_rows(s: &Settings) -> Result<Vec<ModelRow>, BoxError> {
     let mut model_rows: Vec<ModelRow> = Vec::new();
-    if model != "none" {
-        println!(
-            "\nTraining step of the test model ({batch} × {seq} tokens, vocab 256), medians over {model_reps} steps; monitor cost = extra time per step (mean) with per-layer norms every step / every 10th step, as a % of the whole step and × the optimizer step alone:\n"
-        );
-        println!(
-            "| model | params | optimizer | forward ms | backward ms | optimizer ms | tokens/s | monitor every step | monitor interval 10 |"
-        );
-        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for preset in model.split(',').map(str::trim) {
-            for opt in model_optimizers.split(',').map(str::trim) {
-                let r = time_model(preset, opt, batch, seq, model_reps)?;
-                println!(
-                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms ({:.1}%, {:.2}×) | {:.2} ms ({:.1}%, {:.2}×) |",
-                    r.preset,
-                    r.params,
-                    r.optimizer,
-                    r.forward_ms,
-                    r.backward_ms,
-                    r.optimizer_ms,
-                    r.tokens_per_s,
-                    r.monitor_every_step_ms,
-                    r.monitor_every_step_pct,
-                    r.monitor_every_step_vs_optimizer,
-                    r.monitor_interval10_ms,
-                    r.monitor_interval10_pct,
-                    r.monitor_interval10_vs_optimizer,
-                );
-                model_rows.push(r);
-            }
+    if s.model == "none" {
+        return Ok(model_rows);
+    }
+    let (batch, seq, model_reps) = (s.batch, s.seq, s.model_reps);
+    println!(
+        "\nTraining step of the test model ({batch} × {seq} tokens, vocab 256), medians over {model_reps} steps; monitor cost = extra time per step (mean) with per-layer norms every step / every 10th step, as a % of the whole step and × the optimizer step alone:\n"
+    );
+    println!(
+        "| model | params | optimizer | forward ms | backward ms | optimizer ms | tokens/s | monitor every step | monitor interval 10 |"
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for preset in s.model.split(',').map(str::trim) {
+        for opt in s.model_optimizers.split(',').map(str::trim) {
+            let r = time_model(preset, opt, batch, seq, model_reps)?;
+            print_model_row(&r);
+            model_rows.push(r);
         }
     }
-    let chart = chart.or_else(|| {
-        json.as_ref().map(|j| {
-            std::path::Path::new(j)
-                .with_extension("png")
-                .display()
-                .to_string()
+    Ok(model_rows)
+}
+
+/// One markdown table row of the model-level table.
+fn print_model_row(r: &ModelRow) {
+    println!(
+        "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms ({:.1}%, {:.2}×) | {:.2} ms ({:.1}%, {:.2}×) |",
+        r.preset,
+        r.params,
+        r.optimizer,
+        r.forward_ms,
+        r.backward_ms,
+        r.optimizer_ms,
+        r.tokens_per_s,
+        r.monitor_every_step_ms,
+        r.monitor_every_step_pct,
+        r.monitor_every_step_vs_optimizer,
+        r.monitor_interval10_ms,
+        r.monitor_interval10_pct,
+        r.monitor_interval10_vs_optimizer,
+    );
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
+fn cpu_model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
         })
-    });
-    if let Some(path) = chart.as_ref().filter(|_| !rows.is_empty()) {
-        draw_chart(&rows, threads, path)?;
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The checkout's short git revision, or empty.
+fn git_rev() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `--json`: the report, written only if it keeps its own schema.
+fn write_report(report: &Report, path: &str) -> Result<(), BoxError> {
+    let problems = validate(report);
+    if !problems.is_empty() {
+        return Err(format!(
+            "the report breaks its own schema (not written):\n{}",
+            problems.join("\n")
+        )
+        .into());
     }
-    if let Some(path) = json {
-        let report = Report {
-            schema_version: SCHEMA_VERSION,
-            host: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("model name"))
-                        .and_then(|l| l.split(':').nth(1))
-                        .map(|s| s.trim().to_string())
-                })
-                .unwrap_or_else(|| "unknown".into()),
-            git_rev: std::process::Command::new("git")
-                .args(["rev-parse", "--short", "HEAD"])
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default(),
-            threads,
-            quick,
-            torch_skipped,
-            results: rows,
-            model_results: model_rows,
-        };
-        let problems = validate(&report);
-        if !problems.is_empty() {
-            return Err(format!(
-                "the report breaks its own schema (not written):\n{}",
-                problems.join("\n")
-            )
-            .into());
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("\nJSON written to {path}");
-    }
+    std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    println!("\nJSON written to {path}");
     Ok(())
 }
 

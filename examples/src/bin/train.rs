@@ -12,23 +12,38 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
+use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use moment_model::{
-    Corpus, MarkovConfig, MarkovCorpus, RowPrior, Split, TestModelConfig, TokenBatch,
+    Corpus, MarkovConfig, MarkovCorpus, RowPrior, Split, TestModelConfig, TestModelForCausalLM,
+    TokenBatch,
 };
 use moment_monitor::{
-    CsvSink, JsonlSink, MonitorConfig, Run, StepInfo, Summary, TensorBoardSink, files, replot,
-    report,
+    CsvSink, JsonlSink, Monitor, MonitorConfig, Run, StepInfo, Summary, TensorBoardSink, files,
+    replot, report,
 };
 use moment_optim::{
-    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, MomentOptimizer, NonFinitePolicy,
-    OptimError, ParamGroup, Selector,
+    AdafactorConfig, Adam8bitConfig, AdamWConfig, Chain, ModuleOptimizer, MomentOptimizer,
+    NonFinitePolicy, OptimError, ParamGroup, Selector,
 };
 
 type B = Autodiff<NdArray>;
+type BoxError = Box<dyn std::error::Error>;
+type Model<Bk> = TestModelForCausalLM<Bk>;
+/// The engine as burn's optimizer of the model.
+type Optim = ModuleOptimizer<Model<B>, B>;
+type Device = NdArrayDevice;
+
+/// The corpus's vocabulary.
+const VOCAB: usize = 64;
+/// Sequences per batch.
+const BATCH: usize = 16;
+/// Tokens per sequence.
+const SEQ: usize = 32;
 
 fn main() -> ExitCode {
     match run() {
@@ -40,7 +55,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// The command line of `train`.
+struct Args {
+    steps: u64,
+    seed: u64,
+    interval: u64,
+    optimizer: String,
+    out: PathBuf,
+}
+
+/// The command line, defaults applied (`--out`: `runs/train-<optimizer>`).
+fn parse_args() -> Result<Args, BoxError> {
     let mut steps = 200u64;
     let mut seed = 0u64;
     let mut interval = 1u64;
@@ -59,24 +84,57 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/train-{optimizer}")));
+    Ok(Args {
+        steps,
+        seed,
+        interval,
+        optimizer,
+        out,
+    })
+}
 
+fn run() -> Result<(), BoxError> {
+    let args = parse_args()?;
     let device = Default::default();
-    let (vocab, batch, seq) = (64, 16, 32);
     let corpus = MarkovCorpus::with_config(&MarkovConfig {
-        vocab,
+        vocab: VOCAB,
         order: 1,
         prior: RowPrior::Dirichlet { concentration: 0.1 },
-        seed,
+        seed: args.seed,
     })?;
     let floor = corpus.loss_floor();
-    let mut model = TestModelConfig {
-        seed,
-        ..TestModelConfig::tiny(vocab)
+    let model = TestModelConfig {
+        seed: args.seed,
+        ..TestModelConfig::tiny(VOCAB)
     }
     .init::<B>(&device)?;
+    let (mut optim, monitor) = monitored_optimizer(&args)?;
 
-    // The usual LLM grouping: no decay on vectors (norm weights), decay elsewhere.
-    let (no_decay, decay) = chains(&optimizer, 0.1)?;
+    println!(
+        "training the tiny test model ({} params) with moment {}, {} steps → {}",
+        model.num_params(),
+        args.optimizer,
+        args.steps,
+        args.out.display()
+    );
+    if let Some(f) = floor {
+        println!("loss floor (entropy rate of the corpus): {f:.4} nats/token");
+    }
+    let model = train(model, &mut optim, &monitor, &corpus, args.steps, &device)?;
+    monitor
+        .lock()
+        .map_err(|_| "monitor lock poisoned")?
+        .flush()?;
+    let loss = validation_loss(&model.valid(), &corpus, &device)?;
+    println!("validation loss {loss:.4}");
+    write_report(&args, floor)
+}
+
+/// The engine with the usual LLM grouping (no decay on vectors, i.e. norm weights; decay
+/// elsewhere), global clipping at 1.0, bad steps skipped, observed by a monitor writing
+/// JSONL, CSV and TensorBoard into the run directory.
+fn monitored_optimizer(args: &Args) -> Result<(Optim, Arc<Mutex<Monitor>>), BoxError> {
+    let (no_decay, decay) = chains(&args.optimizer, 0.1)?;
     let mut engine = MomentOptimizer::builder()
         .group(ParamGroup::new(
             "no_decay",
@@ -87,28 +145,34 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .clip_grad_norm(1.0)
         .non_finite(NonFinitePolicy::SkipStep)
         .build()?;
-    let mut monitor = MonitorConfig::default().with_interval(interval).build()?;
+    let out = &args.out;
+    let mut monitor = MonitorConfig::default()
+        .with_interval(args.interval)
+        .build()?;
     monitor
         .add_sink(JsonlSink::create(out.join(files::METRICS_JSONL))?)
         .add_sink(CsvSink::create(out.join(files::METRICS_CSV))?)
         .add_sink(TensorBoardSink::create(out.join("tensorboard"))?);
     let monitor = monitor.shared();
     engine.set_observer(monitor.clone());
-    let mut optim = engine.for_module::<_, B>();
+    Ok((engine.for_module::<_, B>(), monitor))
+}
 
-    println!(
-        "training the tiny test model ({} params) with moment {optimizer}, {steps} steps → {}",
-        model.num_params(),
-        out.display()
-    );
-    if let Some(f) = floor {
-        println!("loss floor (entropy rate of the corpus): {f:.4} nats/token");
-    }
+/// `steps` training steps on the corpus's training split (lr 3e-3, 20 warm-up steps, linear
+/// decay to 10%), each recorded by the monitor, progress printed every 25 steps.
+fn train(
+    mut model: Model<B>,
+    optim: &mut Optim,
+    monitor: &Mutex<Monitor>,
+    corpus: &MarkovCorpus,
+    steps: u64,
+    device: &Device,
+) -> Result<Model<B>, BoxError> {
     for step in 0..steps {
         let warm = (step as f64 + 1.0).min(20.0) / 20.0;
         let lr = 3e-3 * warm * (1.0 - 0.9 * step as f64 / steps as f64);
-        let b = TokenBatch::from_corpus(&corpus as &dyn Corpus, Split::Train, step, batch, seq)?
-            .to_tensors::<B>(&device);
+        let b = TokenBatch::from_corpus(corpus as &dyn Corpus, Split::Train, step, BATCH, SEQ)?
+            .to_tensors::<B>(device);
         let loss = model
             .forward(b.inputs, Some(b.targets))?
             .loss
@@ -123,7 +187,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         mon.finish_step(
             StepInfo::new()
                 .loss(value)
-                .tokens((batch * seq) as u64)
+                .tokens((BATCH * SEQ) as u64)
                 .memory(optim.engine().state_memory()),
         )?;
         if step == 0 || (step + 1) % 25 == 0 {
@@ -138,26 +202,34 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    monitor
-        .lock()
-        .map_err(|_| "monitor lock poisoned")?
-        .flush()?;
-    let valid = model.valid();
+    Ok(model)
+}
+
+/// Mean loss over the first 4 batches of the corpus's validation split.
+fn validation_loss(
+    model: &Model<NdArray>,
+    corpus: &MarkovCorpus,
+    device: &Device,
+) -> Result<f64, BoxError> {
     let mut total = 0.0;
     for i in 0..4 {
-        let b = TokenBatch::from_corpus(&corpus as &dyn Corpus, Split::Valid, i, batch, seq)?
-            .to_tensors::<NdArray>(&device);
+        let b = TokenBatch::from_corpus(corpus as &dyn Corpus, Split::Valid, i, BATCH, SEQ)?
+            .to_tensors::<NdArray>(device);
         total += f64::from(
-            valid
+            model
                 .forward(b.inputs, Some(b.targets))?
                 .loss
                 .ok_or("no loss")?
                 .into_scalar(),
         );
     }
-    println!("validation loss {:.4}", total / 4.0);
-    let written = replot(&out, floor)?;
-    let run = Run::from_jsonl(&optimizer, out.join(files::METRICS_JSONL))?;
+    Ok(total / 4.0)
+}
+
+/// The run directory's plots and report, and the summary printed.
+fn write_report(args: &Args, floor: Option<f64>) -> Result<(), BoxError> {
+    let written = replot(&args.out, floor)?;
+    let run = Run::from_jsonl(&args.optimizer, args.out.join(files::METRICS_JSONL))?;
     print!("{}", report::text(&[Summary::from_run(&run, floor)]));
     for f in written {
         println!("wrote {}", f.display());
